@@ -1,0 +1,157 @@
+"""IR node types: small, immutable, documented.
+
+A :class:`Program` is a self-contained description of one intervention: the
+code of a ``with model.trace(...)`` block (and every tracing block nested in
+it) as :class:`CodeUnit` s, and the :class:`Binding` s of the free names that
+code uses. Programs are plain data: no live Python objects, no pickle, no
+bytecode. They print to text (:mod:`compiler.ir.printer`), parse back
+(:mod:`compiler.ir.parser`) and encode to msgpack+zstd (:mod:`compiler.ir.binary`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Tuple
+
+from .version import IR_VERSION, MIN_PYTHON
+
+
+@dataclass(frozen=True)
+class Header:
+    """Mandatory first record of every program.
+
+    ir_version: format version (see :mod:`compiler.ir.version`).
+    producer: ``"nnsight <version>"`` of the client that compiled it.
+    python: ``"3.X.Y"`` of the client that compiled it.
+    min_python: lowest ``(major, minor)`` whose grammar accepts every unit.
+    features: syntax features that raised min_python, as ``(name, line)``
+      pairs (for example ``("match statement", 12)``).
+    """
+
+    ir_version: int = IR_VERSION
+    producer: str = ""
+    python: str = ""
+    min_python: Tuple[int, int] = MIN_PYTHON
+    features: Tuple[Tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceLoc:
+    """Where code came from in the user's world: file, 1-based line, 0-based column."""
+
+    file: str
+    line: int
+    col: int = 0
+
+
+# CodeUnit.kind values.
+UNIT_TRACE = "trace"  # body of the outermost with-block the program was built from
+UNIT_BLOCK = "block"  # body of a with-statement nested in another unit
+
+
+@dataclass(frozen=True)
+class CodeUnit:
+    """One block of user code, as normalized (dedented) source.
+
+    id: index of the unit in ``Program.units``; unit 0 is the root.
+    kind: UNIT_TRACE for the root, UNIT_BLOCK for nested with-bodies.
+    source: the body's statements, dedented to column 0, ending in a newline.
+    loc: file, line and column of the body's first line in the user's file.
+    parent: id of the enclosing unit (None for the root).
+    header: ``(first, last)`` lines (user-file numbering) of the with-statement
+      header that owns this body; a tracing context entered on one of those
+      lines inside the parent unit runs this unit as its body.
+    assigned: names the unit binds at its top level (candidates for write-back).
+    """
+
+    id: int
+    kind: str
+    source: str
+    loc: SourceLoc
+    parent: Optional[int] = None
+    header: Tuple[int, int] = (0, 0)
+    assigned: Tuple[str, ...] = ()
+
+
+# Binding.kind values.
+BIND_RUNTIME = "runtime"  # not captured: resolved from the caller's frame at run time
+BIND_MODEL = "model"  # the wrapped model (an Envoy); value: envoy path, e.g. "model"
+BIND_TRACER = "tracer"  # the tracer object of the with-statement (its ``as`` target)
+BIND_MODULE = "module"  # a server-provided module; value: dotted module name
+BIND_OBJECT = "object"  # an object of a server-provided module; value: "module:qualname"
+BIND_VALUE = "value"  # a captured value; value: an encoded value tree (compiler.ir.values)
+BIND_FUNCTION = "function"  # user code captured by value; value: index into Program.definitions
+BIND_CLASS = "class"  # user class captured by value; value: index into Program.definitions
+BIND_BUILTIN = "builtin"  # a builtin name; value: the name
+
+BINDING_KINDS = (
+    BIND_RUNTIME,
+    BIND_MODEL,
+    BIND_TRACER,
+    BIND_MODULE,
+    BIND_OBJECT,
+    BIND_VALUE,
+    BIND_FUNCTION,
+    BIND_CLASS,
+    BIND_BUILTIN,
+)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a free name of the program's code refers to."""
+
+    name: str
+    kind: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A user function or class captured by value (dependency closure).
+
+    name: qualified name in its home module (``"normalize"``, ``"Stats.add"``).
+    module: the module it was defined in (``"mymethods"``, ``"__main__"``).
+    source: its dedented source (decorators included).
+    loc: where the source lives in the user's world.
+    globals: bindings of the names its code reads from its module's globals.
+    """
+
+    name: str
+    module: str
+    source: str
+    loc: SourceLoc
+    globals: Tuple[Binding, ...] = ()
+
+
+@dataclass(frozen=True)
+class Program:
+    """A complete intervention program.
+
+    header: version information (mandatory).
+    units: the code units; ``units[0]`` is the root trace body.
+    bindings: one per free name of the units, in first-use order.
+    definitions: user functions/classes captured by value.
+    envoys: statically known envoy paths the code reads or writes
+      (``"model.transformer.h.0"``); ``dynamic`` is True when the code may
+      touch envoys the compiler cannot name, so every module must be hooked.
+    """
+
+    header: Header
+    units: Tuple[CodeUnit, ...]
+    bindings: Tuple[Binding, ...] = ()
+    definitions: Tuple[Definition, ...] = ()
+    envoys: Tuple[str, ...] = ()
+    dynamic: bool = True
+
+    @property
+    def root(self) -> CodeUnit:
+        return self.units[0]
+
+    def children(self, unit_id: int) -> Tuple[CodeUnit, ...]:
+        return tuple(u for u in self.units if u.parent == unit_id)
+
+    def binding(self, name: str) -> Optional[Binding]:
+        for b in self.bindings:
+            if b.name == name:
+                return b
+        return None

@@ -1,0 +1,26 @@
+"""IR versioning: the current version and the language levels it knows.
+
+Rules (ONNX-style): every serialized program starts with a mandatory header
+carrying ``ir_version``. A loader accepts any version <= IR_VERSION (older
+ones go through :mod:`compiler.ir.upgraders`) and refuses newer or unknown ones.
+"""
+
+IR_VERSION = 1
+
+# Oldest CPython a program may target (client floor of the project).
+MIN_PYTHON = (3, 9)
+
+
+def producer_python() -> str:
+    import sys
+
+    return "%d.%d.%d" % sys.version_info[:3]
+
+
+def producer_nnsight() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("nnsight")
+    except Exception:  # not installed (running from a source tree)
+        return "0.9.0.dev0"

@@ -1,0 +1,78 @@
+"""``NNsight(module)``: wrap any ``torch.nn.Module`` for tracing."""
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from ..envoy import Envoy
+from ..tracing.interleaving import InterleavingTracer
+
+
+class NNsight(Envoy):
+    """The root envoy of a model: adds ``trace`` and the batching hooks.
+
+    Subclasses customise how inputs become a batch through
+    ``_prepare_input`` / ``_batch`` (design §6.2) and how the model runs
+    through ``_execute``.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__(module, path="model")
+        self.__dict__["_patch_cache"] = None
+
+    # ---------------------------------------------------------------- tracing
+
+    def trace(self, *inputs, **kwargs) -> InterleavingTracer:
+        """``with model.trace(input):`` — run the model once with interventions."""
+        return InterleavingTracer(self, *inputs, **kwargs)
+
+    def _patch_list(self) -> List[Tuple[str, torch.nn.Module]]:
+        """Every ``(path, module)`` of the tree: the providers an execution offers."""
+        cache = self._patch_cache
+        if cache is None:
+            cache = [(path, envoy._module) for path, envoy in self.named_modules()]
+            self.__dict__["_patch_cache"] = cache
+        return cache
+
+    def _update(self, module: torch.nn.Module) -> None:
+        super()._update(module)
+        self.__dict__["_patch_cache"] = None
+
+    def _ensure_dispatched(self) -> None:
+        """Load real weights before the first execution (meta-loaded models override this)."""
+
+    # --------------------------------------------------------------- batching
+
+    def _split_inputs(self, args: tuple, kwargs: Dict[str, Any]) -> Tuple[Optional[Tuple[tuple, dict]], dict]:
+        """Separate the trace's inputs (which make an implicit invoke) from call options."""
+        if args or kwargs:
+            return (args, kwargs), {}
+        return None, {}
+
+    def _prepare_input(self, *args, **kwargs) -> Tuple[tuple, dict, int]:
+        """Normalize one invoke's input; returns ``(args, kwargs, batch_size)``."""
+        for value in list(args) + list(kwargs.values()):
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                return args, kwargs, int(value.shape[0])
+        return args, kwargs, 1 if (args or kwargs) else 0
+
+    def _batch(self, batched: Tuple[tuple, dict], *args, **kwargs) -> Tuple[tuple, dict]:
+        """Combine a new invoke's prepared input with the batch so far (tensors: concatenated on dim 0)."""
+        b_args, b_kwargs = batched
+
+        def cat(a, b, where):
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape[1:] == b.shape[1:]:
+                return torch.cat([a, b], dim=0)
+            raise NotImplementedError(
+                f"{type(self).__name__} can't batch the inputs of several invokes ({where} is "
+                f"{type(a).__name__}). Use one input invoke plus empty invokes, or implement "
+                f"`_prepare_input` and `_batch` on a subclass (design §6.2).")
+
+        if len(b_args) != len(args) or set(b_kwargs) != set(kwargs):
+            raise NotImplementedError(
+                f"{type(self).__name__} can't batch invokes whose inputs have different structure.")
+        new_args = tuple(cat(a, b, f"argument {i}") for i, (a, b) in enumerate(zip(b_args, args)))
+        new_kwargs = {k: cat(b_kwargs[k], kwargs[k], f"keyword {k!r}") for k in kwargs}
+        return new_args, new_kwargs
+
+    def _execute(self, *args, **kwargs) -> Any:
+        return self._module(*args, **kwargs)

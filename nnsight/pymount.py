@@ -1,0 +1,34 @@
+"""``obj.save()`` on every Python object (design §5.1, "pymount").
+
+CPython keeps the attributes of ``object`` in a dict that Python code can't
+normally change. We reach it through ``gc.get_referents`` on its mappingproxy,
+add ``save``, and tell the type cache with ``PyType_Modified``. This is done
+once, at import; objects that define their own ``save`` keep it.
+"""
+import ctypes
+import gc
+
+from runtime import saves
+
+
+def _save(self):
+    """Keep this value after the trace (same as ``nnsight.save(obj)``)."""
+    return saves.save(self)
+
+
+def _object_dict() -> dict:
+    return gc.get_referents(object.__dict__)[0]
+
+
+def mount(name: str = "save") -> None:
+    d = _object_dict()
+    if d.get(name) is not _save:
+        d[name] = _save
+        ctypes.pythonapi.PyType_Modified(ctypes.py_object(object))
+
+
+def unmount(name: str = "save") -> None:
+    d = _object_dict()
+    if d.get(name) is _save:
+        del d[name]
+        ctypes.pythonapi.PyType_Modified(ctypes.py_object(object))

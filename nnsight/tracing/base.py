@@ -1,0 +1,91 @@
+"""Tracer: a ``with`` block compiled to IR and executed by the runtime after it closes.
+
+On ``__enter__`` the tracer finds its body: either a unit of an already
+compiled program (a tracing context nested in traced code claims it), or the
+user's own source, lowered by the frontend (cached per call site). The body
+is not executed in place; on ``__exit__`` :meth:`execute` runs it.
+"""
+import sys
+from typing import Any, Dict, Optional
+
+from runtime import claims, saves, skip
+from runtime.builder import CompiledProgram, namespace
+from runtime.frames import write_back
+
+from .compile import compile_call_site
+from .tracebacks import clean
+
+
+class Tracer:
+    """Base class of every tracing context (trace, invoke-less generate, session, ...)."""
+
+    def __init__(self, model: Any = None) -> None:
+        self.model = model
+        self._frame = None
+        self._compiled: Optional[CompiledProgram] = None
+        self._unit_id = 0
+        self._nested = False
+        self._armed = None
+
+    # ------------------------------------------------------------- protocol
+
+    def __enter__(self):
+        frame = sys._getframe(1)
+        self._frame = frame
+        claimed = claims.claim(frame)
+        if claimed is not None:
+            self._compiled, self._unit_id = claimed
+            self._nested = True
+        else:
+            self._compiled = compile_call_site(frame)
+            self._unit_id = 0
+            self._armed = skip.arm(frame)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        frame = self._frame
+        if not self._nested:
+            skip.disarm(frame, self._armed)
+            if exc_type is not skip.SkipBody:
+                return False
+        elif exc_type is not None:
+            return False
+        saves.enter()
+        try:
+            self.execute()
+        except BaseException as error:
+            raise clean(error)
+        finally:
+            saves.exit()
+            self._frame = None
+        return True
+
+    # ------------------------------------------------------------ execution
+
+    @property
+    def ir(self):
+        """The IR program this tracer runs (``print(tracer.ir)`` shows its text)."""
+        return self._compiled.program if self._compiled is not None else None
+
+    def _code(self):
+        return self._compiled.units[self._unit_id].code
+
+    def _namespace(self) -> Dict[str, Any]:
+        """Globals for the body: the enclosing program's, or bound from the user's frame."""
+        frame = self._frame
+        if self._nested:
+            return frame.f_globals
+        return namespace(self._compiled.free_names, frame.f_locals, frame.f_globals)
+
+    def _write_back(self, ns: Dict[str, Any]) -> None:
+        """Copy saved variables back into the user's frame (top-level tracers only)."""
+        if self._nested:
+            return
+        found = {}
+        for name in self._compiled.writeback_names(self._unit_id):
+            if name in ns and id(ns[name]) in saves.SAVES:
+                found[name] = ns[name]
+        write_back(self._frame, found)
+
+    def execute(self) -> None:
+        raise NotImplementedError

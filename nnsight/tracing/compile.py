@@ -1,0 +1,32 @@
+"""From a user's ``with`` statement to a built program, once per call site."""
+import linecache
+from typing import Dict, Tuple
+
+from compiler.frontend import lower, source_for_frame
+from runtime.builder import CompiledProgram
+
+_cache: Dict[Tuple[object, int], CompiledProgram] = {}
+
+
+def compile_call_site(frame) -> CompiledProgram:
+    """The compiled program for the with-statement ``frame`` is entering.
+
+    The frontend runs once per call site (code object + instruction offset);
+    a trace in a loop is lowered once.
+    """
+    key = (frame.f_code, frame.f_lasti)
+    compiled = _cache.get(key)
+    if compiled is None:
+        source = source_for_frame(frame)
+        if source.filename.startswith("<") and source.filename not in linecache.cache:
+            lines = source.text.splitlines(True)
+            pad = [""] * (source.first_line - 1)
+            linecache.cache[source.filename] = (len(source.text), None, pad + lines, source.filename)
+        program = lower(source.text, source.filename, frame.f_lineno, first_line=source.first_line)
+        compiled = CompiledProgram(program)
+        _cache[key] = compiled
+    return compiled
+
+
+def clear_cache() -> None:
+    _cache.clear()

@@ -1,0 +1,104 @@
+"""``with model.trace(...)``: run the model once, interleaved with the body's interventions."""
+from typing import Any, List, Tuple
+
+from runtime.errors import EarlyStopException
+from runtime.interleaver import RESULT
+from runtime.mediator import Mediator, current_mediator
+
+from .base import Tracer
+from .invoker import Invoker
+
+
+class InterleavingTracer(Tracer):
+    """Trace of one model call. Inputs given to the trace make the body an implicit invoke."""
+
+    def __init__(self, model, *args, **kwargs) -> None:
+        super().__init__(model)
+        self._args = args
+        self._kwargs = kwargs
+        self._invokes: List[Tuple[tuple, dict, Any]] = []
+        self._output = None
+
+    # ------------------------------------------------------------ user API
+
+    def invoke(self, *args, **kwargs) -> Invoker:
+        """A batch entry: ``with tracer.invoke("Hello"):`` (or no input: the whole batch)."""
+        return Invoker(self, args, kwargs)
+
+    @property
+    def result(self) -> Any:
+        """The traced call's return value (inside the trace, wait for it)."""
+        mediator = current_mediator()
+        if mediator is not None:
+            return mediator.request(RESULT)
+        return self._output
+
+    def stop(self) -> None:
+        """End the model's execution here (design §5.7)."""
+        raise EarlyStopException()
+
+    # ------------------------------------------------------------ execution
+
+    def _add_invoke(self, args: tuple, kwargs: dict, code) -> None:
+        self._invokes.append((args, kwargs, code))
+
+    def execute(self) -> None:
+        ns = self._namespace()
+        model = self.model
+        inputs, config = model._split_inputs(self._args, self._kwargs)
+        self._invokes = []
+        if inputs is not None:
+            self._add_invoke(inputs[0], inputs[1], self._code())
+        else:
+            exec(self._code(), ns)
+        if self._invokes:
+            self._output = self._run(ns, config)
+        self._write_back(ns)
+
+    def _run(self, ns, config: dict) -> Any:
+        model = self.model
+        mediators = []
+        batched = None
+        total = 0
+        for args, kwargs, code in self._invokes:
+            if args or kwargs:
+                p_args, p_kwargs, size = model._prepare_input(*args, **kwargs)
+            else:
+                size = 0
+            if size == 0:
+                group = None
+            else:
+                group = (total, size)
+                total += size
+                batched = (p_args, p_kwargs) if batched is None else model._batch(batched, *p_args, **p_kwargs)
+            mediators.append(Mediator(code, ns, group))
+        if batched is None:
+            raise ValueError(
+                "The trace has no input: empty invokes need at least one invoke with an input. "
+                "Pass the input to `model.trace(input)` or to `tracer.invoke(input)`.")
+        return self._interleave(mediators, total, batched[0], {**batched[1], **config})
+
+    def _interleave(self, mediators, total: int, args: tuple, kwargs: dict) -> Any:
+        model = self.model
+        interleaver = model._interleaver
+        if interleaver.active:
+            raise RuntimeError(
+                f"{type(model).__name__} is already running a trace; a trace can't run the same model "
+                f"again from inside its interventions (use `model.session()` to run traces one after another).")
+        model._ensure_dispatched()
+        interleaver.patch(model._patch_list())
+        output = None
+        try:
+            try:
+                interleaver.start(mediators, total)
+                output = self._call_model(args, kwargs)
+                output = interleaver.handle(RESULT, output)
+                interleaver.finish()
+            except EarlyStopException:
+                pass
+        finally:
+            interleaver.stop()
+        return output
+
+    def _call_model(self, args: tuple, kwargs: dict) -> Any:
+        return self.model._execute(*args, **kwargs)

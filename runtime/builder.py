@@ -1,0 +1,154 @@
+"""Build executable code from IR units.
+
+Each unit's source is parsed, line/column numbers are moved back to where
+the code stands in the user's file (so tracebacks, ``breakpoint()`` and
+``inspect`` point at the user's own lines), and every with-statement that owns
+a descendant unit is rewritten from::
+
+    with EXPR as T:
+        BODY
+
+into::
+
+    with EXPR as T:
+        if not __nnsight_claimed__(K):
+            BODY
+
+When ``EXPR`` is a tracing context it claims unit K at ``__enter__`` and runs
+that unit as its body at ``__exit__``; any other context manager leaves the
+claim empty and the body runs inline as usual.
+"""
+import ast
+import builtins
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from compiler.ir import CodeUnit, Program
+
+from . import claims
+
+CLAIMED = "__nnsight_claimed__"
+
+
+class CompiledUnit:
+    """A unit's code object, plus which descendant unit each header line starts."""
+
+    __slots__ = ("program", "unit", "code", "headers")
+
+    def __init__(self, program: "CompiledProgram", unit: CodeUnit, code, headers: Dict[int, int]):
+        self.program = program
+        self.unit = unit
+        self.code = code
+        self.headers = headers
+
+
+class CompiledProgram:
+    """All units of a program, built; lookups by unit id and by code object."""
+
+    __slots__ = ("program", "units", "free_names")
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.free_names: Tuple[str, ...] = tuple(b.name for b in program.bindings)
+        self.units: List[CompiledUnit] = [None] * len(program.units)  # type: ignore[list-item]
+        for unit in program.units:
+            self.units[unit.id] = _build_unit(self, program, unit)
+
+    def writeback_names(self, unit_id: int) -> Tuple[str, ...]:
+        """Names a unit and its descendants assign: candidates to copy back to the caller."""
+        names = []
+        for uid in self.descendants(unit_id, include_self=True):
+            names.extend(self.program.units[uid].assigned)
+        return tuple(dict.fromkeys(names))
+
+    def descendants(self, unit_id: int, include_self: bool = False) -> List[int]:
+        """Ids of the units nested (at any depth) in ``unit_id``, in pre-order."""
+        below = {unit_id}
+        out = [unit_id] if include_self else []
+        for u in self.program.units:  # parents precede children
+            if u.parent in below:
+                below.add(u.id)
+                out.append(u.id)
+        return out
+
+
+def _descendant_headers(program: Program, unit_id: int) -> Dict[int, int]:
+    """Map every header line of every descendant unit to that unit's id."""
+    below = {unit_id}
+    headers: Dict[int, int] = {}
+    for u in program.units:  # parents precede children
+        if u.parent in below:
+            below.add(u.id)
+            first, last = u.header
+            for line in range(first, last + 1):
+                headers[line] = u.id
+    return headers
+
+
+class _ClaimBodies(ast.NodeTransformer):
+    def __init__(self, starts: Dict[int, int]):
+        self.starts = starts
+
+    def _visit_with(self, node):
+        self.generic_visit(node)
+        uid = self.starts.get(node.lineno)
+        if uid is None:
+            return node
+        test = ast.UnaryOp(op=ast.Not(), operand=ast.Call(
+            func=ast.Name(id=CLAIMED, ctx=ast.Load()), args=[ast.Constant(value=uid)], keywords=[]))
+        guard = ast.If(test=test, body=node.body, orelse=[])
+        for n in (guard, test, test.operand, test.operand.func, test.operand.args[0]):
+            ast.copy_location(n, node.body[0])
+            n.end_lineno, n.end_col_offset = node.body[-1].end_lineno, node.body[-1].end_col_offset
+        node.body = [guard]
+        return node
+
+    visit_With = _visit_with
+    visit_AsyncWith = _visit_with
+
+    def visit_FunctionDef(self, node):  # with-blocks inside nested defs are not units
+        return node
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+    visit_Lambda = visit_FunctionDef
+    visit_ClassDef = visit_FunctionDef
+
+
+def _build_unit(cprog: CompiledProgram, program: Program, unit: CodeUnit) -> CompiledUnit:
+    tree = ast.parse(unit.source, filename=unit.loc.file, mode="exec")
+    line_shift = unit.loc.line - 1
+    col_shift = unit.loc.col
+    if line_shift or col_shift:
+        for node in ast.walk(tree):
+            if hasattr(node, "lineno"):
+                node.lineno += line_shift
+                end = getattr(node, "end_lineno", None)
+                if end is not None:
+                    node.end_lineno = end + line_shift
+                if col_shift and hasattr(node, "col_offset"):
+                    node.col_offset += col_shift
+                    if getattr(node, "end_col_offset", None) is not None:
+                        node.end_col_offset += col_shift
+    headers = _descendant_headers(program, unit.id)
+    starts = {program.units[uid].header[0]: uid for uid in set(headers.values())}
+    if starts:
+        tree = _ClaimBodies(starts).visit(tree)
+        ast.fix_missing_locations(tree)
+    code = compile(tree, unit.loc.file, "exec", dont_inherit=True)
+    compiled = CompiledUnit(cprog, unit, code, headers)
+    claims.register(code, compiled)
+    return compiled
+
+
+def namespace(free_names, f_locals, f_globals, extra: Optional[dict] = None) -> dict:
+    """Globals for running a program's units: its free names, bound from the caller."""
+    ns = {"__builtins__": builtins, "__name__": f_globals.get("__name__", "__main__"),
+          CLAIMED: claims.claimed}
+    for name in free_names:
+        if name in f_locals:
+            ns[name] = f_locals[name]
+        elif name in f_globals:
+            ns[name] = f_globals[name]
+    if extra:
+        ns.update(extra)
+    return ns

@@ -1,0 +1,154 @@
+"""The Interleaver runs a model and its interventions together, one side at a time.
+
+For the duration of one execution it patches ``forward`` on the instances of
+the modules a program can touch. Each patched forward offers its inputs and
+its output to the mediators (``handle``) in invoke order; a mediator waiting
+for that provider gets its slice of the value, may swap it, and runs on until
+it needs a later value. Nothing stays installed on the model afterwards, so
+several wrappers of one model never interfere and nothing leaks.
+"""
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import torch
+from greenlet import getcurrent
+
+from .batcher import Batcher
+from .mediator import Mediator
+
+_MISSING = object()
+RESULT = "result"  # provider of the traced function's return value
+
+
+def _combine_skips(skips: List[Tuple[Any, Any]], total: int) -> Any:
+    """Output of a skipped module: each invoke's substitute, stacked in batch order."""
+    if len(skips) == 1:
+        return skips[0][1]
+    parts = sorted(skips, key=lambda gv: (gv[0] or (0, 0))[0])
+    first = parts[0][1]
+    if isinstance(first, torch.Tensor):
+        return torch.cat([v for _, v in parts], dim=0)
+    if isinstance(first, tuple):
+        return tuple(_combine_skips([(g, v[i]) for g, v in parts], total) for i in range(len(first)))
+    return first
+
+
+class Interleaver:
+    """Coordinates one model execution with its mediators."""
+
+    __slots__ = ("mediators", "batcher", "counts", "active", "_patched", "_skips", "__weakref__")
+
+    def __init__(self) -> None:
+        self.mediators: List[Mediator] = []
+        self.batcher = Batcher()
+        self.counts: Dict[str, int] = {}
+        self.active = False
+        self._patched: List[Tuple[torch.nn.Module, Any]] = []
+        self._skips: Dict[str, List[Tuple[Any, Any]]] = {}
+
+    # ------------------------------------------------------------- providers
+
+    def provided(self, key: str, iteration: int) -> bool:
+        """Has the model already produced ``key`` for ``iteration``?"""
+        return self.counts.get(key, 0) > iteration
+
+    def handle(self, key: str, value: Any) -> Any:
+        """Offer a provider's value to every mediator; return the (maybe swapped) value."""
+        batcher = self.batcher
+        iteration = self.counts.get(key, 0)
+        outer = batcher.current
+        batcher.current = value
+        running = getcurrent()  # an intervention calling a hooked module must not be re-entered
+        for mediator in self.mediators:
+            if not mediator.done and mediator._worker is not running:
+                mediator.handle(key, iteration)
+        self.counts[key] = iteration + 1
+        value = batcher.current
+        batcher.current = outer
+        return value
+
+    def skip(self, mediator: Mediator, input_key: str, value: Any) -> None:
+        self._skips.setdefault(input_key, []).append((mediator.batch_group, value))
+
+    # --------------------------------------------------------------- patching
+
+    def patch(self, modules: Iterable[Tuple[str, torch.nn.Module]]) -> None:
+        """Route the forward of each ``(path, module)`` through :meth:`handle`."""
+        seen = set()
+        for path, module in modules:
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            prior = module.__dict__.get("forward", _MISSING)
+            module.__dict__["forward"] = self._forward(path, module.forward)
+            self._patched.append((module, prior))
+
+    def unpatch(self) -> None:
+        for module, prior in reversed(self._patched):
+            if prior is _MISSING:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = prior
+        self._patched.clear()
+
+    def _forward(self, path: str, original):
+        in_key = path + ".input"
+        out_key = path + ".output"
+        handle = self.handle
+        skips = self._skips
+        interleaver = self
+
+        def nnsight_forward(*args, **kwargs):
+            if not interleaver.active:
+                return original(*args, **kwargs)
+            args, kwargs = handle(in_key, (args, kwargs))
+            skipped = skips.pop(in_key, None) if skips else None
+            if skipped is None:
+                output = original(*args, **kwargs)
+            else:
+                output = _combine_skips(skipped, interleaver.batcher.total)
+            return handle(out_key, output)
+
+        nnsight_forward.__nnsight_original__ = original
+        return nnsight_forward
+
+    # -------------------------------------------------------------- lifecycle
+
+    def start(self, mediators: List[Mediator], total: int) -> None:
+        """Begin an execution: every mediator runs up to its first request."""
+        self.mediators = mediators
+        self.counts = {}
+        self._skips = {}
+        self.batcher.total = total
+        self.active = True
+        for mediator in mediators:
+            mediator.start(self)
+            if mediator.event[0] == 5:  # EXCEPTION before the model even started
+                mediator.handle("", -1)
+
+    def finish(self) -> None:
+        """After the model returned: fail requests that can no longer be met."""
+        for mediator in self.mediators:
+            mediator.finish()
+
+    def stop(self) -> None:
+        """Tear down: unwind unfinished mediators and restore the model."""
+        self.active = False
+        for mediator in self.mediators:
+            if not mediator.done:
+                mediator.cancel()
+        self.mediators = []
+        self.batcher.current = None
+        self.unpatch()
+
+
+def original_forward(module: torch.nn.Module):
+    """The module's forward without interleaving (for ad-hoc calls inside a trace)."""
+    forward = module.forward
+    return getattr(forward, "__nnsight_original__", forward)
+
+
+def current_interleaver() -> Optional[Interleaver]:
+    from .mediator import current_mediator
+
+    mediator = current_mediator()
+    return mediator.interleaver if mediator is not None else None

@@ -1,0 +1,158 @@
+"""A Mediator runs one intervention body on its own worker, in strict ping-pong with the model.
+
+The worker is a greenlet: only one side runs at a time, and a hand-off costs a
+stack switch instead of an OS-thread wake-up (see docs/performance.md for the
+measurement behind this choice). The protocol is the one of design §3.2: the
+worker sends events (VALUE, SWAP, SKIP, END, EXCEPTION), the interleaver
+answers them as the model reaches the matching providers.
+"""
+from typing import Any, Dict, Optional, Tuple
+
+from greenlet import getcurrent, greenlet
+
+from . import events
+from .errors import Cancelation, MissedProviderError, OutOfOrderError
+
+Event = Tuple[int, Optional[str], int, Any]
+_END: Event = (events.END, None, 0, None)
+
+
+class _Worker(greenlet):
+    """The greenlet of a mediator; ``getcurrent().mediator`` finds it from user code."""
+
+    mediator: "Mediator" = None  # type: ignore[assignment]
+
+
+def current_mediator() -> Optional["Mediator"]:
+    """The mediator whose intervention code is running right now, if any."""
+    return getattr(getcurrent(), "mediator", None)
+
+
+class Mediator:
+    """One intervention: code to exec in a namespace, and its slice of the batch.
+
+    code: a code object built from an IR unit (see :mod:`runtime.builder`).
+    namespace: the globals the code runs in (shared between invokes of a trace).
+    batch_group: ``(start, size)`` of this invoke's rows, or None for the whole batch.
+    """
+
+    __slots__ = ("code", "namespace", "batch_group", "name", "iteration", "event", "done",
+                 "interleaver", "_worker", "caches", "__weakref__")
+
+    def __init__(self, code, namespace: Dict[str, Any], batch_group=None, name: str = "invoke"):
+        self.code = code
+        self.namespace = namespace
+        self.batch_group = batch_group
+        self.name = name
+        self.iteration = 0
+        self.event: Event = _END
+        self.done = False
+        self.interleaver = None
+        self._worker: Optional[_Worker] = None
+        self.caches = None
+
+    # ----------------------------------------------------------------- main side
+
+    def start(self, interleaver) -> None:
+        """Start the worker; it runs until its first request (or to the end)."""
+        self.interleaver = interleaver
+        worker = _Worker(self._run)
+        worker.mediator = self
+        self._worker = worker
+        self._resume(None)
+
+    def _run(self, _ignored=None) -> Event:
+        try:
+            exec(self.code, self.namespace)
+        except Cancelation:
+            pass
+        except BaseException as exc:  # delivered to the interleaver, re-raised on the model side
+            return (events.EXCEPTION, None, 0, exc)
+        return _END
+
+    def _resume(self, response: Any) -> None:
+        worker = self._worker
+        worker.parent = getcurrent()  # the worker's final return comes back here
+        self._settle(worker.switch(response))
+
+    def _throw(self, exc: BaseException) -> None:
+        worker = self._worker
+        worker.parent = getcurrent()
+        self._settle(worker.throw(exc))
+
+    def _settle(self, event: Event) -> None:
+        self.event = event
+        kind = event[0]
+        if kind == events.END or kind == events.EXCEPTION:
+            self.done = True
+            self._worker = None
+
+    def handle(self, key: str, iteration: int) -> None:
+        """Offer provider ``key`` (its ``iteration``-th value) to this mediator.
+
+        Answers every event that the value satisfies; returns when the
+        mediator waits for a later provider or has finished. Raises the
+        intervention's exception if it failed.
+        """
+        interleaver = self.interleaver
+        while True:
+            kind, rkey, rit, payload = self.event
+            if kind == events.VALUE or kind == events.SWAP or kind == events.SKIP:
+                if rkey == key and rit == iteration:
+                    if kind == events.VALUE:
+                        self._resume(interleaver.batcher.narrow(self.batch_group))
+                    elif kind == events.SWAP:
+                        interleaver.batcher.swap(self.batch_group, payload)
+                        self._resume(None)
+                    else:
+                        interleaver.skip(self, key, payload)
+                        self._resume(None)
+                    continue
+                if interleaver.provided(rkey, rit):
+                    self._throw(OutOfOrderError(
+                        f"Value was missed for {rkey}.i{rit}. Did you call an Envoy out of order? "
+                        f"(the model already computed it before this line asked for it; access "
+                        f"modules in forward-pass order, or use a separate invoke)"))
+                    continue
+                return
+            if kind == events.EXCEPTION:
+                raise payload
+            return  # END, or BARRIER waiting for its peers
+
+    def finish(self) -> None:
+        """After the model ran: fail any request that can never be satisfied now."""
+        for _ in range(1000):
+            kind, rkey, rit, payload = self.event
+            if kind == events.EXCEPTION:
+                raise payload
+            if self.done:
+                return
+            self._throw(MissedProviderError(
+                f"Execution complete but `{rkey}.i{rit}` was not provided. Did you call an Envoy "
+                f"out of order? Investigate why this module was not called (it may not be part "
+                f"of this model's forward pass, or the model stopped before reaching it)."))
+        self.cancel()
+
+    def cancel(self) -> None:
+        """Unwind the worker (used when the trace is torn down early)."""
+        worker = self._worker
+        if worker is not None and not worker.dead:
+            worker.parent = getcurrent()
+            try:
+                worker.throw(Cancelation())
+            except Exception:
+                pass
+        self._worker = None
+        self.done = True
+
+    # --------------------------------------------------------------- worker side
+
+    def send(self, kind: int, key: Optional[str], payload: Any = None) -> Any:
+        """Called from the intervention code: wait until the interleaver answers."""
+        return self._worker.parent.switch((kind, key, self.iteration, payload))
+
+    def request(self, key: str) -> Any:
+        return self.send(events.VALUE, key)
+
+    def swap(self, key: str, value: Any) -> None:
+        self.send(events.SWAP, key, value)

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Creates the environment if needed, then runs the whole test suite (what CI runs).
+#   bash scripts/test.sh                 # everything
+#   bash scripts/test.sh -m "not slow"   # quick loop; any pytest arguments work
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY=$(bash "$ROOT/scripts/env.sh" | tail -1)
+cd "$ROOT"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false
+exec "$PY" -m pytest -p no:cacheprovider "$@"
