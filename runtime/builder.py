@@ -45,11 +45,16 @@ class CompiledUnit:
 class CompiledProgram:
     """All units of a program, built; lookups by unit id and by code object."""
 
-    __slots__ = ("program", "units", "free_names")
+    __slots__ = ("program", "units", "free_names", "trivial")
 
     def __init__(self, program: Program):
         self.program = program
         self.free_names: Tuple[str, ...] = tuple(b.name for b in program.bindings)
+        # A root body of only `pass` / constants can't be trapped (CPython compiles it to
+        # NOPs outside the with-block's exception range); running it inline is harmless.
+        self.trivial = all(
+            isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+            for s in ast.parse(program.units[0].source).body)
         self.units: List[CompiledUnit] = [None] * len(program.units)  # type: ignore[list-item]
         for unit in program.units:
             self.units[unit.id] = _build_unit(self, program, unit)

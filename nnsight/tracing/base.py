@@ -5,11 +5,12 @@ compiled program (a tracing context nested in traced code claims it), or the
 user's own source, lowered by the frontend (cached per call site). The body
 is not executed in place; on ``__exit__`` :meth:`execute` runs it.
 """
+import builtins
 import sys
 from typing import Any, Dict, Optional
 
 from runtime import claims, saves, skip
-from runtime.builder import CompiledProgram, namespace
+from runtime.builder import CLAIMED, CompiledProgram, namespace
 from runtime.frames import write_back
 
 from .compile import compile_call_site
@@ -39,26 +40,47 @@ class Tracer:
         else:
             self._compiled = compile_call_site(frame)
             self._unit_id = 0
-            self._armed = skip.arm(frame)
+            self._armed = None if self._compiled.trivial else skip.arm(frame)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         frame = self._frame
         if not self._nested:
-            skip.disarm(frame, self._armed)
-            if exc_type is not skip.SkipBody:
+            if self._armed is not None:
+                skip.disarm(frame, self._armed)
+                if exc_type is not skip.SkipBody:
+                    return False
+            elif exc_type is not None:
                 return False
         elif exc_type is not None:
             return False
         saves.enter()
         try:
-            self.execute()
+            ns = self._namespace()
+            self.execute(ns)
+            self._write_back(ns)
         except BaseException as error:
             raise clean(error)
         finally:
             saves.exit()
             self._frame = None
         return True
+
+    def run_program(self, compiled: CompiledProgram, ns: Dict[str, Any]) -> Dict[str, Any]:
+        """Run a compiled program as this tracer's body, without a user frame.
+
+        ``ns`` binds the program's free names. Returns the saved variables by
+        name (what a server sends back, and what ``remote='local'`` writes back).
+        """
+        self._compiled, self._unit_id, self._nested = compiled, 0, False
+        ns.setdefault("__builtins__", builtins)
+        ns.setdefault(CLAIMED, claims.claimed)
+        saves.enter()
+        try:
+            self.execute(ns)
+            return self._saved(ns)
+        finally:
+            saves.exit()
 
     # ------------------------------------------------------------ execution
 
@@ -77,15 +99,19 @@ class Tracer:
             return frame.f_globals
         return namespace(self._compiled.free_names, frame.f_locals, frame.f_globals)
 
-    def _write_back(self, ns: Dict[str, Any]) -> None:
-        """Copy saved variables back into the user's frame (top-level tracers only)."""
-        if self._nested:
-            return
+    def _saved(self, ns: Dict[str, Any]) -> Dict[str, Any]:
+        """The variables the body assigned whose values were saved."""
         found = {}
         for name in self._compiled.writeback_names(self._unit_id):
             if name in ns and id(ns[name]) in saves.SAVES:
                 found[name] = ns[name]
-        write_back(self._frame, found)
+        return found
 
-    def execute(self) -> None:
+    def _write_back(self, ns: Dict[str, Any]) -> None:
+        """Copy saved variables back into the user's frame (top-level tracers only)."""
+        if not self._nested:
+            write_back(self._frame, self._saved(ns))
+
+    def execute(self, ns: Dict[str, Any]) -> None:
+        """Run the body (``self._code()``) with globals ``ns``."""
         raise NotImplementedError

@@ -42,8 +42,7 @@ class InterleavingTracer(Tracer):
     def _add_invoke(self, args: tuple, kwargs: dict, code) -> None:
         self._invokes.append((args, kwargs, code))
 
-    def execute(self) -> None:
-        ns = self._namespace()
+    def execute(self, ns) -> None:
         model = self.model
         inputs, config = model._split_inputs(self._args, self._kwargs)
         self._invokes = []
@@ -53,7 +52,6 @@ class InterleavingTracer(Tracer):
             exec(self._code(), ns)
         if self._invokes:
             self._output = self._run(ns, config)
-        self._write_back(ns)
 
     def _run(self, ns, config: dict) -> Any:
         model = self.model
