@@ -1,0 +1,185 @@
+"""Recover the source text a frame is executing.
+
+:func:`source_for_frame` tries, in order:
+
+1. ``linecache``: an existing cache entry is used as-is (never re-validated
+   with ``checkcache``: the capture must reflect what was executed). This
+   covers regular files, ``exec(compile(src, "<name>", "exec"))`` with ``src``
+   registered in ``linecache.cache``, IPython/Jupyter cells (IPython registers
+   each cell) and the 3.13+ REPL (``<python-input-N>``). Missing entries are
+   loaded with ``linecache.getlines(filename, frame.f_globals)``.
+2. ``python -c CODE`` (filename ``<string>``): CODE from ``sys.orig_argv``
+   (3.10+) or ``/proc/self/cmdline`` (3.9).
+3. IPython: the last entry of the shell's input history.
+4. The classic REPL (``<stdin>``): the latest chunk recorded with
+   :func:`register_repl_source` that is long enough to contain the line.
+
+Otherwise :class:`~compiler.frontend.errors.SourceNotFoundError` says what was
+tried and how to fix it.
+"""
+from __future__ import annotations
+
+import linecache
+import sys
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+from .errors import SourceNotFoundError
+
+# Source chunks entered at the interactive prompt, oldest first (filled by the
+# user API's REPL line recorder through register_repl_source).
+REPL_HISTORY: List[str] = []
+
+_REPL_FILENAMES = ("<stdin>",)
+
+
+@dataclass(frozen=True)
+class CapturedSource:
+    """Source text in which the frame's ``f_lineno`` is numbered correctly.
+
+    text: the full source text.
+    filename: display filename (the frame's ``co_filename``).
+    first_line: user line number of the first line of ``text`` (normally 1).
+    origin: how the text was found (``"linecache"``, ``"argv"``,
+      ``"ipython-history"``, ``"repl-history"``).
+    """
+
+    text: str
+    filename: str
+    first_line: int = 1
+    origin: str = "linecache"
+
+
+def register_repl_source(text: str) -> None:
+    """Record a source chunk entered at the interactive prompt."""
+    if not text.endswith("\n"):
+        text += "\n"
+    REPL_HISTORY.append(text)
+
+
+def source_for_frame(frame) -> CapturedSource:
+    """Return the source text executed by ``frame`` (see module docstring)."""
+    code = frame.f_code
+    filename = code.co_filename
+    lineno = frame.f_lineno
+    tried: List[str] = []
+
+    lines = _from_linecache(frame, tried)
+    if _covers(lines, lineno):
+        return CapturedSource("".join(lines), filename)
+
+    if filename == "<string>":
+        text = _command_line_source(tried)
+        if text is not None and _covers(text.splitlines(), lineno):
+            return CapturedSource(text, filename, origin="argv")
+
+    text = _ipython_history(lineno, tried) if looks_like_cell(filename) else None
+    if text is not None:
+        return CapturedSource(text, filename, origin="ipython-history")
+
+    if filename in _REPL_FILENAMES or filename.startswith("<python-input-"):
+        tried.append("the REPL history recorded by register_repl_source (%d chunks)" % len(REPL_HISTORY))
+        for chunk in reversed(REPL_HISTORY):
+            if _covers(chunk.splitlines(), lineno):
+                return CapturedSource(chunk, filename, origin="repl-history")
+
+    raise SourceNotFoundError(_not_found_message(filename, lineno, tried))
+
+
+def _covers(lines: Optional[Sequence[str]], lineno: int) -> bool:
+    return bool(lines) and 1 <= lineno <= len(lines)  # type: ignore[arg-type]
+
+
+def _from_linecache(frame, tried: List[str]) -> List[str]:
+    filename = frame.f_code.co_filename
+    for key in (filename, frame.f_code):
+        entry = linecache.cache.get(key)
+        if entry is not None and len(entry) != 1:  # loaded entry: use as-is
+            tried.append("linecache.cache[%r]" % (key if isinstance(key, str) else "<code>",))
+            return list(entry[2])
+    tried.append("linecache.getlines(%r)" % filename)
+    try:
+        return linecache.getlines(filename, frame.f_globals)
+    except Exception:  # a broken __loader__ must not hide the real error
+        return []
+
+
+def _command_line_source(tried: List[str]) -> Optional[str]:
+    """The CODE of ``python -c CODE``, or None when not run that way."""
+    argv = getattr(sys, "orig_argv", None)
+    if argv:
+        tried.append("sys.orig_argv")
+    else:
+        tried.append("/proc/self/cmdline")
+        try:
+            with open("/proc/self/cmdline", "rb") as f:
+                raw = f.read()
+        except OSError:
+            return None
+        argv = [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0")[:-1]]
+    return command_from_argv(argv)
+
+
+# Interpreter options that take a value in the next argument.
+_OPTS_WITH_VALUE = frozenset("WX")
+
+
+def command_from_argv(argv: Sequence[str]) -> Optional[str]:
+    """Return CODE from an interpreter argv like ``[python, -X, dev, -c, CODE]``."""
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-") or arg == "-" or arg.startswith("--"):
+            return None  # a script, stdin, or a long option: not -c
+        letters = arg[1:]
+        for j, ch in enumerate(letters):
+            if ch == "c":
+                rest = letters[j + 1:]
+                if rest:
+                    return rest
+                return argv[i + 1] if i + 1 < len(argv) else None
+            if ch == "m":
+                return None
+            if ch in _OPTS_WITH_VALUE:
+                if not letters[j + 1:]:
+                    i += 1  # value is the next argument
+                break
+        i += 1
+    return None
+
+
+def looks_like_cell(filename: str) -> bool:
+    """Whether a filename is an IPython cell's (terminal shell or Jupyter kernel)."""
+    return filename.startswith("<ipython-input-") or "ipykernel_" in filename
+
+
+def _ipython_history(lineno: int, tried: List[str]) -> Optional[str]:
+    mod = sys.modules.get("IPython")
+    if mod is None:
+        return None
+    try:
+        shell = mod.get_ipython()
+    except Exception:
+        shell = None
+    if shell is None:
+        return None
+    tried.append("the IPython input history (In[-1])")
+    try:
+        history = shell.user_ns.get("In") or shell.history_manager.input_hist_raw
+        text = history[-1] if history else None
+    except Exception:
+        return None
+    if text and _covers(text.splitlines(), lineno):
+        return text if text.endswith("\n") else text + "\n"
+    return None
+
+
+def _not_found_message(filename: str, lineno: int, tried: List[str]) -> str:
+    return (
+        "Could not find the source code of %s (line %d), needed to compile the "
+        "with-block.\nLooked at: %s.\nFix: run the code from a .py file, or register "
+        "its source before running it, e.g.\n"
+        "    import linecache\n"
+        "    linecache.cache[%r] = (len(src), None, src.splitlines(True), %r)"
+        % (filename, lineno, "; ".join(tried) or "nothing", filename, filename)
+    )
