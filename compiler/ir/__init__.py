@@ -1,4 +1,6 @@
 """The intervention IR: nodes, versioning, text and binary encodings."""
+from . import errors  # noqa: F401
+from .binary import decode, encode  # noqa: F401
 from .nodes import (  # noqa: F401
     BIND_BUILTIN,
     BIND_CLASS,
@@ -19,4 +21,8 @@ from .nodes import (  # noqa: F401
     Program,
     SourceLoc,
 )
+from .parser import parse_program  # noqa: F401
+from .printer import print_program  # noqa: F401
+from .values import decode_value, encode_value  # noqa: F401
+from .verifier import verify  # noqa: F401
 from .version import IR_VERSION  # noqa: F401

@@ -1,0 +1,213 @@
+"""Version gate and upgraders, operating on raw program records.
+
+A *record* is the plain-data form of a :class:`~compiler.ir.nodes.Program`
+(dicts, lists, str, int, float, bytes, bool, None) as both encodings carry it:
+:mod:`compiler.ir.binary` stores it as msgpack, :mod:`compiler.ir.parser`
+builds it from text. Loading is always ``check_version`` -> ``upgrade`` ->
+``from_record``. To change the format: bump ``IR_VERSION``, change
+``to_record``/``from_record``, and register ``UPGRADERS[old] = fn`` where ``fn``
+turns a record of version ``old`` into one of version ``old + 1``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List
+
+from .errors import IRDecodeError, IRVersionError
+from .nodes import Binding, CodeUnit, Definition, Header, Program, SourceLoc
+from .version import IR_VERSION
+
+Record = Dict[str, Any]
+
+# version v -> function(record of version v) -> record of version v + 1
+UPGRADERS: Dict[int, Callable[[Record], Record]] = {}
+
+OLDEST_VERSION = 1  # first version ever produced
+
+
+def check_version(v: Any) -> int:
+    """Return ``v`` if this runtime can load it (possibly via upgraders), else raise IRVersionError."""
+    if type(v) is not int:
+        raise IRVersionError("ir_version must be an integer, got %r" % (v,))
+    if v > IR_VERSION:
+        raise IRVersionError(
+            "this IR was produced by a newer nnsight (ir_version %d); this runtime "
+            "understands up to ir_version %d -- upgrade nnsight on this side" % (v, IR_VERSION))
+    if v < OLDEST_VERSION:
+        raise IRVersionError("unknown ir_version %d (versions start at %d)" % (v, OLDEST_VERSION))
+    for step in range(v, IR_VERSION):
+        if step not in UPGRADERS:
+            raise IRVersionError(
+                "ir_version %d is no longer supported (no upgrader from %d to %d)" % (v, step, step + 1))
+    return v
+
+
+def upgrade(record: Record) -> Record:
+    """Bring a record of any supported version up to ``IR_VERSION``."""
+    header = record.get("header") if isinstance(record, dict) else None
+    if not isinstance(header, dict) or "ir_version" not in header:
+        raise IRDecodeError("record has no header.ir_version")
+    v = check_version(header["ir_version"])
+    while v < IR_VERSION:
+        record = UPGRADERS[v](record)
+        v += 1
+        record["header"]["ir_version"] = v
+    return record
+
+
+# -- Program <-> record (current version) ---------------------------------------------
+
+
+def _loc_rec(loc: SourceLoc) -> list:
+    return [loc.file, loc.line, loc.col]
+
+
+def _binding_rec(b: Binding) -> Record:
+    return {"name": b.name, "kind": b.kind, "value": b.value}
+
+
+def to_record(p: Program) -> Record:
+    """The plain-data record of ``p`` (key order is fixed, so encodings are deterministic)."""
+    h = p.header
+    return {
+        "header": {
+            "ir_version": h.ir_version,
+            "producer": h.producer,
+            "python": h.python,
+            "min_python": list(h.min_python),
+            "features": [[name, line] for name, line in h.features],
+        },
+        "units": [
+            {
+                "id": u.id,
+                "kind": u.kind,
+                "source": u.source,
+                "loc": _loc_rec(u.loc),
+                "parent": u.parent,
+                "header": list(u.header),
+                "assigned": list(u.assigned),
+            }
+            for u in p.units
+        ],
+        "bindings": [_binding_rec(b) for b in p.bindings],
+        "definitions": [
+            {
+                "name": d.name,
+                "module": d.module,
+                "source": d.source,
+                "loc": _loc_rec(d.loc),
+                "globals": [_binding_rec(b) for b in d.globals],
+            }
+            for d in p.definitions
+        ],
+        "envoys": list(p.envoys),
+        "dynamic": p.dynamic,
+    }
+
+
+class _Reader:
+    """Type-checked access to record fields, with paths in error messages."""
+
+    def __init__(self, value: Any, path: str):
+        self.value = value
+        self.path = path
+
+    def fail(self, what: str) -> IRDecodeError:
+        return IRDecodeError("%s: expected %s, got %s" % (self.path or "record", what, _short(self.value)))
+
+    def field(self, key: str) -> "_Reader":
+        if not isinstance(self.value, dict):
+            raise self.fail("a map")
+        if key not in self.value:
+            raise IRDecodeError("%s: missing field %r" % (self.path or "record", key))
+        return _Reader(self.value[key], "%s.%s" % (self.path, key) if self.path else key)
+
+    def items(self) -> List["_Reader"]:
+        if not isinstance(self.value, list):
+            raise self.fail("a list")
+        return [_Reader(v, "%s[%d]" % (self.path, i)) for i, v in enumerate(self.value)]
+
+    def int(self) -> int:
+        if type(self.value) is not int:
+            raise self.fail("an integer")
+        return self.value
+
+    def opt_int(self):
+        return None if self.value is None else self.int()
+
+    def str(self) -> str:
+        if type(self.value) is not str:
+            raise self.fail("a string")
+        return self.value
+
+    def bool(self) -> bool:
+        if type(self.value) is not bool:
+            raise self.fail("a boolean")
+        return self.value
+
+    def tuple_of(self, n: int) -> List["_Reader"]:
+        items = self.items()
+        if len(items) != n:
+            raise self.fail("a list of %d items" % n)
+        return items
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _loc(r: _Reader) -> SourceLoc:
+    f, line, col = r.tuple_of(3)
+    return SourceLoc(f.str(), line.int(), col.int())
+
+
+def _binding(r: _Reader) -> Binding:
+    return Binding(r.field("name").str(), r.field("kind").str(), r.field("value").value)
+
+
+def _header(r: _Reader) -> Header:
+    return Header(
+        ir_version=r.field("ir_version").int(),
+        producer=r.field("producer").str(),
+        python=r.field("python").str(),
+        min_python=tuple(x.int() for x in r.field("min_python").items()),
+        features=tuple(
+            (pair[0].str(), pair[1].int()) for pair in (f.tuple_of(2) for f in r.field("features").items())
+        ),
+    )
+
+
+def _unit(r: _Reader) -> CodeUnit:
+    first, last = r.field("header").tuple_of(2)
+    return CodeUnit(
+        id=r.field("id").int(),
+        kind=r.field("kind").str(),
+        source=r.field("source").str(),
+        loc=_loc(r.field("loc")),
+        parent=r.field("parent").opt_int(),
+        header=(first.int(), last.int()),
+        assigned=tuple(a.str() for a in r.field("assigned").items()),
+    )
+
+
+def _definition(r: _Reader) -> Definition:
+    return Definition(
+        name=r.field("name").str(),
+        module=r.field("module").str(),
+        source=r.field("source").str(),
+        loc=_loc(r.field("loc")),
+        globals=tuple(_binding(b) for b in r.field("globals").items()),
+    )
+
+
+def from_record(record: Record) -> Program:
+    """Build a Program from a current-version record; IRDecodeError names the bad field."""
+    r = _Reader(record, "")
+    return Program(
+        header=_header(r.field("header")),
+        units=tuple(_unit(u) for u in r.field("units").items()),
+        bindings=tuple(_binding(b) for b in r.field("bindings").items()),
+        definitions=tuple(_definition(d) for d in r.field("definitions").items()),
+        envoys=tuple(e.str() for e in r.field("envoys").items()),
+        dynamic=r.field("dynamic").bool(),
+    )

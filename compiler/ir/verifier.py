@@ -1,0 +1,175 @@
+"""Structural checks of a Program; :func:`verify` reports every problem at once."""
+from __future__ import annotations
+
+import ast
+import keyword
+import sys
+from typing import Any, List, Optional, Sequence
+
+from .errors import IRVerifyError
+from .nodes import (
+    BIND_BUILTIN,
+    BIND_CLASS,
+    BIND_FUNCTION,
+    BIND_MODEL,
+    BIND_MODULE,
+    BIND_OBJECT,
+    BINDING_KINDS,
+    UNIT_BLOCK,
+    UNIT_TRACE,
+    Binding,
+    Header,
+    Program,
+    SourceLoc,
+)
+from .values import plain_problem
+from .version import IR_VERSION
+
+
+def verify(p: Program) -> None:
+    """Raise IRVerifyError listing every structural problem of ``p``."""
+    problems: List[str] = []
+    _header(p.header, problems)
+    can_compile = _can_compile(p.header)
+    _units(p, can_compile, problems)
+    _bindings(p.bindings, len(p.definitions), "binding", problems)
+    for i, d in enumerate(p.definitions):
+        where = "definition %d (%s)" % (i, d.name)
+        if not _str(d.name) or not all(part.isidentifier() for part in d.name.split(".")):
+            problems.append("%s: name must be a dotted identifier" % where)
+        if not _str(d.module):
+            problems.append("%s: module must be a non-empty string" % where)
+        _loc(d.loc, where, problems)
+        _source(d.source, d.loc, where, can_compile, problems)
+        _bindings(d.globals, len(p.definitions), where + " global", problems)
+    for e in p.envoys:
+        if not _str(e):
+            problems.append("envoy %r: must be a non-empty string" % (e,))
+    if len(set(p.envoys)) != len(p.envoys):
+        problems.append("envoys: duplicate paths")
+    if type(p.dynamic) is not bool:
+        problems.append("dynamic: must be a bool, got %r" % (p.dynamic,))
+    if problems:
+        raise IRVerifyError(problems)
+
+
+def _header(h: Header, problems: List[str]) -> None:
+    if h.ir_version != IR_VERSION or type(h.ir_version) is not int:
+        problems.append("header: ir_version %r is not the current version %d" % (h.ir_version, IR_VERSION))
+    if not isinstance(h.producer, str) or not isinstance(h.python, str):
+        problems.append("header: producer and python must be strings")
+    mp = h.min_python
+    if not (isinstance(mp, tuple) and len(mp) == 2 and all(_int(v) for v in mp) and mp >= (3, 0)):
+        problems.append("header: min_python must be a (major, minor) pair >= (3, 0), got %r" % (mp,))
+    for f in h.features:
+        if not (isinstance(f, tuple) and len(f) == 2 and _str(f[0]) and _int(f[1])):
+            problems.append("header: feature %r must be a (name, line) pair" % (f,))
+
+
+def _can_compile(h: Header) -> bool:
+    try:
+        return sys.version_info[:2] >= tuple(h.min_python)
+    except TypeError:
+        return False
+
+
+def _units(p: Program, can_compile: bool, problems: List[str]) -> None:
+    if not p.units:
+        problems.append("units: a program needs at least the root unit 0")
+        return
+    for i, u in enumerate(p.units):
+        where = "unit %d" % i
+        if u.id != i:
+            problems.append("%s: id is %r, must equal its index %d" % (where, u.id, i))
+        if i == 0:
+            if u.kind != UNIT_TRACE:
+                problems.append("%s: the root unit must be of kind %r, not %r" % (where, UNIT_TRACE, u.kind))
+            if u.parent is not None:
+                problems.append("%s: the root unit must have no parent, not %r" % (where, u.parent))
+        else:
+            if u.kind != UNIT_BLOCK:
+                problems.append("%s: nested units must be of kind %r, not %r" % (where, UNIT_BLOCK, u.kind))
+            if not (_int(u.parent) and 0 <= u.parent < i):
+                problems.append("%s: parent %r must be the id of an earlier unit" % (where, u.parent))
+        first, last = u.header if len(u.header) == 2 else (None, None)
+        if not (_int(first) and _int(last) and 0 <= first <= last):
+            problems.append("%s: header %r must be a (first, last) line range" % (where, u.header))
+        elif i > 0 and not (1 <= first and last <= u.loc.line):
+            problems.append("%s: header lines %d-%d must precede the body at line %d" % (
+                where, first, last, u.loc.line))
+        for name in u.assigned:
+            if not _identifier(name):
+                problems.append("%s: assigned name %r is not an identifier" % (where, name))
+        if len(set(u.assigned)) != len(u.assigned):
+            problems.append("%s: assigned names are not unique" % where)
+        _loc(u.loc, where, problems)
+        _source(u.source, u.loc, where, can_compile, problems)
+
+
+def _loc(loc: SourceLoc, where: str, problems: List[str]) -> None:
+    if not (isinstance(loc, SourceLoc) and isinstance(loc.file, str) and _int(loc.line) and _int(loc.col)
+            and loc.line >= 1 and loc.col >= 0):
+        problems.append("%s: bad source location %r" % (where, loc))
+
+
+def _source(src: Any, loc: SourceLoc, where: str, can_compile: bool, problems: List[str]) -> None:
+    if not isinstance(src, str):
+        problems.append("%s: source must be a string" % where)
+        return
+    if not src.endswith("\n"):
+        problems.append("%s: source must end with a newline" % where)
+    if can_compile:
+        # Parse only: return/yield/await outside a function are legal here, because
+        # the runtime decides how a unit is wrapped.
+        try:
+            compile(src, getattr(loc, "file", "<ir>"), "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        except SyntaxError as e:
+            problems.append("%s: source does not parse: %s (source line %s)" % (where, e.msg, e.lineno))
+        except ValueError as e:  # e.g. null bytes
+            problems.append("%s: source does not parse: %s" % (where, e))
+
+
+def _bindings(bindings: Sequence[Binding], n_definitions: int, what: str, problems: List[str]) -> None:
+    seen = set()
+    for b in bindings:
+        where = "%s %r" % (what, b.name)
+        if not _identifier(b.name):
+            problems.append("%s: name is not an identifier" % where)
+        if b.name in seen:
+            problems.append("%s: duplicate name" % where)
+        seen.add(b.name)
+        if b.kind not in BINDING_KINDS:
+            problems.append("%s: unknown kind %r (known: %s)" % (where, b.kind, ", ".join(BINDING_KINDS)))
+            continue
+        problem = _value_problem(b, n_definitions)
+        if problem:
+            problems.append("%s: %s" % (where, problem))
+
+
+def _value_problem(b: Binding, n_definitions: int) -> Optional[str]:
+    v = b.value
+    if b.kind in (BIND_FUNCTION, BIND_CLASS):
+        if not (_int(v) and 0 <= v < n_definitions):
+            return "value %r must index one of the %d definitions" % (v, n_definitions)
+        return None
+    if b.kind == BIND_MODULE and not (_str(v) and all(part.isidentifier() for part in v.split("."))):
+        return "value %r must be a dotted module name" % (v,)
+    if b.kind == BIND_OBJECT and not (_str(v) and v.count(":") == 1 and all(v.split(":"))):
+        return "value %r must be 'module:qualname'" % (v,)
+    if b.kind == BIND_MODEL and not _str(v):
+        return "value %r must be an envoy path" % (v,)
+    if b.kind == BIND_BUILTIN and not _str(v):
+        return "value %r must be a builtin name" % (v,)
+    return plain_problem(v, "value")
+
+
+def _identifier(name: Any) -> bool:
+    return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
+
+
+def _int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v)

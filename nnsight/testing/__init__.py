@@ -1,0 +1,1 @@
+"""Test helpers: small real models built or converted offline, loadable by path."""
