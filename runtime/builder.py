@@ -45,10 +45,11 @@ class CompiledUnit:
 class CompiledProgram:
     """All units of a program, built; lookups by unit id and by code object."""
 
-    __slots__ = ("program", "units", "free_names", "trivial")
+    __slots__ = ("program", "units", "free_names", "trivial", "_accesses")
 
     def __init__(self, program: Program):
         self.program = program
+        self._accesses = None  # static envoy accesses (see nnsight/tracing/hookplan.py)
         self.free_names: Tuple[str, ...] = tuple(b.name for b in program.bindings)
         # A root body of only `pass` / constants can't be trapped (CPython compiles it to
         # NOPs outside the with-block's exception range); running it inline is harmless.

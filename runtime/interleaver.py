@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 from greenlet import getcurrent
 
+from . import events
 from .batcher import Batcher
 from .mediator import Mediator
 
@@ -35,7 +36,7 @@ def _combine_skips(skips: List[Tuple[Any, Any]], total: int) -> Any:
 class Interleaver:
     """Coordinates one model execution with its mediators."""
 
-    __slots__ = ("mediators", "batcher", "counts", "active", "_patched", "_skips", "__weakref__")
+    __slots__ = ("mediators", "batcher", "counts", "active", "_patched", "_skips", "_wrappers", "__weakref__")
 
     def __init__(self) -> None:
         self.mediators: List[Mediator] = []
@@ -44,6 +45,7 @@ class Interleaver:
         self.active = False
         self._patched: List[Tuple[torch.nn.Module, Any]] = []
         self._skips: Dict[str, List[Tuple[Any, Any]]] = {}
+        self._wrappers: Dict[int, tuple] = {}  # id(module) -> (module, forward it wraps, path, wrapper)
 
     # ------------------------------------------------------------- providers
 
@@ -52,16 +54,25 @@ class Interleaver:
         return self.counts.get(key, 0) > iteration
 
     def handle(self, key: str, value: Any) -> Any:
-        """Offer a provider's value to every mediator; return the (maybe swapped) value."""
+        """Offer a provider's value to the mediators waiting for it; return the (maybe swapped) value."""
+        counts = self.counts
+        iteration = counts.get(key, 0)
+        for mediator in self.mediators:
+            event = mediator.event
+            if event[1] == key and event[2] == iteration:
+                break
+        else:  # nobody waits for this provider: the common, cheap case
+            counts[key] = iteration + 1
+            return value
         batcher = self.batcher
-        iteration = self.counts.get(key, 0)
         outer = batcher.current
         batcher.current = value
         running = getcurrent()  # an intervention calling a hooked module must not be re-entered
         for mediator in self.mediators:
-            if not mediator.done and mediator._worker is not running:
+            event = mediator.event
+            if event[1] == key and event[2] == iteration and mediator._worker is not running:
                 mediator.handle(key, iteration)
-        self.counts[key] = iteration + 1
+        counts[key] = iteration + 1
         value = batcher.current
         batcher.current = outer
         return value
@@ -74,12 +85,19 @@ class Interleaver:
     def patch(self, modules: Iterable[Tuple[str, torch.nn.Module]]) -> None:
         """Route the forward of each ``(path, module)`` through :meth:`handle`."""
         seen = set()
+        wrappers = self._wrappers
         for path, module in modules:
             if id(module) in seen:
                 continue
             seen.add(id(module))
-            prior = module.__dict__.get("forward", _MISSING)
-            module.__dict__["forward"] = self._forward(path, module.forward)
+            d = module.__dict__
+            prior = d.get("forward", _MISSING)
+            current = type(module).forward if prior is _MISSING else prior
+            cached = wrappers.get(id(module))
+            if cached is None or cached[0] is not module or cached[1] is not current or cached[2] != path:
+                cached = (module, current, path, self._forward(path, module.forward))
+                wrappers[id(module)] = cached
+            d["forward"] = cached[3]
             self._patched.append((module, prior))
 
     def unpatch(self) -> None:
@@ -122,8 +140,8 @@ class Interleaver:
         self.active = True
         for mediator in mediators:
             mediator.start(self)
-            if mediator.event[0] == 5:  # EXCEPTION before the model even started
-                mediator.handle("", -1)
+            if mediator.event[0] == events.EXCEPTION:  # failed before the model even started
+                raise mediator.event[3]
 
     def finish(self) -> None:
         """After the model returned: fail requests that can no longer be met."""

@@ -81,43 +81,48 @@ class Mediator:
         self._settle(worker.throw(exc))
 
     def _settle(self, event: Event) -> None:
-        self.event = event
-        kind = event[0]
-        if kind == events.END or kind == events.EXCEPTION:
-            self.done = True
-            self._worker = None
+        """Record the worker's next event; a request for a value already gone by fails now."""
+        while True:
+            self.event = event
+            kind = event[0]
+            if kind == events.END or kind == events.EXCEPTION:
+                self.done = True
+                self._worker = None
+                return
+            if kind <= events.SKIP and self.interleaver.provided(event[1], event[2]):
+                worker = self._worker
+                worker.parent = getcurrent()
+                event = worker.throw(OutOfOrderError(
+                    f"Value was missed for {event[1]}.i{event[2]}. Did you call an Envoy out of "
+                    f"order? (the model already computed it before this line asked for it; access "
+                    f"modules in forward-pass order, or use a separate invoke)"))
+                continue
+            return
 
     def handle(self, key: str, iteration: int) -> None:
-        """Offer provider ``key`` (its ``iteration``-th value) to this mediator.
+        """Give this mediator provider ``key`` (its ``iteration``-th value), which it waits for.
 
-        Answers every event that the value satisfies; returns when the
-        mediator waits for a later provider or has finished. Raises the
-        intervention's exception if it failed.
+        Answers every event that the value satisfies (reads, swaps, skips);
+        returns when the mediator waits for a later provider or has finished.
+        Raises the intervention's exception if it failed.
         """
         interleaver = self.interleaver
         while True:
             kind, rkey, rit, payload = self.event
-            if kind == events.VALUE or kind == events.SWAP or kind == events.SKIP:
-                if rkey == key and rit == iteration:
-                    if kind == events.VALUE:
-                        self._resume(interleaver.batcher.narrow(self.batch_group))
-                    elif kind == events.SWAP:
-                        interleaver.batcher.swap(self.batch_group, payload)
-                        self._resume(None)
-                    else:
-                        interleaver.skip(self, key, payload)
-                        self._resume(None)
-                    continue
-                if interleaver.provided(rkey, rit):
-                    self._throw(OutOfOrderError(
-                        f"Value was missed for {rkey}.i{rit}. Did you call an Envoy out of order? "
-                        f"(the model already computed it before this line asked for it; access "
-                        f"modules in forward-pass order, or use a separate invoke)"))
-                    continue
+            if rkey != key or rit != iteration:
+                if kind == events.EXCEPTION:
+                    raise payload
                 return
-            if kind == events.EXCEPTION:
-                raise payload
-            return  # END, or BARRIER waiting for its peers
+            if kind == events.VALUE:
+                self._resume(interleaver.batcher.narrow(self.batch_group))
+            elif kind == events.SWAP:
+                interleaver.batcher.swap(self.batch_group, payload)
+                self._resume(None)
+            elif kind == events.SKIP:
+                interleaver.skip(self, key, payload)
+                self._resume(None)
+            else:
+                return  # e.g. BARRIER: waits for its peers
 
     def finish(self) -> None:
         """After the model ran: fail any request that can never be satisfied now."""

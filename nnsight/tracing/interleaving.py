@@ -6,6 +6,7 @@ from runtime.interleaver import RESULT
 from runtime.mediator import Mediator, current_mediator
 
 from .base import Tracer
+from .hookplan import modules_to_patch
 from .invoker import Invoker
 
 
@@ -84,7 +85,8 @@ class InterleavingTracer(Tracer):
                 f"{type(model).__name__} is already running a trace; a trace can't run the same model "
                 f"again from inside its interventions (use `model.session()` to run traces one after another).")
         model._ensure_dispatched()
-        interleaver.patch(model._patch_list())
+        targets = modules_to_patch(model, mediators, mediators[0].namespace) if mediators else None
+        interleaver.patch(model._patch_list() if targets is None else targets)
         output = None
         try:
             try:

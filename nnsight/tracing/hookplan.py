@@ -1,0 +1,117 @@
+"""Which modules an execution must patch: only those its interventions can touch.
+
+The frontend reports the static envoy chains of a program's code
+(``model.transformer.h[0].output`` → ``model.transformer.h.0``) and which names
+are used in ways it cannot follow. Patching only the named modules makes a
+trace's cost scale with what it touches, not with the model's size. Whenever
+that is not provably safe — a model name used dynamically (``h[i]``, passed to
+a function, iterated), a user-defined callable that might reach the model
+through its globals, code that is not a known program, or a feature that needs
+every module (``.cache()``, ``.source``) — every module is patched, as before.
+"""
+import os
+import sysconfig
+import types
+from typing import Any, Dict, List, Optional, Tuple
+
+from compiler.frontend import scan_accesses
+from runtime import claims
+
+_NEEDS_ALL = (".cache(", ".source", ".get(", ".modules(", ".named_modules(", "hook=True")
+_LIBRARY_DIRS = tuple(
+    os.path.normpath(p) + os.sep
+    for p in {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")} if p
+)
+_opaque_cache: Dict[Any, bool] = {}
+
+
+def _report(compiled):
+    """The program's access report, computed once per compiled program."""
+    report = getattr(compiled, "_accesses", None)
+    if report is None:
+        root = compiled.program.units[0].source
+        needs_all = any(token in root for token in _NEEDS_ALL)
+        report = (None if needs_all else scan_accesses(root))
+        compiled._accesses = report
+    return report
+
+
+def _opaque(value: Any) -> bool:
+    """A callable defined in user code (it could reach a model through its globals)."""
+    if isinstance(value, (types.FunctionType, types.MethodType)):
+        code = getattr(value, "__code__", None) or getattr(getattr(value, "__func__", None), "__code__", None)
+        if code is None:
+            return False
+        hit = _opaque_cache.get(code)
+        if hit is None:
+            filename = os.path.normpath(os.path.abspath(code.co_filename))
+            hit = not filename.startswith(_LIBRARY_DIRS) and not filename.startswith(_OWN_DIRS)
+            _opaque_cache[code] = hit
+        return hit
+    if isinstance(value, type):
+        module = getattr(value, "__module__", "") or ""
+        return module == "__main__" or not _importable_library(module)
+    return False
+
+
+def _importable_library(module: str) -> bool:
+    import sys
+
+    mod = sys.modules.get(module.split(".")[0])
+    filename = getattr(mod, "__file__", None)
+    if filename is None:
+        return module in sys.builtin_module_names
+    return os.path.normpath(os.path.abspath(filename)).startswith(_LIBRARY_DIRS + _OWN_DIRS)
+
+
+def _own_dirs() -> Tuple[str, ...]:
+    import compiler
+    import nnsight
+    import runtime
+
+    return tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (nnsight, runtime, compiler))
+
+
+_OWN_DIRS = _own_dirs()
+
+
+def modules_to_patch(model, mediators, ns: Dict[str, Any]) -> Optional[List[Tuple[str, Any]]]:
+    """``(path, module)`` pairs to patch for these mediators, or None for "all of them"."""
+    from ..envoy import Envoy
+
+    reports = []
+    for mediator in mediators:
+        owner = claims._codes.get(mediator.code)
+        if owner is None:
+            return None
+        report = _report(owner.program)
+        if report is None:
+            return None
+        reports.append(report)
+    roots: Dict[str, Envoy] = {}
+    for name, value in ns.items():
+        if isinstance(value, Envoy):
+            if value._interleaver is model._interleaver:
+                roots[name] = value
+        elif _opaque(value):
+            return None
+    targets: List[Tuple[str, Any]] = []
+    seen = set()
+    for report in reports:
+        if report.dynamic_for(roots):
+            return None
+        for root, segments, _terminal in report.chains:
+            envoy = roots.get(root)
+            if envoy is None:
+                continue
+            for segment in segments:
+                try:
+                    envoy = envoy[int(segment)] if segment.lstrip("-").isdigit() else getattr(envoy, segment)
+                except Exception:
+                    return None
+                if not isinstance(envoy, Envoy):
+                    return None
+            if id(envoy) not in seen:
+                seen.add(id(envoy))
+                targets.append((envoy.path, envoy._module))
+    return targets
