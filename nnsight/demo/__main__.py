@@ -26,11 +26,10 @@ def top_tokens(model, logits, k=5):
 
 
 def prediction(model):
-    with model.trace(PROMPT) as tracer:
+    with model.trace(PROMPT):
         logits = model.lm_head.output[0, -1].save()
     rows = [(rank + 1, tok, p) for rank, (tok, p) in enumerate(top_tokens(model, logits))]
     print(table(["rank", "next token", "probability"], rows, title=f"\n1. Next-token prediction for {PROMPT!r}"))
-    return tracer
 
 
 def logit_lens(model):
@@ -53,7 +52,8 @@ def patching(model):
     assert len(tok.encode(PROMPT)) == len(tok.encode(CORRUPT)), "patching needs prompts of equal length"
     paris, rome = tok.encode(" Paris")[0], tok.encode(" Rome")[0]
     rows = []
-    for layer_idx in range(0, len(model.model.layers), 5):
+    n_layers = len(model.model.layers)
+    for layer_idx in sorted(set(list(range(0, n_layers, 6)) + list(range(n_layers - 8, n_layers, 2)))):
         with model.trace() as tracer:
             with tracer.invoke(PROMPT):
                 clean = model.model.layers[layer_idx].output[:, -1, :].clone()
@@ -67,12 +67,13 @@ def patching(model):
                      f"{float(corrupt[rome]):.4f}", f"{float(patched[rome]):.4f}"))
     print(table(["patched layer", "p(Paris) corrupt", "p(Paris) patched", "p(Rome) corrupt", "p(Rome) patched"], rows,
                 title=f"\n3. Activation patching: last-token residual from {PROMPT!r} into {CORRUPT!r}"))
+    return tracer
 
 
 def show_ir(tracer):
     from compiler.ir import print_program
 
-    print("\n4. The IR of the first trace (compiled once per call site, then cached):\n")
+    print("\n4. The IR of the patching trace: one unit per with-body (compiled once per call site, then cached):\n")
     print(print_program(tracer.ir))
 
 
@@ -85,9 +86,9 @@ def main(argv=None):
     print(f"Loaded SmolLM2-135M from {path} in {time.perf_counter() - started:.1f}s "
           f"({sum(p.numel() for p in model._module.parameters()) / 1e6:.0f}M parameters)")
     with torch.no_grad():
-        tracer = prediction(model)
+        prediction(model)
         logit_lens(model)
-        patching(model)
+        tracer = patching(model)
     show_ir(tracer)
 
 
