@@ -1,0 +1,6 @@
+"""``python -m compiler``: the ``nnsight-compile`` command line."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
