@@ -10,13 +10,30 @@ and executed by the interleaving runtime (``runtime``).
 """
 from runtime.errors import MissedProviderError, OutOfOrderError  # noqa: F401
 from runtime.saves import save  # noqa: F401
+from compiler.policy import register  # noqa: F401  (send a module/package by value to remote servers)
 
 from .config import CONFIG  # noqa: F401
 from .envoy import Envoy  # noqa: F401
 from .modeling import LanguageModel, NNsight  # noqa: F401
 from . import pymount as _pymount
+from .tracing import backwards as _backwards
 
 __version__ = "0.9.0.dev0"
 
 if CONFIG.APP.PYMOUNT:
+    # Some libraries check every public attribute of their classes when the class is
+    # created (anyio's TypedAttributeSet, imported by transformers through
+    # huggingface_hub); import them before `save` appears on `object`.
+    try:
+        import anyio.streams.tls  # noqa: F401
+    except Exception:
+        pass
     _pymount.mount()
+
+_backwards.install()  # `with loss.backward():` opens a backward tracer (design §5.6)
+
+from . import repl as _repl  # noqa: E402
+from .tracing import tracebacks as _tracebacks  # noqa: E402
+
+_tracebacks.install()  # tracebacks of errors in traces show the user's code only (design §7)
+_repl.install()  # traces typed at the classic `python` prompt (design §2.1, case 4)

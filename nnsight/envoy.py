@@ -5,14 +5,17 @@
 for the module's values (design §4). Other attributes fall through to the
 module.
 """
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
+from runtime import events
 from runtime.interleaver import Interleaver, original_forward
 from runtime.mediator import current_mediator
 
 _EMPTY = object()
+_MOUNTS = ("output", "input", "inputs", "source")  # envoy properties a child module may shadow
+TREE_VERSION = [0]  # bumped whenever an envoy is added anywhere
 
 
 class Envoy:
@@ -29,6 +32,8 @@ class Envoy:
         d["_children"] = {}
         d["_fake_output"] = _EMPTY
         d["_fake_inputs"] = _EMPTY
+        d["_aliases"] = {}  # alias -> envoy (``rename=``, see nnsight/aliasing.py)
+        d["_source"] = None
         for name, child in module.named_children():
             self._add_envoy(child, name)
 
@@ -37,11 +42,19 @@ class Envoy:
     def _add_envoy(self, module: torch.nn.Module, name: str) -> "Envoy":
         envoy = Envoy(module, f"{self.path}.{name}", self._interleaver)
         self._children[name] = envoy
+        TREE_VERSION[0] += 1  # roots rebuild their cached module lists (e.g. an SAE added later)
+        if name in _MOUNTS:
+            _mount_conflict(self, name)
         return envoy
 
     def _update(self, module: torch.nn.Module) -> None:
         """Point this envoy (and its children) at a new module, e.g. after dispatch."""
+        old = self.__dict__["_module"]
         self.__dict__["_module"] = module
+        if self._source is not None and old is not module:  # keep `.source` operations working
+            from .source import update_source
+
+            self.__dict__["_source"] = update_source(self, self._source, old, module)
         for name, child in module.named_children():
             envoy = self._children.get(name)
             if envoy is None:
@@ -49,13 +62,35 @@ class Envoy:
             else:
                 envoy._update(child)
 
-    def named_modules(self) -> Iterator[Tuple[str, "Envoy"]]:
-        yield self.path, self
+    def named_modules(self, include_fn: Optional[Callable[["Envoy"], bool]] = None
+                      ) -> Iterator[Tuple[str, "Envoy"]]:
+        """``(path, envoy)`` for this envoy and every descendant (those ``include_fn`` accepts)."""
+        if include_fn is None or include_fn(self):
+            yield self.path, self
         for child in self._children.values():
-            yield from child.named_modules()
+            yield from child.named_modules(include_fn)
 
-    def modules(self) -> List["Envoy"]:
-        return [e for _, e in self.named_modules()]
+    def modules(self, include_fn: Optional[Callable[["Envoy"], bool]] = None) -> List["Envoy"]:
+        """This envoy and its descendants, in tree order (filtered by ``include_fn``)."""
+        return [e for _, e in self.named_modules(include_fn)]
+
+    def get(self, path: str) -> Any:
+        """The envoy (or attribute) at a dotted path: ``model.get("transformer.h.0.mlp")``.
+
+        The path is relative to this envoy; it may also start with this envoy's
+        own path (``"model.transformer"``). Aliases work as components.
+        """
+        if path == self.path:
+            return self
+        if path.startswith(self.path + "."):
+            path = path[len(self.path) + 1:]
+        obj: Any = self
+        for part in path.lstrip(".").split("."):
+            if part.lstrip("-").isdigit() and isinstance(obj, Envoy):
+                obj = obj[int(part)] if part not in obj._children else obj._children[part]
+            else:
+                obj = getattr(obj, part)
+        return obj
 
     def __getitem__(self, key):
         names = list(self._children)
@@ -75,8 +110,9 @@ class Envoy:
 
     def _mediator(self):
         mediator = current_mediator()
-        if mediator is not None and mediator.interleaver is self._interleaver:
-            return mediator
+        if mediator is not None and (mediator.interleaver is self._interleaver
+                                     or getattr(mediator, "grad_only", False)):
+            return mediator  # a backward tracer's mediator refuses anything but `.grad`
         return None
 
     def _not_interleaving(self, what: str) -> ValueError:
@@ -139,6 +175,27 @@ class Envoy:
             new = (args, {**kwargs, key: value})
         mediator.swap(self._input_key, new)
 
+    def skip(self, value: Any) -> None:
+        """Don't run this module in this execution; ``value`` is its output (design §5.5).
+
+        With several invokes, every invoke must skip the module.
+        """
+        mediator = self._mediator()
+        if mediator is None:
+            raise ValueError(f"Cannot skip `{self.path}` outside of a trace.")
+        mediator.send(events.SKIP, self._input_key, value)
+
+    @property
+    def source(self):
+        """The operations of this module's forward (design §4.3); ``print`` it to list them."""
+        source = self._source
+        if source is None:
+            from .source import envoy_source
+
+            source = envoy_source(self)
+            self.__dict__["_source"] = source
+        return source
+
     # ------------------------------------------------------------ delegation
 
     def __call__(self, *args, hook: bool = False, **kwargs) -> Any:
@@ -151,6 +208,9 @@ class Envoy:
         children = self.__dict__.get("_children")
         if children is not None and name in children:
             return children[name]
+        aliases = self.__dict__.get("_aliases")
+        if aliases and name in aliases:
+            return aliases[name]
         module = self.__dict__.get("_module")
         if module is None:
             raise AttributeError(name)
@@ -173,7 +233,10 @@ class Envoy:
                 self._add_envoy(value, name)
 
     def __repr__(self) -> str:
-        return repr(self._module)
+        """The module tree as torch prints it, from the envoys (with aliases in brackets)."""
+        from .aliasing import envoy_repr
+
+        return envoy_repr(self)
 
     # --------------------------------------------------------- device utils
 
@@ -183,3 +246,60 @@ class Envoy:
             return next(self._module.parameters()).device
         except StopIteration:
             return None
+
+    @property
+    def devices(self) -> set:
+        """Every device holding one of the module's parameters or buffers."""
+        module = self._module
+        return {t.device for t in list(module.parameters()) + list(module.buffers())}
+
+    def to(self, *args, **kwargs) -> "Envoy":
+        """Move the module (``torch.nn.Module.to`` arguments); returns this envoy."""
+        self._module.to(*args, **kwargs)
+        return self
+
+    def cpu(self) -> "Envoy":
+        self._module.cpu()
+        return self
+
+    def cuda(self, device=None) -> "Envoy":
+        self._module.cuda(device)
+        return self
+
+
+class _Child:
+    """A child module named like an envoy property: ``envoy.output`` is that child's envoy."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, envoy, owner=None):
+        if envoy is None:
+            return self
+        return envoy._children[self.name]
+
+    def __set__(self, envoy, value) -> None:
+        raise AttributeError(
+            f"`{envoy.path}.{self.name}` is a child module; set the envoy's {self.name} "
+            f"through `.nns_{self.name}`.")
+
+
+_preserved: Dict[Tuple[type, str], type] = {}
+
+
+def _mount_conflict(envoy: Envoy, name: str) -> None:
+    """A child named ``output``/``input``/...: the child keeps the name, the property moves
+    to ``nns_<name>`` (design §4.6)."""
+    import warnings
+
+    warnings.warn(
+        f"Module has pre-defined `{name}` attribute. nnsight access mounted at `.nns_{name}` "
+        f"instead. (module `{envoy.path}`)", stacklevel=3)
+    cls = type(envoy)
+    new = _preserved.get((cls, name))
+    if new is None:
+        base = cls.__name__ if not cls.__name__.endswith(".Preserved") else cls.__name__[:-10]
+        new = type(f"{base}.Preserved", (cls,), {
+            name: _Child(name), f"nns_{name}": getattr(Envoy, name), "__module__": cls.__module__})
+        _preserved[(cls, name)] = new
+    object.__setattr__(envoy, "__class__", new)

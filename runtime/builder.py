@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 
 from compiler.ir import CodeUnit, Program
 
-from . import claims
+from . import claims, gate
 
 CLAIMED = "__nnsight_claimed__"
 
@@ -48,6 +48,7 @@ class CompiledProgram:
     __slots__ = ("program", "units", "free_names", "trivial", "_accesses")
 
     def __init__(self, program: Program):
+        gate.check(program)  # refuse code newer than this Python before building or running any
         self.program = program
         self._accesses = None  # static envoy accesses (see nnsight/tracing/hookplan.py)
         self.free_names: Tuple[str, ...] = tuple(b.name for b in program.bindings)

@@ -10,5 +10,7 @@ SKIP = 2  # do not run the module; use payload as its output (key is its input)
 BARRIER = 3  # wait at barrier payload until all its participants arrive
 END = 4  # the intervention finished
 EXCEPTION = 5  # the intervention raised payload
+STEP = 6  # wait until the model starts step `iteration` (key: the root input); answered True,
+#           or False when the model finished without it (tracer.iter / tracer.all(), §5.3)
 
-NAMES = {VALUE: "VALUE", SWAP: "SWAP", SKIP: "SKIP", BARRIER: "BARRIER", END: "END", EXCEPTION: "EXCEPTION"}
+NAMES = {VALUE: "VALUE", SWAP: "SWAP", SKIP: "SKIP", BARRIER: "BARRIER", END: "END", EXCEPTION: "EXCEPTION", STEP: "STEP"}

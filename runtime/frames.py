@@ -14,3 +14,17 @@ def write_back(frame, values: dict) -> None:
     f_locals.update(values)
     if not _PEP667 and frame.f_code.co_flags & _CO_OPTIMIZED:
         ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
+
+
+def release_locals(frame) -> None:
+    """Drop the ``f_locals`` snapshot a trace made of a function frame (before 3.13).
+
+    Reading ``frame.f_locals`` (and running a trace function on the frame) stores
+    a dict copy of its variables on the frame. The copy is not updated by ``del``,
+    so it would keep the model and every traced value alive as long as the
+    function runs. It is emptied unless something else holds it (``locals()``).
+    """
+    if not _PEP667 and frame is not None and frame.f_code.co_flags & _CO_OPTIMIZED:
+        snapshot = frame.f_locals
+        if sys.getrefcount(snapshot) <= 3:  # the frame, `snapshot`, getrefcount's argument
+            snapshot.clear()

@@ -7,6 +7,7 @@ for that provider gets its slice of the value, may swap it, and runs on until
 it needs a later value. Nothing stays installed on the model afterwards, so
 several wrappers of one model never interfere and nothing leaks.
 """
+from types import MethodType
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
@@ -14,7 +15,7 @@ from greenlet import getcurrent
 
 from . import events
 from .batcher import Batcher
-from .mediator import Mediator
+from .mediator import Mediator, _released
 
 _MISSING = object()
 RESULT = "result"  # provider of the traced function's return value
@@ -22,6 +23,14 @@ RESULT = "result"  # provider of the traced function's return value
 
 def _combine_skips(skips: List[Tuple[Any, Any]], total: int) -> Any:
     """Output of a skipped module: each invoke's substitute, stacked in batch order."""
+    if any(group is None for group, _ in skips):  # an empty invoke's substitute is the whole batch
+        return next(value for group, value in reversed(skips) if group is None)
+    covered = sum(group[1] for group, _ in skips)
+    if total and covered != total:
+        raise ValueError(
+            f"A module was skipped in invokes covering {covered} of the {total} batch rows. With "
+            f"several invokes, `.skip(value)` must be called in every invoke (design §5.5), each "
+            f"with a value for its own rows.")
     if len(skips) == 1:
         return skips[0][1]
     parts = sorted(skips, key=lambda gv: (gv[0] or (0, 0))[0])
@@ -36,7 +45,8 @@ def _combine_skips(skips: List[Tuple[Any, Any]], total: int) -> Any:
 class Interleaver:
     """Coordinates one model execution with its mediators."""
 
-    __slots__ = ("mediators", "batcher", "counts", "active", "_patched", "_skips", "_wrappers", "__weakref__")
+    __slots__ = ("mediators", "batcher", "counts", "active", "_patched", "_skips", "_wrappers", "sources",
+                 "caches", "__weakref__")
 
     def __init__(self) -> None:
         self.mediators: List[Mediator] = []
@@ -46,6 +56,10 @@ class Interleaver:
         self._patched: List[Tuple[torch.nn.Module, Any]] = []
         self._skips: Dict[str, List[Tuple[Any, Any]]] = {}
         self._wrappers: Dict[int, tuple] = {}  # id(module) -> (module, forward it wraps, path, wrapper)
+        # module -> its forward rewritten for `.source` (runtime/source.py), used instead of its own
+        self.sources: Dict[torch.nn.Module, Any] = {}
+        # (cache, batch group) observers fed every provider's final value (tracer.cache(), §5.10)
+        self.caches: List[Tuple[Any, Any]] = []
 
     # ------------------------------------------------------------- providers
 
@@ -63,6 +77,8 @@ class Interleaver:
                 break
         else:  # nobody waits for this provider: the common, cheap case
             counts[key] = iteration + 1
+            if self.caches:
+                self._observe(key, value)
             return value
         batcher = self.batcher
         outer = batcher.current
@@ -75,7 +91,21 @@ class Interleaver:
         counts[key] = iteration + 1
         value = batcher.current
         batcher.current = outer
+        if self.caches:
+            self._observe(key, value)
         return value
+
+    def _observe(self, key: str, value: Any) -> None:
+        """Offer a provider's final value to the caches, narrowed to each cache's invoke."""
+        batcher = self.batcher
+        outer = batcher.current
+        batcher.current = value
+        try:
+            for cache, group in self.caches:
+                if cache.wants(key) is not None:
+                    cache.add(key, batcher.narrow(group))
+        finally:
+            batcher.current = outer
 
     def skip(self, mediator: Mediator, input_key: str, value: Any) -> None:
         self._skips.setdefault(input_key, []).append((mediator.batch_group, value))
@@ -86,6 +116,7 @@ class Interleaver:
         """Route the forward of each ``(path, module)`` through :meth:`handle`."""
         seen = set()
         wrappers = self._wrappers
+        sources = self.sources
         for path, module in modules:
             if id(module) in seen:
                 continue
@@ -93,9 +124,13 @@ class Interleaver:
             d = module.__dict__
             prior = d.get("forward", _MISSING)
             current = type(module).forward if prior is _MISSING else prior
+            source = sources.get(module) if sources else None
+            if source is not None:
+                current = source
             cached = wrappers.get(id(module))
             if cached is None or cached[0] is not module or cached[1] is not current or cached[2] != path:
-                cached = (module, current, path, self._forward(path, module.forward))
+                forward = module.forward if source is None else MethodType(source, module)
+                cached = (module, current, path, self._forward(path, forward))
                 wrappers[id(module)] = cached
             d["forward"] = cached[3]
             self._patched.append((module, prior))
@@ -135,7 +170,7 @@ class Interleaver:
         """Begin an execution: every mediator runs up to its first request."""
         self.mediators = mediators
         self.counts = {}
-        self._skips = {}
+        self._skips.clear()  # cleared, not replaced: cached forward wrappers hold this dict
         self.batcher.total = total
         self.active = True
         for mediator in mediators:
@@ -155,6 +190,8 @@ class Interleaver:
             if not mediator.done:
                 mediator.cancel()
         self.mediators = []
+        self.caches = []
+        _released.clear()  # mediators a barrier released (runtime/mediator.py)
         self.batcher.current = None
         self.unpatch()
 

@@ -15,6 +15,9 @@ from .errors import Cancelation, MissedProviderError, OutOfOrderError
 
 Event = Tuple[int, Optional[str], int, Any]
 _END: Event = (events.END, None, 0, None)
+# Mediators a barrier released while a provider is being handled: each gets that value too if it
+# asks for it next, even if it comes before the releasing mediator in invoke order.
+_released: list = []
 
 
 class _Worker(greenlet):
@@ -97,6 +100,16 @@ class Mediator:
                     f"order? (the model already computed it before this line asked for it; access "
                     f"modules in forward-pass order, or use a separate invoke)"))
                 continue
+            if kind == events.BARRIER and event[3].ready():
+                # The last participant arrived: release the others (invoke order), then this one.
+                for other in event[3].release(self.interleaver.mediators):
+                    if other is not self and other._worker is not None:
+                        other._resume(None)
+                        _released.append(other)
+                worker = self._worker
+                worker.parent = getcurrent()
+                event = worker.switch(None)
+                continue
             return
 
     def handle(self, key: str, iteration: int) -> None:
@@ -112,6 +125,8 @@ class Mediator:
             if rkey != key or rit != iteration:
                 if kind == events.EXCEPTION:
                     raise payload
+                if _released:
+                    self._serve_released(key, iteration)
                 return
             if kind == events.VALUE:
                 self._resume(interleaver.batcher.narrow(self.batch_group))
@@ -121,8 +136,18 @@ class Mediator:
             elif kind == events.SKIP:
                 interleaver.skip(self, key, payload)
                 self._resume(None)
+            elif kind == events.STEP:
+                self._resume(True)  # the model started the step this mediator waited for
             else:
                 return  # e.g. BARRIER: waits for its peers
+
+    def _serve_released(self, key: str, iteration: int) -> None:
+        """Give the value being provided to mediators a barrier just released, if they want it."""
+        while _released:
+            other = _released.pop(0)
+            event = other.event
+            if not other.done and event[1] == key and event[2] == iteration:
+                other.handle(key, iteration)
 
     def finish(self) -> None:
         """After the model ran: fail any request that can never be satisfied now."""
@@ -132,11 +157,32 @@ class Mediator:
                 raise payload
             if self.done:
                 return
-            self._throw(MissedProviderError(
-                f"Execution complete but `{rkey}.i{rit}` was not provided. Did you call an Envoy "
-                f"out of order? Investigate why this module was not called (it may not be part "
-                f"of this model's forward pass, or the model stopped before reaching it)."))
+            if kind == events.STEP:  # no next step will come (normally answered before the result)
+                self._resume(False)
+                continue
+            self._throw(MissedProviderError(self._missed_message(kind, rkey, rit, payload)))
         self.cancel()
+
+    def _missed_message(self, kind: int, rkey, rit: int, payload: Any) -> str:
+        if kind == events.BARRIER:
+            return payload.describe()
+        ran = self.interleaver.counts.get(rkey, 0) if self.interleaver is not None else 0
+        if 0 < ran <= rit:
+            return (
+                f"Execution complete but `{rkey}.i{rit}` was not provided: the model ran `{rkey}` "
+                f"{ran} time(s) (iterations 0-{ran - 1}) and this intervention asked for iteration "
+                f"{rit}. A generation runs steps 0..max_new_tokens-1 (fewer if it ends early): check "
+                f"`tracer.next()` calls and `tracer.iter[...]` bounds.")
+        if isinstance(rkey, str) and rkey.endswith(".grad"):  # "<id(tensor)>.grad" (backwards.py)
+            return (
+                f"Execution complete but `{rkey}.i{rit}` was not provided. Did you call an Envoy "
+                f"out of order? The number is the id() of the tensor whose `.grad` this line waits "
+                f"for. Gradients arrive in reverse order of the forward pass: read the `.grad` of "
+                f"later layers' values first, and only of tensors the loss depends on.")
+        return (
+            f"Execution complete but `{rkey}.i{rit}` was not provided. Did you call an Envoy "
+            f"out of order? Investigate why this module was not called (it may not be part "
+            f"of this model's forward pass, or the model stopped before reaching it).")
 
     def cancel(self) -> None:
         """Unwind the worker (used when the trace is torn down early)."""

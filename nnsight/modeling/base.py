@@ -1,13 +1,21 @@
 """``NNsight(module)``: wrap any ``torch.nn.Module`` for tracing."""
 from typing import Any, Dict, List, Optional, Tuple
 
+import weakref
+
 import torch
 
-from ..envoy import Envoy
+from .. import aliasing
+from ..batching import Batchable
+from ..envoy import TREE_VERSION, Envoy
+from ..tracing.editing import EditingMixin
+from ..tracing.generation import MethodDelegationMixin
 from ..tracing.interleaving import InterleavingTracer
+from ..tracing.iteration import end_steps
+from ..tracing.session import SessionMixin
 
 
-class NNsight(Envoy):
+class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, Envoy, Batchable):
     """The root envoy of a model: adds ``trace`` and the batching hooks.
 
     Subclasses customise how inputs become a batch through
@@ -15,9 +23,15 @@ class NNsight(Envoy):
     through ``_execute``.
     """
 
-    def __init__(self, module: torch.nn.Module) -> None:
+    def __init__(self, module: torch.nn.Module, rename: Optional[aliasing.Rename] = None) -> None:
         super().__init__(module, path="model")
         self.__dict__["_patch_cache"] = None
+        self.__dict__["_alias"] = aliasing.bind(self, rename)  # `rename=` aliases (design §4.5)
+        # The interleaver's cached forward wrappers refer back to it: drop them with the model,
+        # so the interleaver is freed as soon as the model is, without waiting for the gc.
+        wrappers = getattr(self._interleaver, "_wrappers", None)
+        if wrappers is not None:
+            weakref.finalize(self, wrappers.clear)
 
     # ---------------------------------------------------------------- tracing
 
@@ -25,10 +39,17 @@ class NNsight(Envoy):
         """``with model.trace(input):`` — run the model once with interventions."""
         return InterleavingTracer(self, *inputs, **kwargs)
 
+    def scan(self, *inputs, **kwargs):
+        """``with model.scan(input):`` — run on fake tensors: shapes without computation (design §5.9)."""
+        from ..tracing.scan import ScanningTracer
+
+        return ScanningTracer(self, *inputs, **kwargs)
+
     def _patch_list(self) -> List[Tuple[str, torch.nn.Module]]:
         """Every ``(path, module)`` of the tree: the providers an execution offers."""
         cache = self._patch_cache
-        if cache is None:
+        if cache is None or self.__dict__.get("_patch_version") != TREE_VERSION[0]:
+            self.__dict__["_patch_version"] = TREE_VERSION[0]
             cache = [(path, envoy._module) for path, envoy in self.named_modules()]
             self.__dict__["_patch_cache"] = cache
         return cache
@@ -36,6 +57,8 @@ class NNsight(Envoy):
     def _update(self, module: torch.nn.Module) -> None:
         super()._update(module)
         self.__dict__["_patch_cache"] = None
+        if self.__dict__.get("_alias") is not None:
+            self._alias.build(self)
 
     def _ensure_dispatched(self) -> None:
         """Load real weights before the first execution (meta-loaded models override this)."""
@@ -75,4 +98,6 @@ class NNsight(Envoy):
         return new_args, new_kwargs
 
     def _execute(self, *args, **kwargs) -> Any:
-        return self._module(*args, **kwargs)
+        output = self._module(*args, **kwargs)
+        end_steps(self._interleaver)  # unbounded tracer.iter loops end with the run
+        return output

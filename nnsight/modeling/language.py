@@ -11,15 +11,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from .base import NNsight
+from .generator import GenerationMixin
 
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
 
 
-class LanguageModel(NNsight):
+class LanguageModel(GenerationMixin, NNsight):
     """A causal language model wrapped for tracing."""
 
     def __init__(self, model: Union[str, torch.nn.Module], *args, tokenizer=None,
-                 dispatch: bool = False, automodel=None, **kwargs) -> None:
+                 dispatch: bool = False, automodel=None, rename: Optional[Dict[str, Any]] = None,
+                 **kwargs) -> None:
         import transformers
 
         self.__dict__["tokenizer"] = tokenizer
@@ -39,7 +41,7 @@ class LanguageModel(NNsight):
             else:
                 module = self._load_meta(model, *args, **kwargs)
             self.__dict__["dispatched"] = bool(dispatch)
-        super().__init__(module)
+        super().__init__(module, rename=rename)
 
     # ---------------------------------------------------------------- loading
 
@@ -73,7 +75,8 @@ class LanguageModel(NNsight):
             self.__dict__["dispatched"] = True
 
     def _ensure_dispatched(self) -> None:
-        self.dispatch()
+        if not self.__dict__.get("_scanning"):  # a scan runs on the meta model as it is
+            self.dispatch()
 
     # --------------------------------------------------------------- batching
 
@@ -159,4 +162,4 @@ class LanguageModel(NNsight):
         return (), self._rows(rows)
 
     def _execute(self, *args, **kwargs) -> Any:
-        return self._module(*args, **kwargs)
+        return super()._execute(*args, **kwargs)

@@ -11,10 +11,10 @@ from typing import Any, Dict, Optional
 
 from runtime import claims, saves, skip
 from runtime.builder import CLAIMED, CompiledProgram, namespace
-from runtime.frames import write_back
+from runtime.frames import release_locals, write_back
 
 from .compile import compile_call_site
-from .tracebacks import clean
+from .tracebacks import clean, register_program_sources
 
 
 class Tracer:
@@ -27,20 +27,28 @@ class Tracer:
         self._unit_id = 0
         self._nested = False
         self._armed = None
+        self._remote = None  # "local": run through the request path (nnsight/tracing/remote.py)
 
     # ------------------------------------------------------------- protocol
 
     def __enter__(self):
         frame = sys._getframe(1)
         self._frame = frame
-        claimed = claims.claim(frame)
-        if claimed is not None:
-            self._compiled, self._unit_id = claimed
-            self._nested = True
-        else:
-            self._compiled = compile_call_site(frame)
-            self._unit_id = 0
-            self._armed = None if self._compiled.trivial else skip.arm(frame)
+        try:
+            claimed = claims.claim(frame)
+            if claimed is not None:
+                self._compiled, self._unit_id = claimed
+                self._nested = True
+            else:
+                self._compiled = compile_call_site(frame)
+                self._unit_id = 0
+                self._armed = None if self._compiled.trivial else skip.arm(frame, self._as_target)
+        except Exception as error:  # e.g. the with-block's source can't be found: point at it
+            raise clean(error)
+        return self._as_target()
+
+    def _as_target(self):
+        """What ``with ... as x`` binds: the tracer (``model.edit()`` binds the edited model)."""
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -56,13 +64,20 @@ class Tracer:
             return False
         saves.enter()
         try:
-            ns = self._namespace()
-            self.execute(ns)
-            self._write_back(ns)
+            if self._remote is not None and not self._nested:
+                from .remote import run_remote
+
+                write_back(frame, run_remote(self, frame))
+            else:
+                ns = self._namespace()
+                self.execute(ns)
+                self._write_back(ns)
         except BaseException as error:
             raise clean(error)
         finally:
             saves.exit()
+            if not self._nested:
+                release_locals(frame)
             self._frame = None
         return True
 
@@ -75,10 +90,13 @@ class Tracer:
         self._compiled, self._unit_id, self._nested = compiled, 0, False
         ns.setdefault("__builtins__", builtins)
         ns.setdefault(CLAIMED, claims.claimed)
+        register_program_sources(compiled.program)  # its files may not exist here
         saves.enter()
         try:
             self.execute(ns)
             return self._saved(ns)
+        except BaseException as error:
+            raise clean(error)
         finally:
             saves.exit()
 

@@ -3,6 +3,7 @@ import linecache
 from typing import Dict, Tuple
 
 from compiler.frontend import lower, source_for_frame
+from runtime import claims
 from runtime.builder import CompiledProgram
 
 _cache: Dict[Tuple[object, int], CompiledProgram] = {}
@@ -24,8 +25,21 @@ def compile_call_site(frame) -> CompiledProgram:
             linecache.cache[source.filename] = (len(source.text), None, pad + lines, source.filename)
         program = lower(source.text, source.filename, frame.f_lineno, first_line=source.first_line)
         compiled = CompiledProgram(program)
+        _name_units(compiled, frame.f_code)
         _cache[key] = compiled
     return compiled
+
+
+def _name_units(compiled: CompiledProgram, code) -> None:
+    """Frames of the units read ``in <function>`` like the user's code (not ``in <module>``)."""
+    if code.co_name == "<module>":
+        return
+    names = {"co_name": code.co_name}
+    if hasattr(code, "co_qualname"):
+        names["co_qualname"] = code.co_qualname
+    for unit in compiled.units:
+        unit.code = unit.code.replace(**names)
+        claims.register(unit.code, unit)
 
 
 def clear_cache() -> None:

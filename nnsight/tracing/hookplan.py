@@ -75,11 +75,27 @@ def _own_dirs() -> Tuple[str, ...]:
 _OWN_DIRS = _own_dirs()
 
 
-def modules_to_patch(model, mediators, ns: Dict[str, Any]) -> Optional[List[Tuple[str, Any]]]:
+def _model_names(model, ns: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Names in ``ns`` bound to envoys of ``model``; None if some value makes the plan unsafe."""
+    from ..envoy import Envoy
+    from ..source import EnvoySource, OperationEnvoy
+
+    roots: Dict[str, Any] = {}
+    for name, value in ns.items():
+        if isinstance(value, Envoy):
+            if value._interleaver is model._interleaver:
+                roots[name] = value
+        elif _opaque(value) or isinstance(value, (OperationEnvoy, EnvoySource)):
+            return None  # (a `.source` operation bound outside the trace: its module must run patched)
+    return roots
+
+
+def modules_to_patch(model, mediators) -> Optional[List[Tuple[str, Any]]]:
     """``(path, module)`` pairs to patch for these mediators, or None for "all of them"."""
     from ..envoy import Envoy
 
-    reports = []
+    plans = []  # (access report, model names of that mediator's namespace)
+    names_of: Dict[int, Dict[str, Any]] = {}
     for mediator in mediators:
         owner = claims._codes.get(mediator.code)
         if owner is None:
@@ -87,17 +103,17 @@ def modules_to_patch(model, mediators, ns: Dict[str, Any]) -> Optional[List[Tupl
         report = _report(owner.program)
         if report is None:
             return None
-        reports.append(report)
-    roots: Dict[str, Envoy] = {}
-    for name, value in ns.items():
-        if isinstance(value, Envoy):
-            if value._interleaver is model._interleaver:
-                roots[name] = value
-        elif _opaque(value):
-            return None
+        ns = mediator.namespace
+        roots = names_of.get(id(ns))
+        if roots is None:
+            roots = _model_names(model, ns)
+            if roots is None:
+                return None
+            names_of[id(ns)] = roots
+        plans.append((report, roots))
     targets: List[Tuple[str, Any]] = []
     seen = set()
-    for report in reports:
+    for report, roots in plans:
         if report.dynamic_for(roots):
             return None
         for root, segments, _terminal in report.chains:

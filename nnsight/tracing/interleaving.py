@@ -1,20 +1,30 @@
 """``with model.trace(...)``: run the model once, interleaved with the body's interventions."""
 from typing import Any, List, Tuple
 
+from runtime import saves
 from runtime.errors import EarlyStopException
 from runtime.interleaver import RESULT
 from runtime.mediator import Mediator, current_mediator
 
+from ..config import CONFIG
+from .barrier import BarrierMixin
 from .base import Tracer
+from .cache import CacheMixin
 from .hookplan import modules_to_patch
-from .invoker import Invoker
+from .invoker import Invoker, body_has_invokes
+from .iteration import IterationMixin, request_at
 
 
-class InterleavingTracer(Tracer):
+class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
     """Trace of one model call. Inputs given to the trace make the body an implicit invoke."""
 
     def __init__(self, model, *args, **kwargs) -> None:
+        remote = kwargs.pop("remote", None)
         super().__init__(model)
+        if remote is not None:
+            from .remote import check_remote
+
+            self._remote = check_remote(remote)
         self._args = args
         self._kwargs = kwargs
         self._invokes: List[Tuple[tuple, dict, Any]] = []
@@ -31,7 +41,7 @@ class InterleavingTracer(Tracer):
         """The traced call's return value (inside the trace, wait for it)."""
         mediator = current_mediator()
         if mediator is not None:
-            return mediator.request(RESULT)
+            return request_at(mediator, RESULT, 0)  # one result per run, whatever the step cursor
         return self._output
 
     def stop(self) -> None:
@@ -47,9 +57,11 @@ class InterleavingTracer(Tracer):
         model = self.model
         inputs, config = model._split_inputs(self._args, self._kwargs)
         self._invokes = []
-        if inputs is not None:
+        if inputs is not None and not body_has_invokes(self._compiled, self._unit_id):
             self._add_invoke(inputs[0], inputs[1], self._code())
         else:
+            if inputs is not None:  # the trace's input is one more batch entry, with no body
+                self._add_invoke(inputs[0], inputs[1], None)
             exec(self._code(), ns)
         if self._invokes:
             self._output = self._run(ns, config)
@@ -59,6 +71,8 @@ class InterleavingTracer(Tracer):
         mediators = []
         batched = None
         total = 0
+        # CONFIG.APP.CROSS_INVOKER = False: each invoke gets its own copy of the namespace.
+        isolated = not CONFIG.APP.CROSS_INVOKER and sum(c is not None for _, _, c in self._invokes) > 1
         for args, kwargs, code in self._invokes:
             if args or kwargs:
                 p_args, p_kwargs, size = model._prepare_input(*args, **kwargs)
@@ -70,12 +84,21 @@ class InterleavingTracer(Tracer):
                 group = (total, size)
                 total += size
                 batched = (p_args, p_kwargs) if batched is None else model._batch(batched, *p_args, **p_kwargs)
-            mediators.append(Mediator(code, ns, group))
+            if code is not None:
+                mediators.append(Mediator(code, dict(ns) if isolated else ns, group))
+        edits = getattr(model, "_edit_mediators", None)
+        if edits is not None:  # persistent interventions (model.edit()) come first, whole batch
+            mediators[:0] = edits(ns)
         if batched is None:
             raise ValueError(
                 "The trace has no input: empty invokes need at least one invoke with an input. "
                 "Pass the input to `model.trace(input)` or to `tracer.invoke(input)`.")
-        return self._interleave(mediators, total, batched[0], {**batched[1], **config})
+        output = self._interleave(mediators, total, batched[0], {**batched[1], **config})
+        if isolated:  # saved values still come back to the caller
+            for mediator in mediators:
+                if mediator.namespace is not ns:
+                    ns.update((k, v) for k, v in mediator.namespace.items() if id(v) in saves.SAVES)
+        return output
 
     def _interleave(self, mediators, total: int, args: tuple, kwargs: dict) -> Any:
         model = self.model
@@ -85,7 +108,7 @@ class InterleavingTracer(Tracer):
                 f"{type(model).__name__} is already running a trace; a trace can't run the same model "
                 f"again from inside its interventions (use `model.session()` to run traces one after another).")
         model._ensure_dispatched()
-        targets = modules_to_patch(model, mediators, mediators[0].namespace) if mediators else None
+        targets = modules_to_patch(model, mediators) if mediators else None
         interleaver.patch(model._patch_list() if targets is None else targets)
         output = None
         try:

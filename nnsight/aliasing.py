@@ -1,0 +1,128 @@
+"""Module aliases: ``NNsight(model, rename={...})`` gives modules extra names (design §4.5).
+
+    model = LanguageModel(path, rename={".transformer.h": ".layers",   # mount a deep path at the root
+                                        "attn": "attention",            # rename wherever it appears
+                                        ".transformer": ["tf", "body"]}) # several aliases for one path
+    model.layers[0].attention        # the same envoy as model.transformer.h[0].attn
+
+A key starting with ``.`` is a path from the root; any other key is matched
+from every envoy of the tree (so ``"attn"`` renames the ``attn`` of every
+block). An alias is a name (its leading ``.`` is optional) bound on the envoy
+the key was resolved from; a dotted alias (``"transformer.layers"``) is bound
+on the envoy its prefix names. Aliases are extra names for the same envoys:
+paths, providers and iteration are unchanged.
+"""
+import warnings
+from typing import Dict, Iterable, List, Optional, Union
+
+Rename = Dict[str, Union[str, Iterable[str]]]
+
+
+class Aliaser:
+    """The ``rename`` mapping of a model and the bindings it made."""
+
+    def __init__(self, rename: Rename) -> None:
+        self.rename: Dict[str, List[str]] = {
+            key: [aliases] if isinstance(aliases, str) else list(aliases) for key, aliases in rename.items()}
+        self.alias_to_name: Dict[str, str] = {}  # full alias path -> full original path
+        self.name_to_aliases: Dict[str, List[str]] = {}
+
+    def build(self, root) -> None:
+        """Bind every alias on the tree under ``root`` (again after the tree changed)."""
+        self.alias_to_name.clear()
+        self.name_to_aliases.clear()
+        for _, envoy in root.named_modules():
+            envoy._aliases.clear()
+        for key, aliases in self.rename.items():
+            anchors = [root] if key.startswith(".") else [e for _, e in root.named_modules()]
+            for anchor in anchors:
+                target = _resolve(anchor, key.lstrip("."))
+                if target is None:
+                    continue
+                for alias in aliases:
+                    self._bind(anchor, alias, target, key)
+
+    def _bind(self, anchor, alias: str, target, key: str) -> None:
+        parts = alias.lstrip(".").split(".")
+        mount = _resolve(anchor, ".".join(parts[:-1])) if len(parts) > 1 else anchor
+        if mount is None:
+            raise ValueError(f"`rename` alias {alias!r} for {key!r}: `{anchor.path}` has no "
+                             f"{'.'.join(parts[:-1])!r} to mount it on.")
+        name = parts[-1]
+        if name in mount._children and mount._children[name] is not target:
+            raise ValueError(f"`rename` alias {alias!r} for {key!r} would hide the module "
+                             f"`{mount.path}.{name}`. Pick a different alias.")
+        if any(name in vars(c) for c in type(mount).__mro__):
+            raise ValueError(f"`rename` alias {alias!r} for {key!r} would hide the envoy attribute "
+                             f"`{name}`. Pick a different alias.")
+        mount._aliases[name] = target
+        full = f"{mount.path}.{name}"
+        self.alias_to_name[full] = target.path
+        self.name_to_aliases.setdefault(target.path, []).append(full)
+
+
+def _resolve(envoy, path: str):
+    """The descendant envoy at a dotted path (children and aliases), or None."""
+    if not path:
+        return envoy
+    for part in path.split("."):
+        children = envoy._children
+        if part in children:
+            envoy = children[part]
+        elif part in envoy._aliases:
+            envoy = envoy._aliases[part]
+        elif part.lstrip("-").isdigit() and -len(children) <= int(part) < len(children):
+            envoy = list(children.values())[int(part)]
+        else:
+            return None
+    return envoy
+
+
+def bind(root, rename: Optional[Rename]) -> Optional[Aliaser]:
+    """Attach ``rename`` aliases to the tree of ``root``; returns the Aliaser (None without rename)."""
+    if not rename:
+        return None
+    aliaser = Aliaser(rename)
+    aliaser.build(root)
+    if not aliaser.alias_to_name:
+        warnings.warn(f"`rename` {rename!r} matched no module of {type(root._module).__name__}.", stacklevel=3)
+    return aliaser
+
+
+# ---------------------------------------------------------------------- printing
+
+def _indent(text: str, spaces: int = 2) -> str:
+    lines = text.split("\n")
+    return "\n".join([lines[0]] + [" " * spaces + line for line in lines[1:]])
+
+
+def envoy_repr(envoy) -> str:
+    """Like ``repr(module)``, built from the envoy tree: aliases show next to their module."""
+    module = envoy._module
+    if not envoy._children and not envoy._aliases:
+        return repr(module)
+    name = type(module).__name__
+    try:
+        extra = module.extra_repr()
+    except Exception:
+        extra = ""
+    children = envoy._children
+    aliases = envoy._aliases
+    by_target: Dict[int, List[str]] = {}
+    for alias, target in aliases.items():
+        by_target.setdefault(id(target), []).append(alias)
+    lines = extra.split("\n") if extra else []
+    for child_name, child in children.items():
+        label = f"({child_name})"
+        names = by_target.pop(id(child), None)
+        if names:
+            label += " [" + ", ".join(names) + "]"
+        lines.append(f"{label}: " + _indent(envoy_repr(child)))
+    for alias, target in aliases.items():
+        if id(target) in by_target and alias in by_target[id(target)]:
+            lines.append(f"({alias}): -> {target.path}")
+    if not children and not lines:
+        return f"{name}()"
+    if not children:
+        return f"{name}({extra})"
+    return name + "(\n  " + "\n  ".join(lines) + "\n)"

@@ -1,0 +1,210 @@
+"""Remote execution of tracing contexts, and its local simulation (``remote='local'``).
+
+``with model.trace(x, remote='local'):`` runs the body the way a server would:
+
+1. client: the tracer's program template is *closed* (:mod:`compiler.closure`)
+   against the caller's frame, with the server policy enforced -- user code by
+   value, server modules by name, data as value trees, a rejection as a
+   diagnostic pointing at the offending line. With the traced call (model key,
+   method, inputs) it makes a :class:`compiler.ir.request.Request`, encoded to
+   bytes (``tracer.remote_payload``);
+2. "server" (:class:`LocalServer`): with every user module hidden and
+   un-importable (:func:`runtime.loader.block_user_modules`), the bytes are
+   decoded, verified, loaded (:class:`runtime.loader.Loader`) and run by a fresh
+   tracer of the hosted model (``Tracer.run_program``); the saved variables
+   are encoded as a value tree and sent back as bytes (``tracer.remote_result``);
+3. client: the reply is decoded -- classes and functions the server rebuilt
+   from the user's code come back as the user's own objects -- and the saved
+   variables are written into the caller's frame.
+
+Nothing else crosses: changes the server makes to captured objects (a probe's
+weights after an optimizer step, a counter) are only visible through saved
+values, exactly as remotely. ``remote=True`` (a real NDIF server) is not
+implemented yet.
+"""
+import json
+import sys
+from typing import Any, Dict, Optional, Tuple
+
+from compiler.closure import close_program
+from compiler.ir.request import Request, decode_request, decode_result, encode_request, encode_result
+from compiler.ir.values import decode_value, encode_value
+from compiler.ir.verifier import verify
+from runtime import gate
+from runtime.builder import CompiledProgram
+from runtime.loader import LoadError, Loader, block_user_modules
+
+LOCAL = "local"
+
+
+def check_remote(remote: Any) -> Optional[str]:
+    """Validate a ``remote=`` argument: None/False (local run), ``'local'`` (simulated server)."""
+    if remote is None or remote is False:
+        return None
+    if remote == LOCAL:
+        return LOCAL
+    if remote is True:
+        raise NotImplementedError(
+            "remote=True (running on an NDIF server) is not available in this version yet. "
+            "Use remote='local' to check that your code will run remotely: it compiles, encodes "
+            "and runs the request exactly as a server would, with your own modules hidden.")
+    raise ValueError("remote= must be True, False, None or 'local', got %r" % (remote,))
+
+
+# -- the traced call ----------------------------------------------------------------------------
+
+
+def model_key(model: Any) -> str:
+    """The key a server uses to find a hosted model: ``module.Class:{json}``."""
+    cls = type(model)
+    repo = model.__dict__.get("repo_id") if hasattr(model, "__dict__") else None
+    if isinstance(repo, str):
+        payload: Dict[str, Any] = {"repo_id": repo}
+        revision = (model.__dict__.get("_load_kwargs") or {}).get("revision")
+        if revision is not None:
+            payload["revision"] = revision
+    else:
+        payload = {"local": "%x" % id(model)}  # a plain module: only a local server can host it
+    return "%s.%s:%s" % (cls.__module__, cls.__qualname__, json.dumps(payload, sort_keys=True))
+
+
+def traced_call(tracer: Any) -> Tuple[str, tuple, dict]:
+    """``(method, args, kwargs)`` that makes the same tracer on the server."""
+    name = type(tracer).__name__
+    if hasattr(tracer, "_method_name"):
+        return tracer._method_name, tuple(tracer._args), dict(tracer._kwargs)
+    if hasattr(tracer, "_args") and hasattr(tracer, "_kwargs"):
+        return "trace", tuple(tracer._args), dict(tracer._kwargs)
+    if name == "Session":
+        options = {k: v for k, v in getattr(tracer, "options", {}).items() if k != "remote"}
+        return "session", (), options
+    raise NotImplementedError("remote execution of a %s is not supported yet" % name)
+
+
+def server_tracer(model: Any, method: str, args: tuple, kwargs: dict) -> Any:
+    """The server's tracer for a request's call."""
+    if method == "trace":
+        return model.trace(*args, **kwargs)
+    if method == "session":
+        return model.session(**kwargs)
+    module = getattr(model, "_module", None)
+    fn = getattr(module, method, None) if not method.startswith("_") else None
+    if fn is None or not hasattr(model, "_method_tracer"):
+        raise LoadError("the hosted model has no traceable method %r" % method)
+    return model._method_tracer(method, fn, args, kwargs)
+
+
+# -- the (simulated) server ---------------------------------------------------------------------
+
+
+class LocalServer:
+    """A server in this process: hosts models by key, answers request bytes with result bytes.
+
+    Everything from decoding the request to encoding the reply runs with the
+    user's modules blocked, so it fails exactly where a remote server would.
+    """
+
+    def __init__(self) -> None:
+        self.hosted: Dict[str, Any] = {}
+
+    def host(self, key: str, model: Any) -> None:
+        self.hosted[key] = model
+
+    def handle(self, payload: bytes) -> bytes:
+        with block_user_modules():
+            request = decode_request(payload)
+            program = request.program
+            verify(program)
+            gate.check(program)  # language level: refused before anything is loaded or run
+            model = self.hosted.get(request.model)
+            if model is None:
+                raise LoadError("model %r is not hosted by this server" % request.model)
+            loader = Loader(program, model=model)
+            with loader.installed():
+                args = loader.decode(request.args)
+                kwargs = loader.decode(request.kwargs)
+                tracer = server_tracer(model, request.method, tuple(args), dict(kwargs))
+                loader.tracer = tracer
+                ns = loader.namespace()
+                saved = tracer.run_program(CompiledProgram(program), ns)
+                tree = encode_value(saved, where="the saved values", classref=loader.classref, objref=loader.objref)
+        return encode_result(tree)
+
+
+# -- the client -----------------------------------------------------------------------------------
+
+
+def _frame_values(program: Any, frame: Any) -> Tuple[Dict[str, Any], set]:
+    f_locals, f_globals = frame.f_locals, frame.f_globals
+    values: Dict[str, Any] = {}
+    from_globals = set()
+    for b in program.bindings:
+        if b.name in f_locals:
+            values[b.name] = f_locals[b.name]
+            if f_locals is f_globals:
+                from_globals.add(b.name)
+        elif b.name in f_globals:
+            values[b.name] = f_globals[b.name]
+            from_globals.add(b.name)
+    return values, from_globals
+
+
+def _frame_module(frame: Any) -> Optional[str]:
+    name = frame.f_globals.get("__name__")
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    return name if module is not None and module.__dict__ is frame.f_globals else None
+
+
+def compile_request(tracer: Any, frame: Any):
+    """Close the tracer's program against ``frame`` and make the request (client side).
+
+    Returns ``(request, closure)``; raises DiagnosticError for code the server would refuse.
+    """
+    from ..envoy import Envoy
+    from .base import Tracer
+
+    model = tracer.model
+    interleaver = getattr(model, "__dict__", {}).get("_interleaver")
+
+    def model_path(obj: Any) -> Optional[str]:
+        if not isinstance(obj, Envoy):
+            return None
+        if model is not None and obj.__dict__.get("_interleaver") is interleaver:
+            return obj.path
+        raise ValueError("'%s' belongs to another model than the one this trace runs" % obj.path)
+
+    def envoy_at(path: str) -> Any:
+        obj = model
+        for part in path.split(".")[1:]:
+            children = obj.__dict__.get("_children", {})
+            obj = children[part] if part in children else getattr(obj, part)
+        return obj
+
+    program = tracer._compiled.program
+    values, from_globals = _frame_values(program, frame)
+    method, args, kwargs = traced_call(tracer)
+    closure = close_program(
+        program, values, remote=True, model_path=model_path, envoy_at=envoy_at, tracer=tracer,
+        is_tracer=lambda obj: isinstance(obj, Tracer), frame_module=_frame_module(frame),
+        frame_globals=frame.f_globals, global_names=from_globals, inputs=[args, kwargs])
+    args_tree, kwargs_tree = closure.inputs
+    request = Request(closure.program, model_key(model), method, args_tree, kwargs_tree)
+    return request, closure
+
+
+def run_remote(tracer: Any, frame: Any) -> Dict[str, Any]:
+    """Run ``tracer``'s body remotely (only ``'local'`` so far); returns the saved variables."""
+    if tracer._remote != LOCAL:
+        check_remote(tracer._remote)
+    request, closure = compile_request(tracer, frame)
+    payload = encode_request(request)
+    tracer.remote_request = request  # print_request(tracer.remote_request) shows what was sent
+    tracer.remote_payload = payload
+    server = LocalServer()
+    server.host(request.model, tracer.model)
+    reply = server.handle(payload)
+    tracer.remote_result = reply
+    saved = decode_value(decode_result(reply), resolve=closure.resolve)
+    if not isinstance(saved, dict):
+        raise LoadError("the server's reply is not a dict of saved variables")
+    return saved

@@ -1,0 +1,271 @@
+"""Source tracing (design §4.3): rewrite a function so each call in its body is a provider.
+
+:func:`inject` parses a function's source and rewrites every call
+``f(a, b=c)`` in its body into ``__nnsight_op__("f_0", f)(a, b=c)``. Names
+follow nnsight: the dotted callee joined by ``_`` (``self.c_proj`` →
+``self_c_proj``), or its last attribute for a computed receiver
+(``x.view(...).transpose`` → ``transpose``), numbered per name in evaluation
+order (``self_c_proj_0``, ``self_c_proj_1``). The rewritten code is compiled
+with the original file name and line numbers, so tracebacks and debuggers still
+point at the library's own source.
+
+:func:`build` makes a fresh function from it whose ``__nnsight_op__`` is an
+:class:`OpHook`: while its interleaver runs, each call ``op`` offers three
+providers in order: ``<prefix>.<op>.fn`` (the callee, swapped by recursive
+``.source``), ``<prefix>.<op>.input`` (``(args, kwargs)``) and
+``<prefix>.<op>.output``. Otherwise the callee is called directly.
+
+The rewritten forward of a module is used by the interleaver only for the
+duration of an execution (``Interleaver.sources``); the model itself is never
+changed.
+"""
+import ast
+import inspect
+import textwrap
+import types
+import weakref
+from collections import defaultdict
+from typing import Callable, Dict, List, Optional, Tuple
+
+OP = "__nnsight_op__"
+_FACTORY = "__nnsight_factory__"
+# Builtins that inspect their caller's frame: wrapping them would break them.
+_FRAME_BUILTINS = frozenset({"super", "locals", "globals", "vars", "dir", "eval", "exec", "breakpoint"})
+
+
+class SourceError(Exception):
+    """The function's source can't be found or rewritten."""
+
+
+class Injected:
+    """A function's rewritten code, shared by every :func:`build` of it."""
+
+    __slots__ = ("name", "filename", "def_line", "source", "operations", "factory", "decorators", "freevars")
+
+    def __init__(self, name, filename, def_line, source, operations, factory, decorators, freevars):
+        self.name = name
+        self.filename = filename
+        self.def_line = def_line  # file line of the ``def``
+        self.source = source  # the function's source from its ``def`` line, dedented
+        self.operations: List[Tuple[str, int]] = operations  # (op name, file line), in order
+        self.factory = factory  # code object: (__nnsight_op__, *freevars) -> function
+        self.decorators = decorators  # code objects of decorator expressions, innermost first
+        self.freevars = freevars
+
+
+def _callee_name(func: ast.expr) -> str:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        parts = []
+        current = func
+        while isinstance(current, ast.Attribute):
+            parts.append(current.attr)
+            current = current.value
+        if isinstance(current, ast.Name):
+            parts.append(current.id)
+        return "_".join(reversed(parts))
+    return "unknown"
+
+
+class _WrapCalls(ast.NodeTransformer):
+    def __init__(self) -> None:
+        self.counts: Dict[str, int] = defaultdict(int)
+        self.operations: List[Tuple[str, int]] = []
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)  # inner calls first: they run first
+        if isinstance(node.func, ast.Name) and node.func.id in _FRAME_BUILTINS:
+            return node
+        base = _callee_name(node.func)
+        name = f"{base}_{self.counts[base]}"
+        self.counts[base] += 1
+        self.operations.append((name, node.lineno))
+        hook = ast.Call(func=ast.Name(id=OP, ctx=ast.Load()),
+                        args=[ast.Constant(value=name), node.func], keywords=[])
+        ast.copy_location(hook, node.func)
+        ast.copy_location(hook.func, node.func)
+        ast.copy_location(hook.args[0], node.func)
+        node.func = hook
+        return node
+
+
+def _plain_function(fn: Callable) -> types.FunctionType:
+    fn = inspect.unwrap(fn)
+    if isinstance(fn, types.MethodType):
+        fn = fn.__func__
+    if not isinstance(fn, types.FunctionType):
+        raise SourceError(f"{fn!r} is not a Python function; its source can't be traced.")
+    return fn
+
+
+_cache: Dict[types.CodeType, Injected] = {}
+
+
+def inject(fn: Callable) -> Injected:
+    """The rewritten code of ``fn`` (a function, method or decorated function); cached per code object."""
+    fn = _plain_function(fn)
+    code = fn.__code__
+    injected = _cache.get(code)
+    if injected is None:
+        injected = _inject(fn)
+        _cache[code] = injected
+    return injected
+
+
+def _inject(fn: types.FunctionType) -> Injected:
+    code = fn.__code__
+    filename = code.co_filename
+    try:
+        lines, first_line = inspect.getsourcelines(fn)
+    except (OSError, TypeError) as error:
+        raise SourceError(f"Can't find the source of {fn.__qualname__} ({filename}): {error}") from None
+    text = textwrap.dedent("".join(lines))
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as error:
+        raise SourceError(f"Can't parse the source of {fn.__qualname__}: {error}") from None
+    ast.increment_lineno(tree, first_line - 1)
+    funcdef = tree.body[0]
+    if not isinstance(funcdef, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        raise SourceError(f"The source of {fn.__qualname__} is not a def statement (a lambda?).")
+
+    decorator_nodes = list(funcdef.decorator_list)
+    funcdef.decorator_list = []
+    # Defaults and annotations are evaluated when the def runs: keep the original
+    # values instead (they may name class-level things the factory can't see).
+    args = funcdef.args
+    args.defaults = [ast.Constant(value=None) for _ in args.defaults]
+    args.kw_defaults = [None if d is None else ast.Constant(value=None) for d in args.kw_defaults]
+    funcdef.returns = None
+    for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
+        if a is not None:
+            a.annotation = None
+
+    wrapper = _WrapCalls()
+    funcdef.body = [wrapper.visit(stmt) for stmt in funcdef.body]
+
+    freevars = code.co_freevars
+    factory = ast.FunctionDef(
+        name=_FACTORY,
+        args=ast.arguments(posonlyargs=[], args=[ast.arg(arg=OP)] + [ast.arg(arg=v) for v in freevars],
+                           vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[]),
+        body=[funcdef, ast.Return(value=ast.Name(id=funcdef.name, ctx=ast.Load()))],
+        decorator_list=[], returns=None)
+    if "type_params" in ast.FunctionDef._fields:
+        factory.type_params = []
+    ast.copy_location(factory, funcdef)
+    module = ast.Module(body=[factory], type_ignores=[])
+    ast.fix_missing_locations(module)
+    compiled = compile(module, filename, "exec", dont_inherit=True)
+    factory_code = next(c for c in compiled.co_consts if isinstance(c, types.CodeType) and c.co_name == _FACTORY)
+
+    decorators = []
+    for node in reversed(decorator_nodes):  # innermost (closest to the def) first
+        expr = ast.Expression(body=node)
+        ast.fix_missing_locations(expr)
+        decorators.append(compile(expr, filename, "eval", dont_inherit=True))
+
+    def_line = funcdef.lineno
+    source_lines = text.splitlines()[def_line - first_line:]
+    return Injected(fn.__name__, filename, def_line, "\n".join(source_lines), wrapper.operations,
+                    factory_code, decorators, freevars)
+
+
+def build(fn: Callable, hook: "OpHook", injected: Optional[Injected] = None) -> Callable:
+    """A new function running ``fn``'s rewritten code with ``hook`` as its operation hook.
+
+    ``fn``'s decorators are applied again (one that fails on a bare function,
+    like a docstring generator, is left out). Bound methods come back bound to
+    the same object.
+    """
+    bound_to = fn.__self__ if isinstance(fn, types.MethodType) else None
+    plain = _plain_function(fn)
+    injected = injected or inject(plain)
+    cells = []
+    for cell in plain.__closure__ or ():
+        try:
+            cells.append(cell.cell_contents)
+        except ValueError:
+            raise SourceError(f"{plain.__qualname__} closes over an unbound variable; it can't be traced.") from None
+    factory = types.FunctionType(injected.factory, plain.__globals__, _FACTORY)
+    new = factory(hook, *cells)
+    new.__defaults__ = plain.__defaults__
+    new.__kwdefaults__ = plain.__kwdefaults__
+    new.__qualname__ = plain.__qualname__
+    new.__module__ = plain.__module__
+    new.__doc__ = plain.__doc__
+    new.__dict__.update(getattr(plain, "__dict__", {}))
+    new.__dict__.pop("__wrapped__", None)
+    given = fn.__func__ if isinstance(fn, types.MethodType) else fn
+    if given is not plain and injected.decorators:  # ``fn`` was the decorated function
+        env = dict(zip(injected.freevars, cells))
+        for deco_code in injected.decorators:
+            try:
+                decorator = eval(deco_code, plain.__globals__, env)
+                new = decorator(new)
+            except Exception:
+                continue
+    if bound_to is not None:
+        return types.MethodType(new, bound_to)
+    return new
+
+
+# ---------------------------------------------------------------- the provider hook
+
+class OpHook:
+    """``__nnsight_op__`` of one built function: routes its calls through an interleaver.
+
+    prefix: the provider prefix of the operations (``model.transformer.h.0.attn``).
+    Holds its interleaver weakly: a built forward never keeps a model wrapper alive.
+    """
+
+    __slots__ = ("prefix", "_interleaver", "_keys", "__weakref__")
+
+    def __init__(self, prefix: str, interleaver) -> None:
+        self.prefix = prefix
+        self._interleaver = weakref.ref(interleaver)
+        self._keys: Dict[str, Tuple[str, str, str]] = {}
+
+    def __call__(self, name: str, fn: Callable) -> Callable:
+        interleaver = self._interleaver()
+        if interleaver is None or not interleaver.active:
+            return fn
+        keys = self._keys.get(name)
+        if keys is None:
+            base = f"{self.prefix}.{name}"
+            keys = self._keys[name] = (base + ".fn", base + ".input", base + ".output")
+        return _Operation(interleaver.handle, keys, fn)
+
+
+class _Operation:
+    __slots__ = ("handle", "keys", "fn")
+
+    def __init__(self, handle, keys, fn) -> None:
+        self.handle = handle
+        self.keys = keys
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        handle = self.handle
+        fn_key, in_key, out_key = self.keys
+        fn = handle(fn_key, self.fn)
+        args, kwargs = handle(in_key, (args, kwargs))
+        return handle(out_key, fn(*args, **kwargs))
+
+
+def activate(interleaver, path: str, module, forward: Callable) -> None:
+    """Use ``forward`` (a function taking the module) as ``module``'s forward in ``interleaver``.
+
+    From the next execution on it is what the interleaver patches in; if the
+    interleaver is running and has already patched ``module``, the patch is
+    redone now so this execution uses it too.
+    """
+    interleaver.sources[module] = forward
+    if not interleaver.active:
+        return
+    current = module.__dict__.get("forward")
+    original = getattr(current, "__nnsight_original__", None)
+    if original is None or not any(m is module for m, _ in interleaver._patched):
+        return
+    module.__dict__["forward"] = interleaver._forward(path, types.MethodType(forward, module))
