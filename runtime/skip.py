@@ -34,6 +34,20 @@ class SkipBody(BaseException):
     """
 
 
+_INDEX: dict = {}  # code object -> (instructions, {offset: position}); bytecode analysis once per code
+
+
+def _index(code):
+    entry = _INDEX.get(code)
+    if entry is None:
+        if len(_INDEX) > 4096:
+            _INDEX.clear()
+        instructions = list(dis.get_instructions(code))
+        entry = (instructions, {ins.offset: i for i, ins in enumerate(instructions)})
+        _INDEX[code] = entry
+    return entry
+
+
 def _noop(frame, event, arg):
     return None
 
@@ -103,7 +117,8 @@ def _body_starts_with_nop(frame) -> bool:
     Looks past the instructions that store the ``as`` target. (A false positive
     only costs the opcode trap where the line trap would have done.)
     """
-    for ins in dis.get_instructions(frame.f_code):
+    instructions, _ = _index(frame.f_code)
+    for ins in instructions:
         if ins.offset <= frame.f_lasti:
             continue
         if ins.opcode == _NOP and ins.starts_line:
@@ -115,12 +130,9 @@ def _body_starts_with_nop(frame) -> bool:
 
 def _stores_target(frame) -> bool:
     """Is the current instruction the one right after the with-statement's enter?"""
-    previous = None
-    for ins in dis.get_instructions(frame.f_code):
-        if ins.offset == frame.f_lasti:
-            return previous is not None and previous.opname in ("BEFORE_WITH", "SETUP_WITH")
-        previous = ins
-    return False
+    instructions, at = _index(frame.f_code)
+    i = at.get(frame.f_lasti)
+    return bool(i) and instructions[i - 1].opname in ("BEFORE_WITH", "SETUP_WITH")
 
 
 _STORES = {"STORE_NAME", "STORE_GLOBAL", "STORE_FAST", "STORE_DEREF"}
@@ -132,9 +144,11 @@ def _bind_target(frame, target) -> bool:
     Returns False when that instruction is something else than POP_TOP or a
     plain name store (the caller then keeps the line-based trap).
     """
-    ins = next((i for i in dis.get_instructions(frame.f_code) if i.offset == frame.f_lasti), None)
-    if ins is None:
+    instructions, at = _index(frame.f_code)
+    i = at.get(frame.f_lasti)
+    if i is None:
         return False
+    ins = instructions[i]
     if ins.opname == "POP_TOP":
         return True
     opname, name = ins.opname, ins.argval

@@ -36,22 +36,51 @@ def _report(compiled):
     return report
 
 
-def _opaque(value: Any) -> bool:
-    """A callable defined in user code (it could reach a model through its globals)."""
+def _user_code(code) -> bool:
+    hit = _opaque_cache.get(code)
+    if hit is None:
+        filename = os.path.normpath(os.path.abspath(code.co_filename))
+        hit = not filename.startswith(_LIBRARY_DIRS) and not filename.startswith(_OWN_DIRS)
+        _opaque_cache[code] = hit
+    return hit
+
+
+def _user_type(cls: type) -> bool:
+    hit = _opaque_cache.get(cls)
+    if hit is None:
+        module = getattr(cls, "__module__", "") or ""
+        hit = module == "__main__" or not _importable_library(module)
+        _opaque_cache[cls] = hit
+    return hit
+
+
+def _opaque(value: Any, depth: int = 0) -> bool:
+    """Could ``value`` reach a model in ways the static plan can't see?
+
+    True for user-defined functions, classes, modules and instances (their code may
+    read a model through globals or attributes), and for containers holding such
+    things or envoys (``for layer in layers: layer.output``).
+    """
+    from ..envoy import Envoy
+
     if isinstance(value, (types.FunctionType, types.MethodType)):
         code = getattr(value, "__code__", None) or getattr(getattr(value, "__func__", None), "__code__", None)
-        if code is None:
-            return False
-        hit = _opaque_cache.get(code)
-        if hit is None:
-            filename = os.path.normpath(os.path.abspath(code.co_filename))
-            hit = not filename.startswith(_LIBRARY_DIRS) and not filename.startswith(_OWN_DIRS)
-            _opaque_cache[code] = hit
-        return hit
+        return code is not None and _user_code(code)
     if isinstance(value, type):
-        module = getattr(value, "__module__", "") or ""
-        return module == "__main__" or not _importable_library(module)
-    return False
+        return _user_type(value)
+    if isinstance(value, types.ModuleType):
+        filename = getattr(value, "__file__", None)
+        return filename is not None and not os.path.normpath(os.path.abspath(filename)).startswith(
+            _LIBRARY_DIRS + _OWN_DIRS)
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        if depth > 2:
+            return True
+        items = value.values() if isinstance(value, dict) else value
+        for i, item in enumerate(items):
+            if i >= 256 or isinstance(item, Envoy) or _opaque(item, depth + 1):
+                return True
+        return False
+    return _user_type(type(value))
 
 
 def _importable_library(module: str) -> bool:

@@ -254,3 +254,27 @@ def test_multiple_wrappers_of_one_module_work_independently(net, x):
         c = m1[0].output.save()
     assert torch.equal(a, b) and torch.equal(a, c)
     assert "forward" not in net[0].__dict__  # nothing left installed on the model
+
+
+class Reader:
+    """A user object that reaches the model through an attribute."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def read(self):
+        return self.model[4].output
+
+
+def test_envoys_reached_through_containers_and_objects_are_hooked(net, x):
+    model = NNsight(net)
+    layers = [model[0], model[2]]
+    reader = Reader(model)
+    with model.trace(x):
+        outs = list().save()
+        for layer in layers:
+            outs.append(layer.output)
+        via_object = reader.read().save()
+    seen, _ = hook_outputs(net, x)
+    assert torch.equal(outs[0], seen[0]) and torch.equal(outs[1], seen[2])
+    assert torch.equal(via_object, seen[4])
