@@ -70,6 +70,9 @@ class Mediator:
         except Cancelation:
             pass
         except BaseException as exc:  # delivered to the interleaver, re-raised on the model side
+            # Re-raising it there replaces its implicit context (the user's own "during
+            # handling of" exception); keep it for nnsight/tracing/tracebacks.py to put back.
+            exc.__nnsight_context__ = exc.__context__
             return (events.EXCEPTION, None, 0, exc)
         return _END
 

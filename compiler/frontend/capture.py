@@ -11,24 +11,36 @@
 2. ``python -c CODE`` (filename ``<string>``): CODE from ``sys.orig_argv``
    (3.10+) or ``/proc/self/cmdline`` (3.9).
 3. IPython: the last entry of the shell's input history.
-4. The classic REPL (``<stdin>``): the latest chunk recorded with
-   :func:`register_repl_source` that is long enough to contain the line.
+4. The classic REPL (``<stdin>``): every statement shares that file name, so
+   a cached text may belong to an earlier statement. Candidates are checked by
+   compiling them and finding the frame's own code object (:func:`code_matches`):
+   first what the recorders in :data:`REPL_RECORDERS` recover (nnsight's reads
+   the readline history), then the chunks recorded with
+   :func:`register_repl_source`, newest first; failing that, the latest chunk
+   long enough to contain the line.
 
 Otherwise :class:`~compiler.frontend.errors.SourceNotFoundError` says what was
 tried and how to fix it.
 """
 from __future__ import annotations
 
+import __future__
 import linecache
 import sys
+import types
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from .errors import SourceNotFoundError
 
 # Source chunks entered at the interactive prompt, oldest first (filled by the
 # user API's REPL line recorder through register_repl_source).
 REPL_HISTORY: List[str] = []
+
+# Callables ``frame -> Optional[str]`` that recover the interactive statement a
+# ``<stdin>`` frame runs (e.g. from the readline history); tried before
+# REPL_HISTORY. A recorder should also pass what it finds to register_repl_source.
+REPL_RECORDERS: List[Callable[[Any], Optional[str]]] = []
 
 _REPL_FILENAMES = ("<stdin>",)
 
@@ -64,8 +76,14 @@ def source_for_frame(frame) -> CapturedSource:
     lineno = frame.f_lineno
     tried: List[str] = []
 
+    repl = filename in _REPL_FILENAMES
+    if repl:
+        text = _verified_repl_source(frame, tried)
+        if text is not None:
+            return CapturedSource(text, filename, origin="repl-history")
+
     lines = _from_linecache(frame, tried)
-    if _covers(lines, lineno):
+    if _covers(lines, lineno) and (not repl or code_matches("".join(lines), frame)):
         return CapturedSource("".join(lines), filename)
 
     if filename == "<string>":
@@ -84,6 +102,55 @@ def source_for_frame(frame) -> CapturedSource:
                 return CapturedSource(chunk, filename, origin="repl-history")
 
     raise SourceNotFoundError(_not_found_message(filename, lineno, tried))
+
+
+def _verified_repl_source(frame, tried: List[str]) -> Optional[str]:
+    """A REPL statement that compiles to ``frame``'s code: from the recorders, then REPL_HISTORY."""
+    for recorder in list(REPL_RECORDERS):
+        tried.append("REPL recorder %s" % getattr(recorder, "__qualname__", recorder))
+        try:
+            text = recorder(frame)
+        except Exception:
+            text = None
+        if text and code_matches(text, frame):
+            return text if text.endswith("\n") else text + "\n"
+    for chunk in reversed(REPL_HISTORY):
+        if _covers(chunk.splitlines(), frame.f_lineno) and code_matches(chunk, frame):
+            return chunk
+    return None
+
+
+_FUTURE_FLAGS = 0
+for _name in __future__.all_feature_names:
+    _FUTURE_FLAGS |= getattr(__future__, _name).compiler_flag
+
+
+def code_matches(text: str, frame) -> bool:
+    """Does ``text`` compile (as a REPL statement or a module) to ``frame``'s code object?
+
+    Used where one file name is shared by several texts (``<stdin>``): the
+    frame's code, or a function nested in it, must come out of ``text``
+    (same name, first line and bytecode).
+    """
+    target = frame.f_code
+    flags = target.co_flags & _FUTURE_FLAGS
+    if not text.endswith("\n"):
+        text += "\n"
+    for mode in ("single", "exec"):
+        try:
+            code = compile(text, target.co_filename, mode, flags=flags, dont_inherit=True)
+        except (SyntaxError, ValueError, OverflowError):
+            continue
+        if _contains_code(code, target):
+            return True
+    return False
+
+
+def _contains_code(code, target) -> bool:
+    if (code.co_name == target.co_name and code.co_firstlineno == target.co_firstlineno
+            and code.co_code == target.co_code):
+        return True
+    return any(_contains_code(c, target) for c in code.co_consts if isinstance(c, types.CodeType))
 
 
 def _covers(lines: Optional[Sequence[str]], lineno: int) -> bool:

@@ -21,6 +21,7 @@ import libcst as cst
 
 from ..ir.nodes import BIND_RUNTIME, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
 from ..ir.version import producer_nnsight, producer_python
+from ..passes import lower_syntax
 from .dedent import body_source, string_lines
 from .features import scan_features
 from .locate import header_range, locate_with
@@ -80,8 +81,10 @@ def lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Prog
         min_python=min_python,
         features=features,
     )
-    return Program(
+    program = Program(
         header=header,
         units=tuple(units),
         bindings=tuple(Binding(name, BIND_RUNTIME) for name in names.free),
     )
+    # Lower what older runtimes cannot parse (header.min_python then reflects the result).
+    return lower_syntax(program)

@@ -37,6 +37,8 @@ import types
 from typing import Dict, List, Optional, Tuple
 
 MARK = "__nnsight_traceback__"  # set on exceptions that went through clean()
+WORKER_CONTEXT = "__nnsight_context__"  # the implicit context an exception had in its worker
+_NONE = object()
 _HEADER_NAME = "__nnsight_with_header__"
 
 _dirs: Optional[Tuple[str, ...]] = None
@@ -114,6 +116,9 @@ def clean(error: BaseException) -> BaseException:
         if exc is None or id(exc) in seen:
             continue
         seen.add(id(exc))
+        own = getattr(exc, "__dict__", {}).pop(WORKER_CONTEXT, _NONE)
+        if own is not _NONE and (exc.__context__ is None or _internal_control(exc.__context__)):
+            exc.__context__ = own  # what the worker had, before the model side re-raised it
         context = exc.__context__
         if context is not None and _internal_control(context):
             exc.__suppress_context__ = True
