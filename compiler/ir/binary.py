@@ -33,7 +33,7 @@ _LEN = struct.Struct(">I")
 def encode(p: Program) -> bytes:
     """The binary form of ``p`` (same program -> same bytes)."""
     record = to_record(p)
-    for b in p.bindings + tuple(g for d in p.definitions for g in d.globals):
+    for b in p.bindings + tuple(g for d in p.definitions for g in d.globals + d.cells + d.attrs):
         problem = plain_problem(b.value, "value")
         if problem:
             raise IRError("cannot encode binding %r: %s" % (b.name, problem))

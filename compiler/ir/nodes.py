@@ -76,8 +76,8 @@ class CodeUnit:
 BIND_RUNTIME = "runtime"  # not captured: resolved from the caller's frame at run time
 BIND_MODEL = "model"  # the wrapped model (an Envoy); value: envoy path, e.g. "model"
 BIND_TRACER = "tracer"  # the tracer object of the with-statement (its ``as`` target)
-BIND_MODULE = "module"  # a server-provided module; value: dotted module name
-BIND_OBJECT = "object"  # an object of a server-provided module; value: "module:qualname"
+BIND_MODULE = "module"  # a module by name: server-provided, or one of the program's DEF_MODULE definitions
+BIND_OBJECT = "object"  # an attribute of such a module; value: "module:qualname"
 BIND_VALUE = "value"  # a captured value; value: an encoded value tree (compiler.ir.values)
 BIND_FUNCTION = "function"  # user code captured by value; value: index into Program.definitions
 BIND_CLASS = "class"  # user class captured by value; value: index into Program.definitions
@@ -105,15 +105,31 @@ class Binding:
     value: Any = None
 
 
+# Definition.kind values.
+DEF_STATEMENT = "def"  # a module-level statement (def/class with its decorators, or ``name = ...``) run in
+#                        its module's namespace; the object is then the module global ``name``
+DEF_LOCAL = "local"  # a function (def without decorators, or a lambda expression) rebuilt on its own:
+#                      ``cells`` fill its closure, ``attrs`` its defaults; its globals are its module's
+DEF_MODULE = "module"  # a user module captured by value: ``globals`` are its needed globals, in module order
+DEF_KINDS = (DEF_STATEMENT, DEF_LOCAL, DEF_MODULE)
+
+
 @dataclass(frozen=True)
 class Definition:
-    """A user function or class captured by value (dependency closure).
+    """User code captured by value (dependency closure).
 
-    name: qualified name in its home module (``"normalize"``, ``"Stats.add"``).
+    name: qualified name in its home module (``"normalize"``, ``"Stats.add"``,
+      ``"make_scaler.scale"``; ``"lambda"`` for lambdas).
     module: the module it was defined in (``"mymethods"``, ``"__main__"``).
-    source: its dedented source (decorators included).
+      Definitions of one module share one namespace on the server.
+    source: its dedented source (decorators included for DEF_STATEMENT).
     loc: where the source lives in the user's world.
-    globals: bindings of the names its code reads from its module's globals.
+    globals: bindings installed in the module's namespace (before the
+      definition runs), in order.
+    kind: DEF_STATEMENT (default), DEF_LOCAL or DEF_MODULE (see above).
+    cells: DEF_LOCAL: contents of the closure cells, by free-variable name.
+    attrs: DEF_LOCAL: attributes set after creation (``__defaults__``,
+      ``__kwdefaults__``, entries of the function's ``__dict__``).
     """
 
     name: str
@@ -121,6 +137,9 @@ class Definition:
     source: str
     loc: SourceLoc
     globals: Tuple[Binding, ...] = ()
+    kind: str = DEF_STATEMENT
+    cells: Tuple[Binding, ...] = ()
+    attrs: Tuple[Binding, ...] = ()
 
 
 @dataclass(frozen=True)

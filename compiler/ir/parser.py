@@ -325,17 +325,28 @@ class _Parser:
         if index != len(self.definitions):
             raise cur.error("definition %d out of order (expected %d)" % (index, len(self.definitions)), start)
         name = cur.string()
+        kind = None
+        if cur.peek("kind="):
+            cur.expect("kind=")
+            kind = cur.name()
         cur.expect("module=")
         module = cur.string()
         cur.expect("at")
         loc = cur.loc()
         cur.end()
-        source, globals_ = self._block(allow_globals=True)
-        self.definitions.append({"name": name, "module": module, "source": source, "loc": loc,
-                                 "globals": globals_})
+        extra: Dict[str, List[Any]] = {"cell": [], "attr": []}
+        source, globals_ = self._block(allow_globals=True, extra=extra)
+        record = {"name": name, "module": module, "source": source, "loc": loc, "globals": globals_}
+        if kind is not None:
+            record["kind"] = kind
+        if extra["cell"]:
+            record["cells"] = extra["cell"]
+        if extra["attr"]:
+            record["attrs"] = extra["attr"]
+        self.definitions.append(record)
 
-    def _block(self, allow_globals: bool) -> Tuple[str, List[Any]]:
-        """The indented lines after a unit/definition line: globals, then source."""
+    def _block(self, allow_globals: bool, extra: Optional[Dict[str, List[Any]]] = None) -> Tuple[str, List[Any]]:
+        """The indented lines after a unit/definition line: globals (cells, attrs), then source."""
         owner = self.i  # 1-based number of the unit/definition line
         globals_: List[Any] = []
         lines: List[str] = []
@@ -356,6 +367,9 @@ class _Parser:
             elif line.startswith("  global ") and allow_globals and not lines:
                 cur.pos = len("  global ")
                 globals_.append(_binding(cur))
+            elif extra is not None and not lines and line.startswith(("  cell ", "  attr ")):
+                cur.pos = len("  cell ")
+                extra[line[2:6]].append(_binding(cur))
             else:
                 raise cur.error("expected a source line ('  | ...', '  ! \"...\"')")
             self.i += 1

@@ -22,6 +22,10 @@ Example::
       | def norm(x):
       |     return x / x.norm()
 
+A definition of another kind than ``def`` says so (``definition 1 "make.f"
+kind=local module=...``) and may list ``  cell NAME KIND VALUE`` and
+``  attr NAME KIND VALUE`` lines after its globals.
+
 Source lines are prefixed ``  | `` (``  |`` when empty). Lines holding control
 or invisible characters, or ending in whitespace, are written as a quoted
 string after ``  ! ``; a source not ending in a newline gets a final
@@ -36,7 +40,7 @@ import struct
 from typing import Any, List
 
 from .errors import IRError
-from .nodes import Binding, CodeUnit, Definition, Program, SourceLoc
+from .nodes import DEF_STATEMENT, Binding, CodeUnit, Definition, Program, SourceLoc
 from .values import plain_problem
 
 NO_NEWLINE = "  \\ no newline at end"
@@ -76,6 +80,8 @@ def print_program(p: Program) -> str:
     for i, d in enumerate(p.definitions):
         out += ["", _definition_line(i, d)]
         out += ["  global " + _binding(b) for b in d.globals]
+        out += ["  cell " + _binding(b) for b in d.cells]
+        out += ["  attr " + _binding(b) for b in d.attrs]
         out += source_lines(d.source)
     return "\n".join(out) + "\n"
 
@@ -88,7 +94,8 @@ def _unit_line(u: CodeUnit) -> str:
 
 
 def _definition_line(i: int, d: Definition) -> str:
-    return "definition %d %s module=%s at %s" % (i, quote(d.name), quote(d.module), _loc(d.loc))
+    kind = "" if d.kind == DEF_STATEMENT else " kind=" + _word(d.kind)
+    return "definition %d %s%s module=%s at %s" % (i, quote(d.name), kind, quote(d.module), _loc(d.loc))
 
 
 def _binding(b: Binding) -> str:

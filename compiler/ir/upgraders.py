@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List
 
 from .errors import IRDecodeError, IRVersionError
-from .nodes import Binding, CodeUnit, Definition, Header, Program, SourceLoc
+from .nodes import DEF_STATEMENT, Binding, CodeUnit, Definition, Header, Program, SourceLoc
 from .version import IR_VERSION
 
 Record = Dict[str, Any]
@@ -65,6 +65,25 @@ def _binding_rec(b: Binding) -> Record:
     return {"name": b.name, "kind": b.kind, "value": b.value}
 
 
+def _definition_rec(d: Definition) -> Record:
+    rec: Record = {
+        "name": d.name,
+        "module": d.module,
+        "source": d.source,
+        "loc": _loc_rec(d.loc),
+        "globals": [_binding_rec(b) for b in d.globals],
+    }
+    # Optional fields are written only when set, so definitions without them
+    # keep the exact encoding they always had.
+    if d.kind != DEF_STATEMENT:
+        rec["kind"] = d.kind
+    if d.cells:
+        rec["cells"] = [_binding_rec(b) for b in d.cells]
+    if d.attrs:
+        rec["attrs"] = [_binding_rec(b) for b in d.attrs]
+    return rec
+
+
 def to_record(p: Program) -> Record:
     """The plain-data record of ``p`` (key order is fixed, so encodings are deterministic)."""
     h = p.header
@@ -89,16 +108,7 @@ def to_record(p: Program) -> Record:
             for u in p.units
         ],
         "bindings": [_binding_rec(b) for b in p.bindings],
-        "definitions": [
-            {
-                "name": d.name,
-                "module": d.module,
-                "source": d.source,
-                "loc": _loc_rec(d.loc),
-                "globals": [_binding_rec(b) for b in d.globals],
-            }
-            for d in p.definitions
-        ],
+        "definitions": [_definition_rec(d) for d in p.definitions],
         "envoys": list(p.envoys),
         "dynamic": p.dynamic,
     }
@@ -113,6 +123,9 @@ class _Reader:
 
     def fail(self, what: str) -> IRDecodeError:
         return IRDecodeError("%s: expected %s, got %s" % (self.path or "record", what, _short(self.value)))
+
+    def has(self, key: str) -> bool:
+        return isinstance(self.value, dict) and key in self.value
 
     def field(self, key: str) -> "_Reader":
         if not isinstance(self.value, dict):
@@ -197,6 +210,9 @@ def _definition(r: _Reader) -> Definition:
         source=r.field("source").str(),
         loc=_loc(r.field("loc")),
         globals=tuple(_binding(b) for b in r.field("globals").items()),
+        kind=r.field("kind").str() if r.has("kind") else DEF_STATEMENT,
+        cells=tuple(_binding(b) for b in r.field("cells").items()) if r.has("cells") else (),
+        attrs=tuple(_binding(b) for b in r.field("attrs").items()) if r.has("attrs") else (),
     )
 
 

@@ -13,6 +13,8 @@ exactly. Tags::
     ["bytearray", data]   ["slice", start, stop, step]   ["range", start, stop, step]
     ["ellipsis"]
     ["type", ref]                       a class, by reference
+    ["objref", ref]                     any other object the ``objref`` hook names
+                                        (functions, modules, ...); decoded by ``resolve``
     ["enum", ref, name]   ["enumvalue", ref, value]
     ["namedtuple", ref, *items]
     ["object", ref, [[attr, value], ...], [[slot, value], ...]]
@@ -27,6 +29,10 @@ exactly. Tags::
 
 ``ref`` is whatever the ``classref`` hook returns (plain data; by default
 ``"module:qualname"``) and is handed back untouched to the ``resolve`` hook.
+The optional ``objref`` hook is asked first about every object that is not an
+atom or an exact builtin container; a non-None answer is emitted as an
+``["objref", ref]`` node (also resolved by ``resolve``), so callers can send
+functions, modules or handles by name. Without it such objects are rejected.
 Sets are sorted when their items allow it, so trees are deterministic.
 """
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import Any, Callable, Dict, List, Optional
 from .errors import IRDecodeError, UnencodableValueError
 
 ClassRef = Callable[[type], Any]
+ObjRef = Callable[[Any], Any]  # returns a plain-data reference, or None to encode the object normally
 Resolve = Callable[[Any], type]
 
 _INT64_MIN = -(2 ** 63)
@@ -158,9 +165,10 @@ class _Reject(Exception):
     """Internal: the current object cannot be encoded (reason in args[0])."""
 
 
-def encode_value(obj: Any, *, where: str = "", classref: Optional[ClassRef] = None) -> Any:
+def encode_value(obj: Any, *, where: str = "", classref: Optional[ClassRef] = None,
+                 objref: Optional[ObjRef] = None) -> Any:
     """Encode ``obj`` as a value tree; raise UnencodableValueError naming what failed and ``where``."""
-    enc = _Encoder(where, classref or default_classref)
+    enc = _Encoder(where, classref or default_classref, objref)
     try:
         raw = enc.enc(obj)
     except RecursionError:
@@ -190,9 +198,10 @@ def _finalize(x: Any, counter: List[int]) -> Any:
 
 
 class _Encoder:
-    def __init__(self, where: str, classref: ClassRef):
+    def __init__(self, where: str, classref: ClassRef, objref: Optional[ObjRef] = None):
         self.where = where
         self.classref = classref
+        self.objref = objref
         self.memo: Dict[int, _Slot] = {}
         self.keep: List[Any] = []  # keeps memoized objects alive so ids stay unique
         self.busy: set = set()  # ids of immutable containers being encoded
@@ -320,6 +329,10 @@ class _Encoder:
 
     # everything that is not an exact builtin type
     def enc_other(self, obj: Any) -> Any:
+        if self.objref is not None:
+            node = self.enc_objref(obj)
+            if node is not None:
+                return node
         if isinstance(obj, enum.Enum):
             return self.enc_enum(obj)
         torch = sys.modules.get("torch")
@@ -340,6 +353,20 @@ class _Encoder:
         if not _python_class(cls):
             raise _Reject("unsupported type (values are captured without pickle; supported: %s)" % _SUPPORTED)
         return self.enc_instance(obj, cls)
+
+    def enc_objref(self, obj: Any) -> Any:
+        try:
+            r = self.objref(obj)  # type: ignore[misc]
+        except UnencodableValueError:
+            raise
+        except Exception as e:
+            raise _Reject(str(e))
+        if r is None:
+            return None
+        problem = plain_problem(r, "object reference")
+        if problem:
+            raise _Reject(problem)
+        return ["objref", r]
 
     def enc_enum(self, obj: enum.Enum) -> Any:
         cls = type(obj)
@@ -677,6 +704,10 @@ class _Decoder:
         _arity(t, 2)
         return self.bind(k, self.resolve(t[1]))
 
+    def d_objref(self, t: list, k: Any) -> Any:
+        _arity(t, 2)
+        return self.bind(k, self.resolve(t[1]))
+
     def d_enum(self, t: list, k: Any) -> Any:
         _arity(t, 3)
         cls = self.resolve(t[1])
@@ -757,6 +788,7 @@ _HANDLERS: Dict[str, Callable[[_Decoder, list, Any], Any]] = {
     "range": _Decoder.d_range,
     "ellipsis": _Decoder.d_ellipsis,
     "type": _Decoder.d_type,
+    "objref": _Decoder.d_objref,
     "enum": _Decoder.d_enum,
     "enumvalue": _Decoder.d_enum,
     "namedtuple": _Decoder.d_namedtuple,

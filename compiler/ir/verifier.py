@@ -15,6 +15,8 @@ from .nodes import (
     BIND_MODULE,
     BIND_OBJECT,
     BINDING_KINDS,
+    DEF_KINDS,
+    DEF_LOCAL,
     UNIT_BLOCK,
     UNIT_TRACE,
     Binding,
@@ -42,6 +44,12 @@ def verify(p: Program) -> None:
         _loc(d.loc, where, problems)
         _source(d.source, d.loc, where, can_compile, problems)
         _bindings(d.globals, len(p.definitions), where + " global", problems)
+        if d.kind not in DEF_KINDS:
+            problems.append("%s: unknown kind %r (known: %s)" % (where, d.kind, ", ".join(DEF_KINDS)))
+        elif d.kind != DEF_LOCAL and (d.cells or d.attrs):
+            problems.append("%s: only %r definitions have cells and attrs" % (where, DEF_LOCAL))
+        _bindings(d.cells, len(p.definitions), where + " cell", problems)
+        _bindings(d.attrs, len(p.definitions), where + " attr", problems)
     for e in p.envoys:
         if not _str(e):
             problems.append("envoy %r: must be a non-empty string" % (e,))

@@ -1,0 +1,162 @@
+"""A remote request: a complete Program plus the call the server makes, and the reply.
+
+A :class:`Request` is what a client sends to run one tracing context remotely
+(``model.trace(..., remote=...)``, a session, ...): the closed program (every
+binding resolved, user code captured by value), the key of the model it runs
+on, the tracing method (``"trace"``, ``"session"``, ``"generate"``...) and that
+call's inputs as value trees. The server answers with a result: the saved
+variables by name, as one value tree (so sharing between them is kept).
+
+Binary layouts (deterministic, like :mod:`.binary`)::
+
+    request: b"NNRQ" | uint32 H | H bytes msgpack header | zstd(msgpack body)
+             header: the program's header record (``ir_version`` first), read and
+                     version-checked before the body is decompressed
+             body:   {"program": program record without header, "model": str,
+                      "method": str, "args": tree, "kwargs": tree}
+    result:  b"NNRS" | zstd(msgpack {"version": 1, "saved": tree})
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List
+
+import zstandard
+
+from .binary import _LEN, ZSTD_LEVEL, _pack, _unpack
+from .errors import IRDecodeError, IRError
+from .nodes import Program
+from .printer import format_literal, print_program, quote
+from .upgraders import check_version, from_record, to_record, upgrade
+from .values import plain_problem
+
+REQUEST_MAGIC = b"NNRQ"
+RESULT_MAGIC = b"NNRS"
+RESULT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Request:
+    """One remote execution.
+
+    program: the closed program (see :mod:`compiler.closure`).
+    model: the server's key of the model, ``"module.Class:{json}"``.
+    method: the tracing method the server opens (``"trace"``, ``"session"``...).
+    args / kwargs: value trees of that call's positional (a tuple tree) and
+      keyword (a dict tree) arguments.
+    """
+
+    program: Program
+    model: str
+    method: str = "trace"
+    args: Any = ("tuple",)
+    kwargs: Any = ("dict",)
+
+    def __post_init__(self) -> None:
+        # value trees are lists; accept the tuple defaults above
+        for name in ("args", "kwargs"):
+            v = getattr(self, name)
+            if isinstance(v, tuple):
+                object.__setattr__(self, name, list(v))
+
+
+def encode_request(r: Request) -> bytes:
+    """The binary form of a request (same request -> same bytes)."""
+    for name in ("args", "kwargs"):
+        problem = plain_problem(getattr(r, name), name)
+        if problem:
+            raise IRError("cannot encode request: %s" % problem)
+    if not isinstance(r.model, str) or not isinstance(r.method, str):
+        raise IRError("cannot encode request: model and method must be strings")
+    p = r.program
+    for b in p.bindings + tuple(g for d in p.definitions for g in d.globals + d.cells + d.attrs):
+        problem = plain_problem(b.value, "value")
+        if problem:
+            raise IRError("cannot encode binding %r: %s" % (b.name, problem))
+    record = to_record(p)
+    header = _pack(record.pop("header"))
+    body = {"program": record, "model": r.model, "method": r.method, "args": r.args, "kwargs": r.kwargs}
+    raw = _pack(body)
+    packed = zstandard.ZstdCompressor(level=_level(len(raw)), write_checksum=True).compress(raw)
+    return REQUEST_MAGIC + _LEN.pack(len(header)) + header + packed
+
+
+def _level(size: int) -> int:
+    """zstd level by body size: small requests (code) are squeezed hard, big ones (tensors) fast."""
+    if size < (1 << 20):
+        return 19
+    if size < (64 << 20):
+        return ZSTD_LEVEL
+    return 3
+
+
+def decode_request(data: bytes) -> Request:
+    """Parse a binary request; IRVersionError for newer programs, IRDecodeError if malformed."""
+    if not isinstance(data, (bytes, bytearray, memoryview)) or bytes(data[:4]) != REQUEST_MAGIC:
+        raise IRDecodeError("not an nnsight request (bad magic %r, expected %r)" % (
+            bytes(data[:4]) if isinstance(data, (bytes, bytearray, memoryview)) else data, REQUEST_MAGIC))
+    header, offset = _request_header(data)
+    check_version(header.get("ir_version"))
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(bytes(data[offset:]))
+    except zstandard.ZstdError as e:
+        raise IRDecodeError("request body is corrupt: %s" % e) from e
+    body = _unpack(raw, "request body")
+    if not isinstance(body, dict) or not isinstance(body.get("program"), dict):
+        raise IRDecodeError("request body is not a map with a program")
+    for key, kind in (("model", str), ("method", str)):
+        if not isinstance(body.get(key), kind):
+            raise IRDecodeError("request body: %r must be a string" % key)
+    program = from_record(upgrade(dict(body["program"], header=header)))
+    return Request(program, body["model"], body["method"], body.get("args", ["tuple"]),
+                   body.get("kwargs", ["dict"]))
+
+
+def _request_header(data: Any):
+    start = len(REQUEST_MAGIC) + _LEN.size
+    if len(data) < start:
+        raise IRDecodeError("request truncated in its header")
+    (size,) = _LEN.unpack_from(data, len(REQUEST_MAGIC))
+    if len(data) < start + size:
+        raise IRDecodeError("request truncated in its header")
+    header = _unpack(bytes(data[start: start + size]), "request header")
+    if not isinstance(header, dict):
+        raise IRDecodeError("request header is not a map")
+    return header, start + size
+
+
+def encode_result(saved_tree: Any) -> bytes:
+    """The binary reply: the value tree of the saved variables (a dict tree)."""
+    problem = plain_problem(saved_tree, "saved")
+    if problem:
+        raise IRError("cannot encode result: %s" % problem)
+    body = _pack({"version": RESULT_VERSION, "saved": saved_tree})
+    return RESULT_MAGIC + zstandard.ZstdCompressor(level=_level(len(body)), write_checksum=True).compress(body)
+
+
+def decode_result(data: bytes) -> Any:
+    """The value tree of the saved variables from a binary reply."""
+    if not isinstance(data, (bytes, bytearray, memoryview)) or bytes(data[:4]) != RESULT_MAGIC:
+        raise IRDecodeError("not an nnsight result (bad magic)")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(bytes(data[4:]))
+    except zstandard.ZstdError as e:
+        raise IRDecodeError("result is corrupt: %s" % e) from e
+    body = _unpack(raw, "result")
+    if not isinstance(body, dict) or "saved" not in body:
+        raise IRDecodeError("result is not a map with saved values")
+    if body.get("version") != RESULT_VERSION:
+        raise IRDecodeError("result version %r is not supported (expected %d)" % (
+            body.get("version"), RESULT_VERSION))
+    return body["saved"]
+
+
+def print_request(r: Request) -> str:
+    """A readable text form of a request: the call, then the program's text form."""
+    out: List[str] = [
+        "request model %s method %s" % (quote(r.model), quote(r.method)),
+        "request args %s" % format_literal(r.args),
+        "request kwargs %s" % format_literal(r.kwargs),
+        "",
+    ]
+    return "\n".join(out) + print_program(r.program)
