@@ -29,10 +29,9 @@ CODES: Dict[str, Code] = {
         "use the results in it as values (they are captured by value)"),
     "NN202": Code(
         "error", "installed third-party module not provided by the server",
-        "installed third-party packages must be provided by the server: use a server-provided "
-        "module instead (or ask the server's operators to add it); nnsight.register() is not a "
-        "fix for them -- it sends a package's source by value, which is only meant for your own "
-        "pure-Python code installed as a package"),
+        "the server only provides its guaranteed modules: use one of them instead (or ask the "
+        "server's operators to add this one); if it is pure-Python code, such as your own library "
+        "installed with pip, `nnsight.register(package)` sends its source by value with the request"),
     "NN203": Code(
         "error", "module has no Python source (cannot be captured by value)",
         "compiled extension modules cannot be sent; rewrite the code in Python or use a "

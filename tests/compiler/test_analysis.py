@@ -57,10 +57,10 @@ def test_dangerous_import_reported_once_not_its_uses(fake_policy):
     assert d.length == len("os.path") and d.severity == "error"
 
 
-def test_installed_module_is_an_error_and_register_is_not_the_fix(fake_policy):
+def test_installed_module_is_an_error_and_the_hint_names_register_for_pure_python(fake_policy):
     (d,) = check_source("import requests\n")
     assert d.code == "NN202" and d.severity == "error"
-    assert "nnsight.register() is not a fix" in d.hint and "provided by the server" in d.hint
+    assert "nnsight.register(package)" in d.hint and "guaranteed modules" in d.hint
 
 
 def test_server_user_future_and_type_checking_imports_are_fine(fake_policy):
