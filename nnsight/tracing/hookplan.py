@@ -12,6 +12,7 @@ every module (``.cache()``, ``.source``) — every module is patched, as before.
 import os
 import sysconfig
 import types
+import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from compiler.frontend import scan_accesses
@@ -45,12 +46,17 @@ def _user_code(code) -> bool:
     return hit
 
 
+# Weak keys: a class defined in a trace body holds the trace's globals (the model) through its
+# methods, so a strong cache entry would keep every such model alive.
+_type_cache: "weakref.WeakKeyDictionary[type, bool]" = weakref.WeakKeyDictionary()
+
+
 def _user_type(cls: type) -> bool:
-    hit = _opaque_cache.get(cls)
+    hit = _type_cache.get(cls)
     if hit is None:
         module = getattr(cls, "__module__", "") or ""
         hit = module == "__main__" or not _importable_library(module)
-        _opaque_cache[cls] = hit
+        _type_cache[cls] = hit
     return hit
 
 
