@@ -6,6 +6,8 @@ from compiler.frontend import lower, source_for_frame
 from runtime import claims
 from runtime.builder import CompiledProgram
 
+from .irdump import dump_program
+
 _cache: Dict[Tuple[object, int], CompiledProgram] = {}
 
 
@@ -25,6 +27,7 @@ def compile_call_site(frame) -> CompiledProgram:
             linecache.cache[source.filename] = (len(source.text), None, pad + lines, source.filename)
         program = lower(source.text, source.filename, frame.f_lineno, first_line=source.first_line)
         compiled = CompiledProgram(program)
+        dump_program(program)
         _name_units(compiled, frame.f_code)
         _cache[key] = compiled
     return compiled

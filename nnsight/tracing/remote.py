@@ -34,6 +34,8 @@ from runtime import gate
 from runtime.builder import CompiledProgram
 from runtime.loader import LoadError, Loader, block_user_modules
 
+from .irdump import dump_request
+
 LOCAL = "local"
 
 
@@ -200,6 +202,7 @@ def run_remote(tracer: Any, frame: Any) -> Dict[str, Any]:
     payload = encode_request(request)
     tracer.remote_request = request  # print_request(tracer.remote_request) shows what was sent
     tracer.remote_payload = payload
+    dump_request(request, request.program)
     server = LocalServer()
     server.host(request.model, tracer.model)
     reply = server.handle(payload)
