@@ -21,9 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List
 
-import zstandard
-
-from .binary import _LEN, ZSTD_LEVEL, _pack, _unpack
+from . import framing
+from .binary import check_plain
 from .errors import IRDecodeError, IRError
 from .nodes import Program
 from .printer import format_literal, print_program, quote
@@ -68,17 +67,12 @@ def encode_request(r: Request) -> bytes:
             raise IRError("cannot encode request: %s" % problem)
     if not isinstance(r.model, str) or not isinstance(r.method, str):
         raise IRError("cannot encode request: model and method must be strings")
-    p = r.program
-    for b in p.bindings + tuple(g for d in p.definitions for g in d.globals + d.cells + d.attrs):
-        problem = plain_problem(b.value, "value")
-        if problem:
-            raise IRError("cannot encode binding %r: %s" % (b.name, problem))
-    record = to_record(p)
-    header = _pack(record.pop("header"))
-    body = {"program": record, "model": r.model, "method": r.method, "args": r.args, "kwargs": r.kwargs}
-    raw = _pack(body)
-    packed = zstandard.ZstdCompressor(level=_level(len(raw)), write_checksum=True).compress(raw)
-    return REQUEST_MAGIC + _LEN.pack(len(header)) + header + packed
+    check_plain(r.program)
+    record = to_record(r.program)
+    header = record.pop("header")
+    raw = framing.pack({"program": record, "model": r.model, "method": r.method, "args": r.args,
+                        "kwargs": r.kwargs})
+    return framing.wrap(REQUEST_MAGIC, header, framing.compress(raw, _level(len(raw))))
 
 
 def _level(size: int) -> int:
@@ -86,22 +80,15 @@ def _level(size: int) -> int:
     if size < (1 << 20):
         return 19
     if size < (64 << 20):
-        return ZSTD_LEVEL
+        return framing.ZSTD_LEVEL
     return 3
 
 
 def decode_request(data: bytes) -> Request:
     """Parse a binary request; IRVersionError for newer programs, IRDecodeError if malformed."""
-    if not isinstance(data, (bytes, bytearray, memoryview)) or bytes(data[:4]) != REQUEST_MAGIC:
-        raise IRDecodeError("not an nnsight request (bad magic %r, expected %r)" % (
-            bytes(data[:4]) if isinstance(data, (bytes, bytearray, memoryview)) else data, REQUEST_MAGIC))
-    header, offset = _request_header(data)
+    header, offset = framing.read_header(data, REQUEST_MAGIC, "request")
     check_version(header.get("ir_version"))
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(bytes(data[offset:]))
-    except zstandard.ZstdError as e:
-        raise IRDecodeError("request body is corrupt: %s" % e) from e
-    body = _unpack(raw, "request body")
+    body = framing.read_body(data, offset, "request")
     if not isinstance(body, dict) or not isinstance(body.get("program"), dict):
         raise IRDecodeError("request body is not a map with a program")
     for key, kind in (("model", str), ("method", str)):
@@ -112,37 +99,19 @@ def decode_request(data: bytes) -> Request:
                    body.get("kwargs", ["dict"]))
 
 
-def _request_header(data: Any):
-    start = len(REQUEST_MAGIC) + _LEN.size
-    if len(data) < start:
-        raise IRDecodeError("request truncated in its header")
-    (size,) = _LEN.unpack_from(data, len(REQUEST_MAGIC))
-    if len(data) < start + size:
-        raise IRDecodeError("request truncated in its header")
-    header = _unpack(bytes(data[start: start + size]), "request header")
-    if not isinstance(header, dict):
-        raise IRDecodeError("request header is not a map")
-    return header, start + size
-
-
 def encode_result(saved_tree: Any) -> bytes:
     """The binary reply: the value tree of the saved variables (a dict tree)."""
     problem = plain_problem(saved_tree, "saved")
     if problem:
         raise IRError("cannot encode result: %s" % problem)
-    body = _pack({"version": RESULT_VERSION, "saved": saved_tree})
-    return RESULT_MAGIC + zstandard.ZstdCompressor(level=_level(len(body)), write_checksum=True).compress(body)
+    raw = framing.pack({"version": RESULT_VERSION, "saved": saved_tree})
+    return RESULT_MAGIC + framing.compress(raw, _level(len(raw)))
 
 
 def decode_result(data: bytes) -> Any:
     """The value tree of the saved variables from a binary reply."""
-    if not isinstance(data, (bytes, bytearray, memoryview)) or bytes(data[:4]) != RESULT_MAGIC:
-        raise IRDecodeError("not an nnsight result (bad magic)")
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(bytes(data[4:]))
-    except zstandard.ZstdError as e:
-        raise IRDecodeError("result is corrupt: %s" % e) from e
-    body = _unpack(raw, "result")
+    framing.check_magic(data, RESULT_MAGIC, "result")
+    body = framing.read_body(data, len(RESULT_MAGIC), "result")
     if not isinstance(body, dict) or "saved" not in body:
         raise IRDecodeError("result is not a map with saved values")
     if body.get("version") != RESULT_VERSION:

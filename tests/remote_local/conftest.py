@@ -4,6 +4,8 @@ import os
 import sys
 
 import pytest
+
+from remote_helpers import make_mlp, relative  # noqa: F401  (shared with the tests)
 import torch
 
 import remote_libsrc as libsrc
@@ -51,14 +53,6 @@ def scenarios(libdir):
     return importlib.import_module("scenarios")
 
 
-def make_mlp(seed=0, width=8, depth=3):
-    torch.manual_seed(seed)
-    layers = []
-    for _ in range(depth):
-        layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
-    return torch.nn.Sequential(*layers).eval()
-
-
 @pytest.fixture
 def mlp():
     from nnsight import NNsight
@@ -79,10 +73,3 @@ def gpt2(gpt2_path):
     return LanguageModel(gpt2_path)
 
 
-def relative(path, libdir):
-    """A path shown in golden files: ``<lib>/...`` for the temporary library, else repo-relative."""
-    path = str(path)
-    root = str(libdir)
-    if path.startswith(root + os.sep):
-        return "<lib>/" + os.path.relpath(path, root).replace(os.sep, "/")
-    return path

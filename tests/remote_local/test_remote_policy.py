@@ -14,7 +14,7 @@ import torch
 import nnsight
 from compiler import policy
 from compiler.diagnostics import DiagnosticError
-from conftest import relative
+from remote_helpers import relative
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "diagnostics" / "remote_local"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -125,7 +125,7 @@ def test_local_execution_is_never_restricted(scenarios, mlp, x):
 def test_another_models_envoy_is_refused(mlp, x):
     from nnsight import NNsight
 
-    from conftest import make_mlp
+    from remote_helpers import make_mlp
 
     other = NNsight(make_mlp(seed=3))
     with pytest.raises(DiagnosticError, match="NN504") as info:
