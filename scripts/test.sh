@@ -5,6 +5,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=$(bash "$ROOT/scripts/env.sh" | tail -1)
+# One client env per CPython 3.9-3.13 for the cross-version tests (cached; seconds when warm).
+bash "$ROOT/scripts/pyenvs.sh" >/dev/null
 cd "$ROOT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false
 exec "$PY" -m pytest -p no:cacheprovider "$@"
