@@ -9,17 +9,25 @@ rewritten with-body then asks :func:`claimed` and skips its inline copy.
 import sys
 from typing import Dict, Optional
 
-_codes: Dict[object, object] = {}  # code object -> CompiledUnit
+# id(code object) -> (code object, CompiledUnit). Keyed by id: hashing a code object hashes
+# all its bytecode and constants (tens of microseconds for a big module) and is not cached.
+_codes: Dict[int, tuple] = {}
 _claims: Dict[int, int] = {}  # id(frame) -> claimed unit id
 
 
 def register(code, compiled_unit) -> None:
-    _codes[code] = compiled_unit
+    _codes[id(code)] = (code, compiled_unit)
+
+
+def unit_for_code(code):
+    """The CompiledUnit built as ``code``, or None for code we did not build."""
+    entry = _codes.get(id(code))
+    return entry[1] if entry is not None and entry[0] is code else None
 
 
 def compiled_unit_of(frame):
     """The CompiledUnit whose code ``frame`` executes, or None for user code."""
-    return _codes.get(frame.f_code)
+    return unit_for_code(frame.f_code)
 
 
 def claim(frame) -> Optional[object]:
@@ -27,7 +35,7 @@ def claim(frame) -> Optional[object]:
 
     Returns ``(compiled_program, unit_id)`` or None when ``frame`` is not compiled code.
     """
-    owner = _codes.get(frame.f_code)
+    owner = unit_for_code(frame.f_code)
     if owner is None:
         return None
     uid = owner.headers.get(frame.f_lineno)

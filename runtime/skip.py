@@ -34,18 +34,20 @@ class SkipBody(BaseException):
     """
 
 
-_INDEX: dict = {}  # code object -> (instructions, {offset: position}); bytecode analysis once per code
+# id(code) -> (code, instructions, {offset: position}): bytecode analysis once per code object
+# (keyed by id: hashing a code object is expensive and uncached).
+_INDEX: dict = {}
 
 
 def _index(code):
-    entry = _INDEX.get(code)
-    if entry is None:
+    entry = _INDEX.get(id(code))
+    if entry is None or entry[0] is not code:
         if len(_INDEX) > 4096:
             _INDEX.clear()
         instructions = list(dis.get_instructions(code))
-        entry = (instructions, {ins.offset: i for i, ins in enumerate(instructions)})
-        _INDEX[code] = entry
-    return entry
+        entry = (code, instructions, {ins.offset: i for i, ins in enumerate(instructions)})
+        _INDEX[id(code)] = entry
+    return entry[1], entry[2]
 
 
 def _noop(frame, event, arg):

@@ -21,9 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
-import libcst as cst
+from ._lazy import libcst as cst  # imported on first use: the ast fast path never needs it
 
-from .parse import parse_module
+
+def parse_module(code: str):
+    from .parse import parse_module as parse
+
+    return parse(code)
 
 TERMINALS = frozenset(("output", "input", "inputs", "skip", "source", "next", "grad"))
 

@@ -14,7 +14,7 @@ from typing import Callable, Hashable
 
 from ..ir.nodes import Program
 from .capture import CapturedSource, source_for_frame
-from .lower import lower
+from .fastpath import lower
 
 MAX_ENTRIES = 1024
 

@@ -182,7 +182,7 @@ class BackwardsTracer(Tracer):
 
 # ------------------------------------------------------------------ Tensor.backward
 
-_with_cache: Dict[Tuple[object, int], bool] = {}
+_with_cache: Dict[Tuple[int, int], Tuple[object, bool]] = {}
 
 
 def _opens_with(frame) -> bool:
@@ -192,13 +192,15 @@ def _opens_with(frame) -> bool:
     (``BEFORE_WITH`` on 3.11–3.13, ``SETUP_WITH`` before). Other interpreters ask
     the frontend. Cached per (code, instruction).
     """
-    key = (frame.f_code, frame.f_lasti)
-    hit = _with_cache.get(key)
+    code = frame.f_code
+    key = (id(code), frame.f_lasti)  # by id: hashing a code object is expensive and uncached
+    entry = _with_cache.get(key)
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    hit = _bytecode_opens_with(code, frame.f_lasti)
     if hit is None:
-        hit = _bytecode_opens_with(frame.f_code, frame.f_lasti)
-        if hit is None:
-            hit = _frontend_opens_with(frame)
-        _with_cache[key] = hit
+        hit = _frontend_opens_with(frame)
+    _with_cache[key] = (code, hit)
     return hit
 
 

@@ -8,7 +8,7 @@ from runtime.builder import CompiledProgram
 
 from .irdump import dump_program
 
-_cache: Dict[Tuple[object, int], CompiledProgram] = {}
+_cache: Dict[Tuple[int, int], Tuple[object, CompiledProgram]] = {}  # (id(code), lasti) -> (code, program)
 
 
 def compile_call_site(frame) -> CompiledProgram:
@@ -17,8 +17,10 @@ def compile_call_site(frame) -> CompiledProgram:
     The frontend runs once per call site (code object + instruction offset);
     a trace in a loop is lowered once.
     """
-    key = (frame.f_code, frame.f_lasti)
-    compiled = _cache.get(key)
+    code = frame.f_code
+    key = (id(code), frame.f_lasti)  # by id: hashing a code object is expensive and uncached
+    entry = _cache.get(key)
+    compiled = entry[1] if entry is not None and entry[0] is code else None
     if compiled is None:
         source = source_for_frame(frame)
         if source.filename.startswith("<") and source.filename not in linecache.cache:
@@ -29,7 +31,7 @@ def compile_call_site(frame) -> CompiledProgram:
         compiled = CompiledProgram(program)
         dump_program(program)
         _name_units(compiled, frame.f_code)
-        _cache[key] = compiled
+        _cache[key] = (code, compiled)
     return compiled
 
 

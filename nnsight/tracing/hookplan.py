@@ -67,7 +67,7 @@ def _opaque(value: Any, depth: int = 0) -> bool:
     read a model through globals or attributes), and for containers holding such
     things or envoys (``for layer in layers: layer.output``).
     """
-    from ..envoy import Envoy
+    Envoy = _envoy_types()[0]
 
     if isinstance(value, (types.FunctionType, types.MethodType)):
         code = getattr(value, "__code__", None) or getattr(getattr(value, "__func__", None), "__code__", None)
@@ -110,29 +110,57 @@ def _own_dirs() -> Tuple[str, ...]:
 _OWN_DIRS = _own_dirs()
 
 
+# Names every program namespace has (builtins, the claim helper, ...): never models.
+_INTERNAL_NAMES = frozenset(("__builtins__", "__name__", "__nnsight_claimed__", "__file__", "__doc__"))
+# Library types whose instances can't reach a model (tensors, numbers, strings...): learned as
+# values are classified, so a trace's namespace is usually checked with one set lookup per name.
+_SAFE_TYPES: set = {int, float, bool, str, bytes, type(None)}
+
+
 def _model_names(model, ns: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """Names in ``ns`` bound to envoys of ``model``; None if some value makes the plan unsafe."""
-    from ..envoy import Envoy
-    from ..source import EnvoySource, OperationEnvoy
-
+    Envoy, EnvoySource, OperationEnvoy = _envoy_types()
     roots: Dict[str, Any] = {}
+    safe = _SAFE_TYPES
     for name, value in ns.items():
+        cls = type(value)
+        if cls in safe or name in _INTERNAL_NAMES:
+            continue
         if isinstance(value, Envoy):
             if value._interleaver is model._interleaver:
                 roots[name] = value
-        elif _opaque(value) or isinstance(value, (OperationEnvoy, EnvoySource)):
+        elif isinstance(value, (OperationEnvoy, EnvoySource)) or _opaque(value):
             return None  # (a `.source` operation bound outside the trace: its module must run patched)
+        elif not isinstance(value, (list, tuple, set, frozenset, dict, type, types.ModuleType,
+                                    types.FunctionType, types.MethodType)):
+            safe.add(cls)  # a library type (user types are opaque): its instances never need a look
     return roots
+
+
+_ENVOY_TYPES: list = []
+TREE_VERSION = [0]  # replaced by nnsight.envoy.TREE_VERSION on first use
+
+
+def _envoy_types():
+    """(Envoy, EnvoySource, OperationEnvoy), imported once (nnsight.envoy imports this package)."""
+    if not _ENVOY_TYPES:
+        from ..envoy import Envoy
+        from ..source import EnvoySource, OperationEnvoy
+
+        _ENVOY_TYPES.extend((Envoy, EnvoySource, OperationEnvoy))
+        global TREE_VERSION
+        from ..envoy import TREE_VERSION
+    return _ENVOY_TYPES
 
 
 def modules_to_patch(model, mediators) -> Optional[List[Tuple[str, Any]]]:
     """``(path, module)`` pairs to patch for these mediators, or None for "all of them"."""
-    from ..envoy import Envoy
+    Envoy = _envoy_types()[0]
 
     plans = []  # (access report, model names of that mediator's namespace)
     names_of: Dict[int, Dict[str, Any]] = {}
     for mediator in mediators:
-        owner = claims._codes.get(mediator.code)
+        owner = claims.unit_for_code(mediator.code)
         if owner is None:
             return None
         report = _report(owner.program)
@@ -146,11 +174,34 @@ def modules_to_patch(model, mediators) -> Optional[List[Tuple[str, Any]]]:
                 return None
             names_of[id(ns)] = roots
         plans.append((report, roots))
-    targets: List[Tuple[str, Any]] = []
+    key = (TREE_VERSION[0],) + tuple(
+        (id(report),) + tuple((name, id(envoy)) for name, envoy in roots.items()) for report, roots in plans)
+    cached = _PLANS.get(key)
+    envoys = None if cached is None else [ref() for ref in cached]
+    if envoys is None or None in envoys:
+        envoys = _resolve(plans, Envoy)
+        if len(_PLANS) > 1024:
+            _PLANS.clear()
+        # weak: a cached plan must not keep a deleted model (and its interleaver) alive
+        _PLANS[key] = [weakref.ref(e) for e in envoys] if envoys is not _DYNAMIC else _DYNAMIC
+    if envoys is _DYNAMIC or (cached is _DYNAMIC):
+        return None
+    return [(envoy.path, envoy._module) for envoy in envoys]
+
+
+# Resolved plans, by (envoy tree version, reports, model names and the envoys they are bound to):
+# the static chains of a call site resolve to the same envoys every time.
+_PLANS: Dict[tuple, Any] = {}
+_DYNAMIC = ()
+
+
+def _resolve(plans, Envoy) -> Any:
+    """The envoys the programs' static chains name (in first-use order), or _DYNAMIC."""
+    envoys: List[Any] = []
     seen = set()
     for report, roots in plans:
         if report.dynamic_for(roots):
-            return None
+            return _DYNAMIC
         for root, segments, _terminal in report.chains:
             envoy = roots.get(root)
             if envoy is None:
@@ -159,10 +210,10 @@ def modules_to_patch(model, mediators) -> Optional[List[Tuple[str, Any]]]:
                 try:
                     envoy = envoy[int(segment)] if segment.lstrip("-").isdigit() else getattr(envoy, segment)
                 except Exception:
-                    return None
+                    return _DYNAMIC
                 if not isinstance(envoy, Envoy):
-                    return None
+                    return _DYNAMIC
             if id(envoy) not in seen:
                 seen.add(id(envoy))
-                targets.append((envoy.path, envoy._module))
-    return targets
+                envoys.append(envoy)
+    return envoys

@@ -1,0 +1,339 @@
+"""Fast path of :func:`compiler.frontend.lower.lower` on Python's own ``ast``.
+
+``lower()`` with libcst costs tens of milliseconds (metadata resolution) plus
+the libcst import on first use; this module produces the same
+:class:`~compiler.ir.nodes.Program` from ``ast`` in well under a millisecond
+for the common case, and declines (returns None, the caller then runs the
+libcst path) whenever it cannot promise the identical result:
+
+* the text does not parse with the running interpreter's ``ast`` (newer
+  syntax, notebook magics, syntax errors elsewhere in the file), starts with a
+  BOM, or contains form feeds or lone ``\\r`` line ends;
+* the line is in no top-level statement, no with-header covers it, or the
+  with-statement is ``async with`` (the libcst path raises the error);
+* a backslash continuation ends a line between a ``with`` keyword and its
+  first body statement (colon line / suite kind not provable);
+* a nested with-statement whose header starts with ``(`` (parenthesized
+  context managers need the lowering pass), a starred subscript (``a[*b]``),
+  PEP 695 type parameters / ``type`` statements, template strings, and on
+  3.12+ any f-string that may use PEP 701 syntax;
+* a decorated first body statement whose ``@`` is not where expected;
+* anything raising inside the fast path.
+
+``NNSIGHT_FRONTEND=libcst`` (or :data:`ENABLED` = False) forces the libcst path.
+"""
+from __future__ import annotations
+
+import ast
+import io
+import os
+import re
+import sys
+import tokenize
+from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+
+from ..ir.nodes import BIND_RUNTIME, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
+from ..ir.version import MIN_PYTHON, producer_nnsight, producer_python
+from .fast_names import Decline, analyze_names_ast
+
+ENABLED = True
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")  # = compiler.frontend.parse.split_lines
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_WITHS = (ast.With, ast.AsyncWith)
+_PY312 = sys.version_info >= (3, 12)
+_MATCH = getattr(ast, "Match", None)
+_TRY_STAR = getattr(ast, "TryStar", None)
+_DECLINE_TYPES = tuple(
+    t for t in (getattr(ast, "TypeAlias", None), getattr(ast, "TemplateStr", None), getattr(ast, "Interpolation", None))
+    if t is not None
+)
+
+
+def enabled() -> bool:
+    return ENABLED and os.environ.get("NNSIGHT_FRONTEND", "") != "libcst"
+
+
+def lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Program:
+    """:func:`compiler.frontend.lower.lower`, on ``ast`` when provably identical."""
+    if enabled():
+        program = try_lower(text, filename, lineno, first_line=first_line)
+        if program is not None:
+            return program
+    from .lower import lower as lower_libcst
+
+    return lower_libcst(text, filename, lineno, first_line=first_line)
+
+
+def try_lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Optional[Program]:
+    """The program, or None when the fast path declines."""
+    try:
+        return _lower(text, filename, lineno, first_line)
+    except Exception:  # Decline, SyntaxError, or a bug here: the libcst path decides
+        return None
+
+
+def _strip_eol(line: str) -> str:
+    return line.rstrip("\r\n")
+
+
+class _Lines:
+    def __init__(self, text: str) -> None:
+        self.lines = _LINE.findall(text)
+
+    def char_col(self, line: int, byte_col: int) -> int:
+        s = self.lines[line - 1]
+        if s.isascii():
+            return byte_col
+        return len(s.encode("utf-8")[:byte_col].decode("utf-8"))
+
+
+def _lower(text: str, filename: str, lineno: int, first_line: int) -> Optional[Program]:
+    if "\x0c" in text or text.startswith("\ufeff"):
+        raise Decline("form feed / BOM")
+    if "\r" in text and text.count("\r") != text.count("\r\n"):
+        raise Decline("lone CR")
+    src = _Lines(text)
+    lines = src.lines
+    line = lineno - first_line + 1
+    if not 1 <= line <= len(lines):
+        raise Decline("line outside text")
+    tree = ast.parse(text)
+    top = None
+    for stmt in tree.body:
+        first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", ())])
+        last = getattr(stmt, "end_lineno", None) or stmt.lineno
+        if first <= line <= last:
+            top = (stmt, first, last)
+            break
+    if top is None:
+        raise Decline("no statement at line")
+    stmt, top_first, top_last = top
+
+    # the with-statement whose header covers the line (innermost = latest first line)
+    found = None
+    found_first = -1
+    for node in ast.walk(stmt):
+        if isinstance(node, _WITHS) and node.lineno <= line and node.lineno > found_first:
+            first, last = _header_range(src, node)
+            if first <= line <= last:
+                found, found_first = node, first
+    if found is None or isinstance(found, ast.AsyncWith):
+        raise Decline("not found / async")
+
+    withs: List[Tuple[ast.With, Optional[int]]] = [(found, None)]
+    _nested_withs(found.body, 0, withs)
+    scan = _scan_body(src, found.body, {id(n) for n, _ in withs[1:]})
+    verbatim = _string_lines(lines, top_first, top_last) if scan.multiline_strings else frozenset()
+
+    unit_of = {id(node): i for i, (node, _) in enumerate(withs)}
+    names = analyze_names_ast(found.body, unit_of)
+
+    shift = first_line - 1
+    units = []
+    for uid, (node, parent) in enumerate(withs):
+        header = _header_range(src, node)
+        source, first, col = _body_source(src, node, verbatim)
+        units.append(
+            CodeUnit(
+                id=uid,
+                kind=UNIT_TRACE if parent is None else UNIT_BLOCK,
+                source=source,
+                loc=SourceLoc(filename, first + shift, col),
+                parent=parent,
+                header=(header[0] + shift, header[1] + shift),
+                assigned=names.assigned.get(uid, ()),
+            )
+        )
+    found_features = {name: (line_ + shift, version) for name, (line_, version) in scan.features.items()}
+    min_python = max([MIN_PYTHON] + [v for _, v in found_features.values()])
+    features = tuple(sorted(((n, l) for n, (l, _) in found_features.items()), key=lambda f: (f[1], f[0])))
+    program = Program(
+        header=Header(
+            producer="nnsight " + producer_nnsight(),
+            python=producer_python(),
+            min_python=min_python,
+            features=features,
+        ),
+        units=tuple(units),
+        bindings=tuple(Binding(name, BIND_RUNTIME) for name in names.free),
+    )
+    from ..passes import lower_syntax  # a no-op here (no lowerable feature), kept for symmetry
+
+    return lower_syntax(program)
+
+
+def _first_statement(src: _Lines, node) -> Tuple[int, int, bool]:
+    """``(line, char col, indented)`` of the with-body's first statement (decorators included)."""
+    stmt = node.body[0]
+    decorators = getattr(stmt, "decorator_list", None)
+    lines = src.lines
+    if decorators:
+        line = decorators[0].lineno
+        text = _strip_eol(lines[line - 1])
+        body = text.lstrip(" \t")
+        col = len(text) - len(body)
+        # the '@' must begin the line, right before the decorator expression
+        at = src.char_col(line, decorators[0].col_offset)
+        if not body.startswith("@") or text[col + 1:at].strip() != "":
+            raise Decline("decorator layout")
+        return line, col, True
+    line = stmt.lineno
+    text = _strip_eol(lines[line - 1])
+    col = src.char_col(line, stmt.col_offset)
+    return line, col, text[:col].strip() == ""
+
+
+def _header_range(src: _Lines, node) -> Tuple[int, int]:
+    """Lines (first, last) of a with-header: the ``with`` keyword .. the colon."""
+    first = node.lineno
+    stmt_line, _, indented = _first_statement(src, node)
+    lines = src.lines
+    for n in range(first, stmt_line + 1):
+        if _strip_eol(lines[n - 1]).endswith("\\"):
+            raise Decline("backslash continuation in header")
+    if not indented:
+        return first, max(first, stmt_line)
+    if stmt_line <= first:
+        raise Decline("indented body on the header line")
+    last = stmt_line - 1
+    while last > first:
+        s = lines[last - 1].strip()
+        if s and not s.startswith("#"):
+            break
+        last -= 1
+    return first, max(first, last)
+
+
+def _body_source(src: _Lines, node, verbatim: FrozenSet[int]) -> Tuple[str, int, int]:
+    """= compiler.frontend.dedent.body_source."""
+    lines = src.lines
+    first, col, indented = _first_statement(src, node)
+    last = node.body[-1].end_lineno
+    out: List[str] = [_strip_eol(lines[first - 1])[col:]]
+    if indented:
+        indent = _strip_eol(lines[first - 1])[:col]
+        for n in range(first + 1, last + 1):
+            text = _strip_eol(lines[n - 1])
+            if n not in verbatim:
+                if text.startswith(indent):
+                    text = text[len(indent):]
+                elif not text.strip():
+                    text = ""
+            out.append(text)
+    else:
+        out.extend(_strip_eol(lines[n - 1]) for n in range(first + 1, last + 1))
+    return "\n".join(out) + "\n", first, col
+
+
+def _nested_withs(body: Sequence[ast.stmt], parent: int, out: list) -> None:
+    """= compiler.frontend.lower.nested_withs (pre-order, not inside def/class)."""
+    for stmt in body:
+        if isinstance(stmt, _SCOPES):
+            continue
+        if isinstance(stmt, ast.With):
+            out.append((stmt, parent))
+            _nested_withs(stmt.body, len(out) - 1, out)
+            continue
+        for field in ("body", "handlers", "orelse", "finalbody", "cases"):
+            children = getattr(stmt, field, None)
+            if not children:
+                continue
+            for child in children:
+                if isinstance(child, ast.stmt):
+                    _nested_withs([child], parent, out)
+                else:  # except handler / match case
+                    _nested_withs(child.body, parent, out)
+
+
+class _Scan:
+    def __init__(self) -> None:
+        self.features: Dict[str, Tuple[int, Tuple[int, int]]] = {}
+        self.multiline_strings = False
+
+    def feature(self, name: str, line: int, version: Tuple[int, int]) -> None:
+        if name not in self.features or line < self.features[name][0]:
+            self.features[name] = (line, version)
+
+
+def _scan_body(src: _Lines, body: Sequence[ast.stmt], nested: Set[int]) -> _Scan:
+    """Features (= compiler.frontend.features.scan_features) and what the fast path declines."""
+    scan = _Scan()
+    for stmt in body:
+        for node in ast.walk(stmt):
+            if isinstance(node, _WITHS):
+                after = _strip_eol(src.lines[node.lineno - 1])[src.char_col(node.lineno, node.col_offset):]
+                after = after[5:] if isinstance(node, ast.With) else after.split(None, 1)[1][4:]
+                if after.lstrip(" \t").startswith("(") or not after.strip():
+                    raise Decline("possibly parenthesized with")
+            elif _MATCH is not None and isinstance(node, _MATCH):
+                scan.feature("match statement", node.lineno, (3, 10))
+            elif _TRY_STAR is not None and isinstance(node, _TRY_STAR):
+                scan.feature("except*", node.lineno, (3, 11))
+            elif isinstance(node, ast.Subscript):
+                s = node.slice
+                if isinstance(s, ast.Starred) or (
+                    isinstance(s, ast.Tuple) and any(isinstance(e, ast.Starred) for e in s.elts)
+                ):
+                    raise Decline("starred subscript")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if getattr(node, "type_params", None):
+                    raise Decline("type parameters")
+            elif _DECLINE_TYPES and isinstance(node, _DECLINE_TYPES):
+                raise Decline("type alias / template string")
+            elif isinstance(node, ast.JoinedStr):
+                if node.end_lineno > node.lineno:
+                    scan.multiline_strings = True
+                if _PY312:
+                    _check_fstring(src, node)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+                if node.end_lineno > node.lineno:
+                    scan.multiline_strings = True
+    return scan
+
+
+def _segment(src: _Lines, node) -> str:
+    lines = src.lines
+    if node.lineno == node.end_lineno:
+        b = lines[node.lineno - 1].encode("utf-8")
+        return b[node.col_offset:node.end_col_offset].decode("utf-8")
+    parts = [lines[node.lineno - 1].encode("utf-8")[node.col_offset:].decode("utf-8")]
+    parts.extend(lines[n - 1] for n in range(node.lineno + 1, node.end_lineno))
+    parts.append(lines[node.end_lineno - 1].encode("utf-8")[:node.end_col_offset].decode("utf-8"))
+    return "".join(parts)
+
+
+def _check_fstring(src: _Lines, node) -> None:
+    """Decline an f-string that may use PEP 701 syntax (features._fstring_needs_312)."""
+    if not any(isinstance(v, ast.FormattedValue) for v in node.values):
+        return
+    seg = _segment(src, node)
+    body = seg.lstrip("rRfFbBuU")
+    quote = body[:3] if body[:3] in ('"""', "'''") else body[:1]
+    if quote not in ('"', "'", '"""', "'''"):
+        raise Decline("f-string layout")
+    if "\\" in seg or "#" in seg or "\n" in seg or "\r" in seg or seg.count(quote) != 2 or not seg.endswith(quote):
+        raise Decline("f-string may need 3.12")
+
+
+def _string_lines(lines: Sequence[str], first: int, last: int) -> FrozenSet[int]:
+    """Text lines of lines ``first..last`` that begin inside a string literal (= dedent.string_lines)."""
+    code = "".join(lines[first - 1:last])
+    out: Set[int] = set()
+    fstarts: List[int] = []
+    start_types = {getattr(tokenize, n) for n in ("FSTRING_START", "TSTRING_START") if hasattr(tokenize, n)}
+    end_types = {getattr(tokenize, n) for n in ("FSTRING_END", "TSTRING_END") if hasattr(tokenize, n)}
+    for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+        if tok.type == tokenize.STRING:
+            s, e = tok.start[0], tok.end[0]
+            if e > s:
+                out.update(range(s + 1, e + 1))
+        elif tok.type in start_types:
+            fstarts.append(tok.start[0])
+        elif tok.type in end_types:
+            s, e = fstarts.pop(), tok.end[0]
+            if e > s:
+                out.update(range(s + 1, e + 1))
+    shift = first - 1
+    return frozenset(n + shift for n in out)

@@ -1,0 +1,277 @@
+"""Differential test: the ast fast path of the frontend vs the libcst path.
+
+Every source snippet of the frontend tests (each string literal of
+tests/compiler/test_frontend_*.py, as is, dedented, and wrapped as the body of
+a ``with ctx:`` block) is lowered at every line of every with-header by both
+paths: the fast path must return the identical Program or decline (None).
+``scan_accesses`` is compared the same way. Hypothesis adds with-blocks built
+from a small statement grammar.
+"""
+import ast
+import glob
+import os
+import sys
+import textwrap
+import time
+
+import pytest
+
+from compiler.frontend import fast_accesses, fastpath
+from compiler.frontend.accesses import scan_accesses as scan_libcst
+from compiler.frontend.errors import FrontendError
+from compiler.frontend.lower import lower as lower_libcst
+
+HERE = os.path.dirname(__file__)
+FILES = sorted(
+    f for f in glob.glob(os.path.join(HERE, "test_frontend_*.py")) if not f.endswith("test_frontend_fastpath.py")
+)
+
+EXTRA = [
+    # cases aimed at the fast path's own rules
+    "with m.trace(x):\n    for i in y:\n        a = 1\n        # footer\n    # footer2\n        # footer3\nb = 2\n",
+    "with m.trace(x):\n\tif a:\n\t\tb = 1\n\tc = (lambda: c)\n\td = lambda: d\n",
+    "with m.trace(x):\n    é = 'é'\n    with a: ü = é; b = ü\n",
+    "with m.trace(x):\r\n    a = 1\r\n    with b:\r\n        c = a\r\n",
+    "with m.trace(x):  # c\n\n    # lead\n  # less indented\n\n    @dec\n    def f(): return g\n    f()\n",
+    "with m.trace(x): (a) = 1; b = (a)\n",
+    "with m.trace(x):\n    s = '''\nnot indented\n  text'''\n    t = ('a'\n 'b')\n    u = f'''{\nx}'''\n",
+    "with m.trace(x):\n    try:\n        pass\n    except E as e:\n        e\n    print(e)\n",
+    "with m.trace(x):\n    try:\n        pass\n    except E as e:\n        @e.deco\n        def f(): pass\n",
+    "with m.trace(x):\n    try:\n        pass\n    except E as e: e\n",
+    "with m.trace(x):\n    match v:\n        case {'k': a, **rest} if a: print(rest)\n        case C(p, q=[*r]) as w: print(w, r)\n        case None: pass\n",
+    "with m.trace(x):\n    try:\n        pass\n    except* E as g:\n        g\n",
+    "with m.trace(x):\n    with (a as b, c as d):\n        e = b\n",
+    "with m.trace(x):\n    with a, \\\n         b:\n        e = 1\n",
+    "async def f():\n    with m.trace(x):\n        async with a as b:\n            with c:\n                d = b\n",
+    "async def f():\n    async with m.trace(x):\n        pass\n",
+    "with m.trace(x):\n    h = model.transformer.h[0].output.save()\n    model.h[-1].input[0][:] = 0\n"
+    "    model.a['k'].output; model.b['k' 'j'].output; model.c[i].output; model.d(1).output\n"
+    "    y = {k: v for k, v in d.items()}; z = {**q, 1: model.e.output}\n    w = p if model.f.output else None\n",
+    "with m.trace(x):\n    class C(B):\n        a = 1\n        def g(self, x=a, *r, k: T = model.z.output, **kw) -> R: return x\n    C()\n",
+    "with m.trace(x):\n    global g\n    def f():\n        nonlocal_ = 1\n        global h\n        h = 2\n        return h\n    del q, (r)\n    import a.b.c, d as e\n    from f import g as gg, *\n",
+    "with m.trace(x):\n    x: int\n    y: int = 1\n    y += z\n    obj.a += 1\n    [w := 1 for _ in range(3)]\n",
+    "def run(model):\n    with model.trace(\n        a,\n        # comment\n        b,\n    ) as t:  # the trace\n        # lead\n\n        z = t\n",
+]
+
+
+def _strings():
+    out = []
+    for path in FILES:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "\n" in node.value:
+                out.append(node.value)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) > 2:
+                out.append(node.value + "\n")
+    return list(dict.fromkeys(out))
+
+
+def _variants(s):
+    yield s
+    d = textwrap.dedent(s)
+    if d != s:
+        yield d
+    yield "with ctx:\n" + textwrap.indent(d, "    ")
+
+
+def _cases():
+    cases = []
+    for s in _strings() + EXTRA:
+        for text in _variants(s):
+            try:
+                tree = ast.parse(text)
+            except (SyntaxError, ValueError):
+                if "with" in text:
+                    cases.append((text, 1))
+                continue
+            lines = set()
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.With, ast.AsyncWith)):
+                    end = node.body[0].lineno
+                    lines.update(range(node.lineno, end + 1))
+            for line in sorted(lines):
+                cases.append((text, line))
+    return list(dict.fromkeys(cases))
+
+
+CASES = _cases()
+SOURCES = list(dict.fromkeys(text for text, _ in CASES))
+
+
+def _libcst(text, line, first_line=1):
+    try:
+        return lower_libcst(text, "t.py", line, first_line=first_line)
+    except FrontendError as e:
+        return type(e)
+    except Exception as e:  # e.g. a parse error inside libcst
+        return type(e)
+
+
+def check(text, line, first_line=1):
+    fast = fastpath.try_lower(text, "t.py", line, first_line=first_line)
+    if fast is None:
+        return False
+    slow = _libcst(text, line, first_line)
+    if isinstance(slow, type):  # the libcst path fails where ast parses: not an equality case
+        return True
+    assert fast == slow, (text, line)
+    for unit in slow.units:
+        check_accesses(unit.source)
+    return True
+
+
+def check_accesses(source):
+    fast = fast_accesses.try_scan([source])
+    if fast is None:
+        return False
+    try:
+        slow = scan_libcst(source)
+    except Exception:
+        return True
+    assert fast == slow, source
+    return True
+
+
+def test_collected_cases():
+    assert len(CASES) > 100
+    taken = sum(check(text, line) for text, line in CASES)
+    lowered = sum(not isinstance(_libcst(text, line), type) for text, line in CASES)
+    # most lowerable cases must go through the fast path (the rest declined, see fastpath's docstring)
+    sys.stderr.write("\nfast path took %d of %d cases (%d lowerable by libcst)\n" % (taken, len(CASES), lowered))
+    assert taken > lowered * 3 // 4, (taken, lowered)
+
+
+def test_first_line_offset():
+    for text, line in CASES[:: max(1, len(CASES) // 40)]:
+        check(text, line + 99, first_line=100)
+
+
+def test_declines():
+    src = "with m.trace(x):\n    with (a as b, c as d):\n        e = b\n"
+    assert fastpath.try_lower(src, "t.py", 1) is None
+    assert fastpath.try_lower("async def f():\n    async with a:\n        pass\n", "t.py", 2) is None
+    assert fastpath.try_lower("x = (\n", "t.py", 1) is None
+    assert fastpath.try_lower("with m.trace(x):\n    a = 1\n", "t.py", 2) is None
+
+
+def test_accesses_on_all_sources():
+    taken = 0
+    for text in SOURCES:
+        taken += check_accesses(text)
+    assert taken > len(SOURCES) // 2
+
+
+def test_force_libcst(monkeypatch):
+    import compiler.frontend as frontend
+
+    monkeypatch.setenv("NNSIGHT_FRONTEND", "libcst")
+    assert not fastpath.enabled()
+    src = "with m.trace(x):\n    a = model.h[0].output\n"
+    assert frontend.lower(src, "t.py", 1) == lower_libcst(src, "t.py", 1)
+    assert frontend.scan_accesses("a = model.h[0].output\n") == scan_libcst("a = model.h[0].output\n")
+
+
+def test_package_keeps_lower_function():
+    import compiler.frontend as frontend
+    import compiler.frontend.lower  # noqa: F401
+
+    assert callable(frontend.lower) and frontend.lower is fastpath.lower
+
+
+# -- hypothesis: with-blocks from a small statement grammar ---------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+NAMES = st.sampled_from(["a", "b", "x", "model", "t", "f", "i"])
+
+
+@st.composite
+def expr(draw, depth=0):
+    n = draw(NAMES)
+    kind = draw(st.integers(0, 9 if depth < 2 else 3))
+    if kind <= 1:
+        return n
+    if kind == 2:
+        return n + "." + draw(st.sampled_from(["output", "h", "input", "trace", "x"]))
+    if kind == 3:
+        return "%s[%s]" % (n, draw(st.sampled_from(["0", "-1", "i", "'k'", ":", "1, 2"])))
+    if kind == 4:
+        return "%s(%s)" % (n, draw(expr(depth + 1)))
+    if kind == 5:
+        return "[%s for %s in %s]" % (draw(expr(depth + 1)), draw(NAMES), draw(expr(depth + 1)))
+    if kind == 6:
+        return "(lambda %s: %s)" % (draw(NAMES), draw(expr(depth + 1)))
+    if kind == 7:
+        return "(%s := %s)" % (draw(NAMES), draw(expr(depth + 1)))
+    if kind == 8:
+        return "%s + %s" % (draw(expr(depth + 1)), draw(expr(depth + 1)))
+    return "model.h[0].output.save()"
+
+
+@st.composite
+def block(draw, indent, depth=0):
+    out = []
+    pad = "    " * indent
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.integers(0, 9 if depth < 2 else 4))
+        if kind <= 2:
+            out.append("%s%s = %s" % (pad, draw(NAMES), draw(expr())))
+        elif kind == 3:
+            out.append("%s%s" % (pad, draw(expr())))
+        elif kind == 4:
+            out.append("%s%s = %s; %s += 1" % (pad, draw(NAMES), draw(expr()), draw(NAMES)))
+        elif kind == 5:
+            out.append("%sif %s:" % (pad, draw(expr())))
+            out.append(draw(block(indent + 1, depth + 1)))
+            if draw(st.booleans()):
+                out.append("%selse:" % pad)
+                out.append(draw(block(indent + 1, depth + 1)))
+        elif kind == 6:
+            out.append("%sfor %s in %s:" % (pad, draw(NAMES), draw(expr())))
+            out.append(draw(block(indent + 1, depth + 1)))
+        elif kind == 7:
+            asname = draw(st.sampled_from(["", " as t", " as (a, b)"]))
+            out.append("%swith %s%s:" % (pad, draw(expr()), asname))
+            out.append(draw(block(indent + 1, depth + 1)))
+        elif kind == 8:
+            out.append("%sdef %s(%s=%s):" % (pad, draw(NAMES), draw(NAMES), draw(expr())))
+            out.append(draw(block(indent + 1, depth + 1)))
+        else:
+            out.append("%stry:" % pad)
+            out.append(draw(block(indent + 1, depth + 1)))
+            out.append("%sexcept E as %s:" % (pad, draw(NAMES)))
+            out.append(draw(block(indent + 1, depth + 1)))
+        if draw(st.integers(0, 5)) == 0:
+            out.append(pad + "# comment")
+    return "\n".join(out)
+
+
+@hypothesis.settings(max_examples=60, deadline=None, database=None)
+@hypothesis.given(body=block(1), comment=st.booleans())
+def test_hypothesis_with_blocks(body, comment):
+    text = "with model.trace(x):%s\n%s\n" % ("  # c" if comment else "", body)
+    text = "def run(model, x):\n" + textwrap.indent(text, "    ") + "    return a\n"
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With):
+            check(text, node.lineno)
+
+
+def test_timing_sanity():
+    """Not an assertion on time: prints warm fast vs libcst lowering of a tiny trace."""
+    src = "def f(model, x):\n    with model.trace(x):\n        h = model.h[0].output.save()\n    return h\n"
+    for _ in range(3):
+        fastpath.try_lower(src, "t.py", 2)
+        lower_libcst(src, "t.py", 2)
+    n = 50
+    t = time.perf_counter()
+    for _ in range(n):
+        fastpath.try_lower(src, "t.py", 2)
+    fast = (time.perf_counter() - t) / n
+    t = time.perf_counter()
+    for _ in range(5):
+        lower_libcst(src, "t.py", 2)
+    slow = (time.perf_counter() - t) / 5
+    sys.stderr.write("\nlower(): fast %.3f ms, libcst %.3f ms\n" % (fast * 1e3, slow * 1e3))
