@@ -37,3 +37,10 @@ from .tracing import tracebacks as _tracebacks  # noqa: E402
 
 _tracebacks.install()  # tracebacks of errors in traces show the user's code only (design §7)
 _repl.install()  # traces typed at the classic `python` prompt (design §2.1, case 4)
+
+# Load what the first trace would otherwise import on the way (source tracing, syntax passes):
+# importing here keeps the first trace at a call site as cheap as later ones.
+from .tracing import hookplan as _hookplan  # noqa: E402
+import compiler.passes  # noqa: E402,F401
+
+_hookplan._envoy_types()

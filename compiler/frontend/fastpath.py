@@ -89,6 +89,20 @@ class _Lines:
         return len(s.encode("utf-8")[:byte_col].decode("utf-8"))
 
 
+_TREES: dict = {}  # (filename, text) -> parsed module: a file with many call sites is parsed once
+
+
+def _parse(text: str, filename: str) -> ast.Module:
+    """``ast.parse(text)``, remembered for the last few files (the trees are only read)."""
+    key = (filename, text)
+    tree = _TREES.get(key)
+    if tree is None:
+        if len(_TREES) >= 8:
+            _TREES.clear()
+        tree = _TREES[key] = ast.parse(text)
+    return tree
+
+
 def _lower(text: str, filename: str, lineno: int, first_line: int) -> Optional[Program]:
     if "\x0c" in text or text.startswith("\ufeff"):
         raise Decline("form feed / BOM")
@@ -99,7 +113,7 @@ def _lower(text: str, filename: str, lineno: int, first_line: int) -> Optional[P
     line = lineno - first_line + 1
     if not 1 <= line <= len(lines):
         raise Decline("line outside text")
-    tree = ast.parse(text)
+    tree = _parse(text, filename)
     top = None
     for stmt in tree.body:
         first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", ())])
