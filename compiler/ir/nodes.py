@@ -162,6 +162,12 @@ class Program:
     envoys: Tuple[str, ...] = ()
     dynamic: bool = True
 
+    def __str__(self) -> str:
+        """The text form (:func:`compiler.ir.print_program`): ``print(tracer.ir)`` reads like the IR."""
+        from .printer import print_program
+
+        return print_program(self)
+
     @property
     def root(self) -> CodeUnit:
         return self.units[0]

@@ -66,6 +66,7 @@ def test_live_trace_exposes_its_ir_and_a_different_body_changes_results():
     model, x = make()
     tracer, expected = live(model, x, 3.0)
     assert "model[2].output[:] = model[2].output * scale" in tracer.ir.units[0].source
+    assert str(tracer.ir) == print_program(tracer.ir)  # print(tracer.ir) shows the text form
     # Editing the IR text (not the Python source) changes what runs: proof the runtime executes the IR.
     edited = parse_program(print_program(tracer.ir).replace("model[2].output * scale", "model[2].output * 0"))
     out = run(model, x, edited, 3.0)
