@@ -17,29 +17,18 @@ from __future__ import annotations
 import ast
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-Pos = Tuple[int, int]
-
-# Mirrors of compiler.frontend.names (which imports libcst; this module must not).
-MODULE, FUNCTION, CLASS, COMPREHENSION = "module", "function", "class", "comprehension"
-
-
-class _Scope:
-    def __init__(
-        self, kind: str, parent: Optional["_Scope"], done: Pos = (0, 0), blocks: Tuple[int, ...] = ()
-    ) -> None:
-        self.kind = kind
-        self.parent = parent
-        self.done = done
-        self.blocks = blocks
-        self.stores: Dict[str, List[Pos]] = {}
-        self.global_decls: Set[str] = set()
-        self.nonlocal_decls: Set[str] = set()
+from .scopes import (  # noqa: F401  (shared scope model and rules)
+    CLASS,
+    COMPREHENSION,
+    FUNCTION,
+    MODULE,
+    NameAnalysis,
+    Pos,
+    Scope as _Scope,
+    ScopeTracker,
+)
 
 
-class NameAnalysis:
-    def __init__(self, free: List[str], assigned: Dict[int, Tuple[str, ...]]) -> None:
-        self.free = free
-        self.assigned = assigned
 
 
 class Decline(Exception):
@@ -71,36 +60,14 @@ def analyze_names_ast(
     return NameAnalysis(w.free_names(), {u: tuple(sorted(s)) for u, s in w.assigned.items()})
 
 
-class _Walker:
+class _Walker(ScopeTracker):
     def __init__(self, unit_of: Mapping[int, int], root_unit: int) -> None:
         self.unit_of = unit_of
-        self.module = _Scope(MODULE, None)
-        self.scope = self.module
-        self.blocks: List[int] = [0]
-        self.block_count = 1
-        self.stmt_end: Pos = (0, 0)
-        self.units: List[int] = [root_unit]
-        self.assigned: Dict[int, Set[str]] = {root_unit: set()}
-        self.reads: List[Tuple[str, _Scope, Pos, Tuple[int, ...]]] = []
-        self.definite: Dict[str, List[Tuple[Pos, int]]] = {}
+        super().__init__(root_unit)
 
     # -- recording (as in names._Walker) -------------------------------------
     def read(self, name: str, pos: Pos) -> None:
         self.reads.append((name, self.scope, pos, tuple(self.blocks)))
-
-    def store(self, name: str, pos: Pos, definite: bool = False) -> None:
-        scope = self.scope
-        if scope.kind != MODULE and name in scope.global_decls:
-            scope = self.module
-            definite = False
-        elif scope.kind != MODULE and name in scope.nonlocal_decls:
-            return
-        scope.stores.setdefault(name, []).append(pos)
-        if scope is self.module:
-            for u in self.units:
-                self.assigned[u].add(name)
-            if definite and self.scope is self.module:
-                self.definite.setdefault(name, []).append((pos, self.blocks[-1]))
 
     def store_target(self, target, pos: Pos, definite: bool = False) -> None:
         if isinstance(target, ast.Name):
@@ -112,53 +79,6 @@ class _Walker:
             self.store_target(target.value, pos, definite)
         else:
             self.visit(target)
-
-    def declare_local(self, name: str) -> None:
-        if self.scope.kind != MODULE:
-            self.scope.stores.setdefault(name, [])
-
-    # -- resolution (shared rules) ---------------------------------------------
-    def _is_global(self, name: str, scope: _Scope, pos: Pos) -> bool:
-        direct = True
-        s = scope
-        while s.kind != MODULE:
-            if name in s.global_decls:
-                return True
-            if name in s.nonlocal_decls:
-                return False
-            if s.kind == CLASS:
-                if direct and any(p <= pos for p in s.stores.get(name, ())):
-                    return False
-            elif name in s.stores:
-                return False
-            direct = False
-            s = s.parent  # type: ignore[assignment]
-        return True
-
-    @staticmethod
-    def _effective(scope: _Scope, pos: Pos, blocks: Tuple[int, ...]) -> Tuple[Pos, Tuple[int, ...]]:
-        s = scope
-        while s.kind != MODULE:
-            if s.kind == FUNCTION:
-                pos, blocks = s.done, s.blocks
-            s = s.parent  # type: ignore[assignment]
-        return pos, blocks
-
-    def _covered(self, name: str, scope: _Scope, pos: Pos, blocks: Tuple[int, ...]) -> bool:
-        stores = self.definite.get(name)
-        if not stores:
-            return False
-        pos, blocks = self._effective(scope, pos, blocks)
-        return any(p <= pos and b in blocks for p, b in stores)
-
-    def free_names(self) -> List[str]:
-        first: Dict[str, Pos] = {}
-        for name, scope, pos, blocks in self.reads:
-            if not self._is_global(name, scope, pos) or self._covered(name, scope, pos, blocks):
-                continue
-            if name not in first or pos < first[name]:
-                first[name] = pos
-        return sorted(first, key=lambda n: first[n])
 
     # -- traversal -----------------------------------------------------------------
     def visit(self, node) -> None:
