@@ -14,6 +14,23 @@ from runtime.interleaver import Interleaver, original_forward
 from runtime.mediator import current_mediator
 
 _EMPTY = object()
+
+
+def first_input(args: tuple, kwargs: Dict[str, Any]) -> Any:
+    """``.input``: the first positional argument, else the first keyword argument."""
+    if args:
+        return args[0]
+    if kwargs:
+        return next(iter(kwargs.values()))
+    return None
+
+
+def with_first_input(args: tuple, kwargs: Dict[str, Any], value: Any) -> Tuple[tuple, Dict[str, Any]]:
+    """``(args, kwargs)`` with the argument that ``.input`` reads replaced by ``value``."""
+    if args:
+        return (value,) + tuple(args[1:]), kwargs
+    key = next(iter(kwargs))
+    return args, {**kwargs, key: value}
 _MOUNTS = ("output", "input", "inputs", "source")  # envoy properties a child module may shadow
 TREE_VERSION = [0]  # bumped whenever an envoy is added anywhere
 
@@ -155,25 +172,14 @@ class Envoy:
 
     @property
     def input(self) -> Any:
-        args, kwargs = self.inputs
-        if args:
-            return args[0]
-        if kwargs:
-            return next(iter(kwargs.values()))
-        return None
+        return first_input(*self.inputs)
 
     @input.setter
     def input(self, value: Any) -> None:
         mediator = self._mediator()
         if mediator is None:
             raise ValueError(f"Cannot set the input of `{self.path}` outside of a trace.")
-        args, kwargs = mediator.request(self._input_key)
-        if args:
-            new = ((value,) + tuple(args[1:]), kwargs)
-        else:
-            key = next(iter(kwargs))
-            new = (args, {**kwargs, key: value})
-        mediator.swap(self._input_key, new)
+        mediator.swap(self._input_key, with_first_input(*mediator.request(self._input_key), value))
 
     def skip(self, value: Any) -> None:
         """Don't run this module in this execution; ``value`` is its output (design §5.5).

@@ -16,6 +16,8 @@ import torch
 from runtime import source as rsource
 from runtime.mediator import current_mediator
 
+from .envoy import first_input, with_first_input
+
 
 class OperationEnvoy:
     """One call site of a traced function: provider ``<prefix>.<name>``."""
@@ -58,23 +60,12 @@ class OperationEnvoy:
 
     @property
     def input(self) -> Any:
-        args, kwargs = self.inputs
-        if args:
-            return args[0]
-        if kwargs:
-            return next(iter(kwargs.values()))
-        return None
+        return first_input(*self.inputs)
 
     @input.setter
     def input(self, value: Any) -> None:
         mediator = self._mediator("input")
-        args, kwargs = mediator.request(self._keys[1])
-        if args:
-            new = ((value,) + tuple(args[1:]), kwargs)
-        else:
-            key = next(iter(kwargs))
-            new = (args, {**kwargs, key: value})
-        mediator.swap(self._keys[1], new)
+        mediator.swap(self._keys[1], with_first_input(*mediator.request(self._keys[1]), value))
 
     # ------------------------------------------------------------ recursion
 

@@ -26,6 +26,7 @@ from typing import FrozenSet, List, Sequence, Set, Tuple
 
 import libcst as cst
 
+from .bodytext import cut_body
 from .locate import statement_start
 from .parse import Region, parse_module
 
@@ -45,10 +46,6 @@ def string_lines(region: Region) -> FrozenSet[int]:
     return frozenset(out)
 
 
-def _strip_eol(line: str) -> str:
-    return line.rstrip("\r\n")
-
-
 def body_source(
     region: Region, lines: Sequence[str], body: cst.BaseSuite, verbatim: FrozenSet[int]
 ) -> Tuple[str, int, int]:
@@ -56,20 +53,7 @@ def body_source(
     stmts = body.body
     first, col = statement_start(region, stmts[0])
     last = region.end(stmts[-1])[0]
-    out: List[str] = [_strip_eol(lines[first - 1])[col:]]
-    if isinstance(body, cst.IndentedBlock):
-        indent = _strip_eol(lines[first - 1])[:col]
-        for n in range(first + 1, last + 1):
-            text = _strip_eol(lines[n - 1])
-            if n not in verbatim:
-                if text.startswith(indent):
-                    text = text[len(indent):]
-                elif not text.strip():
-                    text = ""
-            out.append(text)
-    else:
-        out.extend(_strip_eol(lines[n - 1]) for n in range(first + 1, last + 1))
-    return "\n".join(out) + "\n", first, col
+    return cut_body(lines, first, last, col, isinstance(body, cst.IndentedBlock), verbatim)
 
 
 def indent_source(source: str, prefix: str) -> str:

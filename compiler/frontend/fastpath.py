@@ -34,6 +34,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from ..ir.nodes import BIND_RUNTIME, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
 from ..ir.version import MIN_PYTHON, producer_nnsight, producer_python
+from .bodytext import cut_body, strip_eol
 from .fast_names import Decline, analyze_names_ast
 
 ENABLED = True
@@ -72,10 +73,6 @@ def try_lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> 
         return _lower(text, filename, lineno, first_line)
     except Exception:  # Decline, SyntaxError, or a bug here: the libcst path decides
         return None
-
-
-def _strip_eol(line: str) -> str:
-    return line.rstrip("\r\n")
 
 
 class _Lines:
@@ -185,7 +182,7 @@ def _first_statement(src: _Lines, node) -> Tuple[int, int, bool]:
     lines = src.lines
     if decorators:
         line = decorators[0].lineno
-        text = _strip_eol(lines[line - 1])
+        text = strip_eol(lines[line - 1])
         body = text.lstrip(" \t")
         col = len(text) - len(body)
         # the '@' must begin the line, right before the decorator expression
@@ -194,7 +191,7 @@ def _first_statement(src: _Lines, node) -> Tuple[int, int, bool]:
             raise Decline("decorator layout")
         return line, col, True
     line = stmt.lineno
-    text = _strip_eol(lines[line - 1])
+    text = strip_eol(lines[line - 1])
     col = src.char_col(line, stmt.col_offset)
     return line, col, text[:col].strip() == ""
 
@@ -205,7 +202,7 @@ def _header_range(src: _Lines, node) -> Tuple[int, int]:
     stmt_line, _, indented = _first_statement(src, node)
     lines = src.lines
     for n in range(first, stmt_line + 1):
-        if _strip_eol(lines[n - 1]).endswith("\\"):
+        if strip_eol(lines[n - 1]).endswith("\\"):
             raise Decline("backslash continuation in header")
     if not indented:
         return first, max(first, stmt_line)
@@ -221,24 +218,9 @@ def _header_range(src: _Lines, node) -> Tuple[int, int]:
 
 
 def _body_source(src: _Lines, node, verbatim: FrozenSet[int]) -> Tuple[str, int, int]:
-    """= compiler.frontend.dedent.body_source."""
-    lines = src.lines
+    """As :func:`compiler.frontend.dedent.body_source` (same cutting rule)."""
     first, col, indented = _first_statement(src, node)
-    last = node.body[-1].end_lineno
-    out: List[str] = [_strip_eol(lines[first - 1])[col:]]
-    if indented:
-        indent = _strip_eol(lines[first - 1])[:col]
-        for n in range(first + 1, last + 1):
-            text = _strip_eol(lines[n - 1])
-            if n not in verbatim:
-                if text.startswith(indent):
-                    text = text[len(indent):]
-                elif not text.strip():
-                    text = ""
-            out.append(text)
-    else:
-        out.extend(_strip_eol(lines[n - 1]) for n in range(first + 1, last + 1))
-    return "\n".join(out) + "\n", first, col
+    return cut_body(src.lines, first, node.body[-1].end_lineno, col, indented, verbatim)
 
 
 def _nested_withs(body: Sequence[ast.stmt], parent: int, out: list) -> None:
@@ -277,7 +259,7 @@ def _scan_body(src: _Lines, body: Sequence[ast.stmt], nested: Set[int]) -> _Scan
     for stmt in body:
         for node in ast.walk(stmt):
             if isinstance(node, _WITHS):
-                after = _strip_eol(src.lines[node.lineno - 1])[src.char_col(node.lineno, node.col_offset):]
+                after = strip_eol(src.lines[node.lineno - 1])[src.char_col(node.lineno, node.col_offset):]
                 after = after[5:] if isinstance(node, ast.With) else after.split(None, 1)[1][4:]
                 if after.lstrip(" \t").startswith("(") or not after.strip():
                     raise Decline("possibly parenthesized with")
