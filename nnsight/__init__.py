@@ -18,7 +18,7 @@ from .modeling import LanguageModel, NNsight  # noqa: F401
 from . import pymount as _pymount
 from .tracing import backwards as _backwards
 
-__version__ = "0.9.0.dev0"
+from compiler import __version__  # noqa: E402,F401
 
 if CONFIG.APP.PYMOUNT:
     # Some libraries check every public attribute of their classes when the class is
@@ -42,5 +42,14 @@ _repl.install()  # traces typed at the classic `python` prompt (design §2.1, ca
 # importing here keeps the first trace at a call site as cheap as later ones.
 from .tracing import hookplan as _hookplan  # noqa: E402
 import compiler.passes  # noqa: E402,F401
+import compiler.frontend.accesses  # noqa: E402,F401  (AccessReport, for the hook plan)
 
 _hookplan._envoy_types()
+
+
+def __getattr__(name):  # `from nnsight import DiffusionModel`, imported on first use
+    if name == "DiffusionModel":
+        from .modeling.diffusion import DiffusionModel
+
+        return DiffusionModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,9 +11,16 @@ import gc
 from runtime import saves
 
 
-def _save(self):
+_depth = saves._depth
+_mark = saves.SAVES.add
+
+
+def _save(self, /):  # positional-only: torch._inductor's ops_handler code-generates plain `(self, ...)` methods
     """Keep this value after the trace (same as ``nnsight.save(obj)``)."""
-    return saves.save(self)
+    if not _depth[0]:
+        return saves.save(self)  # raises the "outside of a trace" error
+    _mark(id(self))
+    return self
 
 
 def _object_dict() -> dict:

@@ -73,10 +73,10 @@ class Batcher:
 
     def narrow(self, group: BatchGroup) -> Any:
         """The part of the current value that belongs to ``group``."""
-        if self._whole(group):
+        total = self.total
+        if group is None or not total or (group[1] == total and group[0] == 0):  # = _whole(group)
             return self.current
         start, size = group
-        total = self.total
 
         def cut(t: torch.Tensor) -> torch.Tensor:
             if t.dim() > 0 and t.shape[0] == total:

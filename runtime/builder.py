@@ -20,6 +20,7 @@ claim empty and the body runs inline as usual.
 """
 import ast
 import builtins
+import dis
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -45,28 +46,30 @@ class CompiledUnit:
 class CompiledProgram:
     """All units of a program, built; lookups by unit id and by code object."""
 
-    __slots__ = ("program", "units", "free_names", "trivial", "_accesses")
+    __slots__ = ("program", "units", "free_names", "trivial", "_accesses", "_writeback")
 
     def __init__(self, program: Program):
         gate.check(program)  # refuse code newer than this Python before building or running any
         self.program = program
         self._accesses = None  # static envoy accesses (see nnsight/tracing/hookplan.py)
+        self._writeback: Dict[int, Tuple[str, ...]] = {}
         self.free_names: Tuple[str, ...] = tuple(b.name for b in program.bindings)
-        # A root body of only `pass` / constants can't be trapped (CPython compiles it to
-        # NOPs outside the with-block's exception range); running it inline is harmless.
-        self.trivial = all(
-            isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
-            for s in ast.parse(program.units[0].source).body)
         self.units: List[CompiledUnit] = [None] * len(program.units)  # type: ignore[list-item]
         for unit in program.units:
             self.units[unit.id] = _build_unit(self, program, unit)
+        # A root body that does nothing (`pass`, constants) can't be trapped (CPython compiles
+        # it to NOPs outside the with-block's exception range); running it inline is harmless.
+        self.trivial = does_nothing(self.units[0].code)
 
     def writeback_names(self, unit_id: int) -> Tuple[str, ...]:
         """Names a unit and its descendants assign: candidates to copy back to the caller."""
-        names = []
-        for uid in self.descendants(unit_id, include_self=True):
-            names.extend(self.program.units[uid].assigned)
-        return tuple(dict.fromkeys(names))
+        found = self._writeback.get(unit_id)
+        if found is None:
+            names = []
+            for uid in self.descendants(unit_id, include_self=True):
+                names.extend(self.program.units[uid].assigned)
+            found = self._writeback[unit_id] = tuple(dict.fromkeys(names))
+        return found
 
     def descendants(self, unit_id: int, include_self: bool = False) -> List[int]:
         """Ids of the units nested (at any depth) in ``unit_id``, in pre-order."""
@@ -121,7 +124,46 @@ class _ClaimBodies(ast.NodeTransformer):
     visit_ClassDef = visit_FunctionDef
 
 
+_INERT_OPS = frozenset(dis.opmap[n] for n in (
+    "RESUME", "NOP", "LOAD_CONST", "POP_TOP", "RETURN_VALUE", "RETURN_CONST", "CACHE", "EXTENDED_ARG")
+    if n in dis.opmap)
+_STORE_NAME = dis.opmap["STORE_NAME"]
+
+
+def does_nothing(code) -> bool:
+    """Is ``code`` a body of only ``pass`` and constant expressions (a docstring included)?"""
+    if code.co_names not in ((), ("__doc__",)):
+        return False
+    co = code.co_code
+    return all(co[i] in _INERT_OPS or co[i] == _STORE_NAME for i in range(0, len(co), 2))
+
+
+def _positioned_text(unit: CodeUnit) -> Optional[str]:
+    """The unit's source laid out at its place in the user's file, when that is exact.
+
+    Compiling this text directly gives the user's lines and columns without an
+    AST walk. Lines inside multi-line strings can't be re-indented, so units
+    that may have them (and units on the file's first line) take the AST path.
+    """
+    text = unit.source
+    line_shift, col = unit.loc.line - 1, unit.loc.col
+    if not col:
+        return "\n" * line_shift + text
+    if line_shift < 1 or "\"\"\"" in text or "'''" in text or "\\\n" in text or "\r" in text:
+        return None
+    pad = " " * col
+    body = pad + text.replace("\n", "\n" + pad)
+    return "\n" * (line_shift - 1) + "if 1:\n" + body  # `if 1:` compiles to one NOP on the header line
+
+
 def _build_unit(cprog: CompiledProgram, program: Program, unit: CodeUnit) -> CompiledUnit:
+    headers = _descendant_headers(program, unit.id)
+    text = None if headers else _positioned_text(unit)
+    if text is not None:
+        code = compile(text, unit.loc.file, "exec", dont_inherit=True)
+        compiled = CompiledUnit(cprog, unit, code, headers)
+        claims.register(code, compiled)
+        return compiled
     tree = ast.parse(unit.source, filename=unit.loc.file, mode="exec")
     line_shift = unit.loc.line - 1
     col_shift = unit.loc.col
@@ -136,7 +178,6 @@ def _build_unit(cprog: CompiledProgram, program: Program, unit: CodeUnit) -> Com
                     node.col_offset += col_shift
                     if getattr(node, "end_col_offset", None) is not None:
                         node.end_col_offset += col_shift
-    headers = _descendant_headers(program, unit.id)
     starts = {program.units[uid].header[0]: uid for uid in set(headers.values())}
     if starts:
         tree = _ClaimBodies(starts).visit(tree)

@@ -6,6 +6,18 @@ _CO_OPTIMIZED = 0x0001
 _PEP667 = sys.version_info >= (3, 13)  # f_locals is a write-through proxy
 
 
+if not _PEP667:
+    _locals_to_fast = ctypes.pythonapi.PyFrame_LocalsToFast
+    _locals_to_fast.argtypes = (ctypes.py_object, ctypes.c_int)
+    _locals_to_fast.restype = None
+
+
+def locals_to_fast(frame) -> None:
+    """Copy ``frame.f_locals`` back into a function frame's variables (before 3.13)."""
+    if not _PEP667:
+        _locals_to_fast(frame, 0)
+
+
 def write_back(frame, values: dict) -> None:
     """Make ``values`` visible as variables in ``frame`` (module or function scope)."""
     if not values:
@@ -13,7 +25,7 @@ def write_back(frame, values: dict) -> None:
     f_locals = frame.f_locals
     f_locals.update(values)
     if not _PEP667 and frame.f_code.co_flags & _CO_OPTIMIZED:
-        ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
+        _locals_to_fast(frame, 0)
 
 
 def release_locals(frame) -> None:

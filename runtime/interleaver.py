@@ -71,7 +71,22 @@ class Interleaver:
         """Offer a provider's value to the mediators waiting for it; return the (maybe swapped) value."""
         counts = self.counts
         iteration = counts.get(key, 0)
-        for mediator in self.mediators:
+        mediators = self.mediators
+        if len(mediators) == 1:  # one intervention: the general loops below, unrolled
+            mediator = mediators[0]
+            event = mediator.event
+            if event[1] == key and event[2] == iteration and mediator._worker is not getcurrent():
+                batcher = self.batcher
+                outer = batcher.current
+                batcher.current = value
+                mediator.handle(key, iteration)
+                value = batcher.current
+                batcher.current = outer
+            counts[key] = iteration + 1
+            if self.caches:
+                self._observe(key, value)
+            return value
+        for mediator in mediators:
             event = mediator.event
             if event[1] == key and event[2] == iteration:
                 break
@@ -114,15 +129,21 @@ class Interleaver:
 
     def patch(self, modules: Iterable[Tuple[str, torch.nn.Module]]) -> None:
         """Route the forward of each ``(path, module)`` through :meth:`handle`."""
-        seen = set()
         wrappers = self._wrappers
         sources = self.sources
+        patched = self._patched
         for path, module in modules:
-            if id(module) in seen:
-                continue
-            seen.add(id(module))
             d = module.__dict__
             prior = d.get("forward", _MISSING)
+            cached = wrappers.get(id(module))
+            if cached is not None:
+                if prior is cached[3]:
+                    continue  # listed twice (aliases): already patched by this call
+                if (not sources and cached[0] is module and cached[2] == path
+                        and cached[1] is (type(module).forward if prior is _MISSING else prior)):
+                    d["forward"] = cached[3]  # the common case: the wrapper made last time
+                    patched.append((module, prior))
+                    continue
             current = type(module).forward if prior is _MISSING else prior
             source = sources.get(module) if sources else None
             if source is not None:
@@ -133,7 +154,7 @@ class Interleaver:
                 cached = (module, current, path, self._forward(path, forward))
                 wrappers[id(module)] = cached
             d["forward"] = cached[3]
-            self._patched.append((module, prior))
+            patched.append((module, prior))
 
     def unpatch(self) -> None:
         for module, prior in reversed(self._patched):
@@ -153,7 +174,12 @@ class Interleaver:
         def nnsight_forward(*args, **kwargs):
             if not interleaver.active:
                 return original(*args, **kwargs)
-            args, kwargs = handle(in_key, (args, kwargs))
+            mediators = interleaver.mediators
+            if len(mediators) == 1 and mediators[0].event[1] != in_key and not interleaver.caches:
+                counts = interleaver.counts  # = handle(in_key, ...) when nobody waits for the inputs
+                counts[in_key] = counts.get(in_key, 0) + 1
+            else:
+                args, kwargs = handle(in_key, (args, kwargs))
             skipped = skips.pop(in_key, None) if skips else None
             if skipped is None:
                 output = original(*args, **kwargs)

@@ -15,13 +15,19 @@ from .errors import Cancelation, MissedProviderError, OutOfOrderError
 
 Event = Tuple[int, Optional[str], int, Any]
 _END: Event = (events.END, None, 0, None)
+_VALUE, _SWAP, _SKIP, _EXCEPTION = events.VALUE, events.SWAP, events.SKIP, events.EXCEPTION
 # Mediators a barrier released while a provider is being handled: each gets that value too if it
 # asks for it next, even if it comes before the releasing mediator in invoke order.
 _released: list = []
 
 
 class _Worker(greenlet):
-    """The greenlet of a mediator; ``getcurrent().mediator`` finds it from user code."""
+    """The greenlet of a mediator; ``getcurrent().mediator`` finds it from user code.
+
+    One per mediator, not pooled: a greenlet reused across traces keeps frame links to
+    the stack of the trace that first started it, and crashes the interpreter when code
+    (torch, IPython) later walks that stack.
+    """
 
     mediator: "Mediator" = None  # type: ignore[assignment]
 
@@ -79,7 +85,12 @@ class Mediator:
     def _resume(self, response: Any) -> None:
         worker = self._worker
         worker.parent = getcurrent()  # the worker's final return comes back here
-        self._settle(worker.switch(response))
+        event = worker.switch(response)
+        # The common case, inlined: a request for a value the model has not produced yet.
+        if event[0] <= _SKIP and self.interleaver.counts.get(event[1], 0) <= event[2]:
+            self.event = event
+            return
+        self._settle(event)
 
     def _throw(self, exc: BaseException) -> None:
         worker = self._worker
@@ -95,7 +106,7 @@ class Mediator:
                 self.done = True
                 self._worker = None
                 return
-            if kind <= events.SKIP and self.interleaver.provided(event[1], event[2]):
+            if kind <= events.SKIP and self.interleaver.counts.get(event[1], 0) > event[2]:  # provided
                 worker = self._worker
                 worker.parent = getcurrent()
                 event = worker.throw(OutOfOrderError(
@@ -126,14 +137,14 @@ class Mediator:
         while True:
             kind, rkey, rit, payload = self.event
             if rkey != key or rit != iteration:
-                if kind == events.EXCEPTION:
+                if kind == _EXCEPTION:
                     raise payload
                 if _released:
                     self._serve_released(key, iteration)
                 return
-            if kind == events.VALUE:
+            if kind == _VALUE:
                 self._resume(interleaver.batcher.narrow(self.batch_group))
-            elif kind == events.SWAP:
+            elif kind == _SWAP:
                 interleaver.batcher.swap(self.batch_group, payload)
                 self._resume(None)
             elif kind == events.SKIP:

@@ -5,7 +5,7 @@ user's frame (or sent back from a server); everything else is dropped.
 """
 from typing import Any, Set
 
-SAVES: Set[int] = set()
+SAVES: Set[int] = set()  # never rebound (nnsight/pymount.py binds its `add`)
 _depth = [0]
 
 

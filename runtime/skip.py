@@ -146,14 +146,17 @@ def _bind_target(frame, target) -> bool:
     Returns False when that instruction is something else than POP_TOP or a
     plain name store (the caller then keeps the line-based trap).
     """
-    instructions, at = _index(frame.f_code)
-    i = at.get(frame.f_lasti)
-    if i is None:
-        return False
-    ins = instructions[i]
-    if ins.opname == "POP_TOP":
+    found = store_at(frame.f_code, frame.f_lasti)
+    if found is None:
+        instructions, at = _index(frame.f_code)
+        i = at.get(frame.f_lasti)
+        if i is None:
+            return False
+        ins = instructions[i]
+        found = (ins.opname, ins.argval)
+    opname, name = found
+    if opname == "POP_TOP":
         return True
-    opname, name = ins.opname, ins.argval
     if opname.startswith("STORE_FAST_") and isinstance(name, tuple):  # 3.13 superinstructions
         opname, name = "STORE_FAST", name[0]
     if opname not in _STORES or target is None:
@@ -171,11 +174,35 @@ def _bind_target(frame, target) -> bool:
     return True
 
 
-def _locals_to_fast(frame) -> None:
-    if sys.version_info < (3, 13):
-        import ctypes
+_EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
+_OPNAME = dis.opname
 
-        ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
+
+def store_at(code, offset: int):
+    """``(opname, name)`` of a POP_TOP or plain name store at ``offset``, read from the raw bytecode.
+
+    The common targets of ``with ... as x`` without disassembling the whole
+    function (``dis`` costs ~1 ms for a long one, on every new call site).
+    None for anything else (the caller then asks ``dis``).
+    """
+    co = code.co_code
+    if not 0 <= offset < len(co) - 1:
+        return None
+    opname = _OPNAME[co[offset]]
+    if opname == "POP_TOP":
+        return opname, None
+    if opname not in ("STORE_NAME", "STORE_GLOBAL", "STORE_FAST"):
+        return None
+    arg, shift, i = co[offset + 1], 8, offset - 2
+    while i >= 0 and co[i] == _EXTENDED_ARG:
+        arg |= co[i + 1] << shift
+        shift += 8
+        i -= 2
+    names = code.co_varnames if opname == "STORE_FAST" else code.co_names
+    return (opname, names[arg]) if arg < len(names) else None
+
+
+from .frames import locals_to_fast as _locals_to_fast  # noqa: E402
 
 
 def disarm(frame, trap: Trap) -> None:

@@ -29,7 +29,7 @@ if [ "$want" != "$have" ]; then
 import sys, tomllib
 p = tomllib.load(open(sys.argv[1], "rb"))["project"]
 reqs = list(p["dependencies"])
-for extra in ("torch", "test", "server", "vllm"):
+for extra in ("torch", "test", "server", "vllm", "diffusion"):
     reqs += p["optional-dependencies"][extra]
 print("\n".join(reqs))
 PYEOF

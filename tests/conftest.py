@@ -19,3 +19,10 @@ def llama_path():
     from nnsight.testing.tiny_models import build_llama
 
     return build_llama()
+
+
+@pytest.fixture(scope="session")
+def sd_path():
+    from nnsight.testing.tiny_diffusion import build_stable_diffusion
+
+    return build_stable_diffusion()

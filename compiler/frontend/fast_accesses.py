@@ -64,6 +64,23 @@ def try_scan(texts: Sequence[str]):
     return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic))
 
 
+def scan_statements(body: Sequence[ast.stmt], lines: Sequence[str]):
+    """The AccessReport of a with-body given as already parsed statements (positions in ``lines``).
+
+    Equal to :func:`try_scan` of the body's cut-out source (the root unit): the
+    scanner visits the same nodes in the same order. None where it declines.
+    """
+    try:
+        scanner = _Scanner()
+        scanner.lines = list(lines)
+        scanner.visit_all(body)
+    except Exception:
+        return None
+    from .accesses import AccessReport
+
+    return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic))
+
+
 def _pos(node):
     return node.lineno, node.col_offset
 

@@ -67,6 +67,20 @@ def lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Prog
     return lower_libcst(text, filename, lineno, first_line=first_line)
 
 
+def lower_with_accesses(text: str, filename: str, lineno: int, *, first_line: int = 1):
+    """``(program, report)``: :func:`lower`, plus the root unit's access report
+    (:func:`compiler.frontend.accesses.scan_accesses` of its source) computed on the tree
+    already parsed, or None when only the libcst path could lower it or scan it."""
+    if enabled():
+        try:
+            return _lower(text, filename, lineno, first_line, accesses=True)
+        except Exception:  # Decline, SyntaxError, or a bug here: the libcst path decides
+            pass
+    from .lower import lower as lower_libcst
+
+    return lower_libcst(text, filename, lineno, first_line=first_line), None
+
+
 def try_lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Optional[Program]:
     """The program, or None when the fast path declines."""
     try:
@@ -100,7 +114,7 @@ def _parse(text: str, filename: str) -> ast.Module:
     return tree
 
 
-def _lower(text: str, filename: str, lineno: int, first_line: int) -> Optional[Program]:
+def _lower(text: str, filename: str, lineno: int, first_line: int, accesses: bool = False):
     if "\x0c" in text or text.startswith("\ufeff"):
         raise Decline("form feed / BOM")
     if "\r" in text and text.count("\r") != text.count("\r\n"):
@@ -125,8 +139,8 @@ def _lower(text: str, filename: str, lineno: int, first_line: int) -> Optional[P
     # the with-statement whose header covers the line (innermost = latest first line)
     found = None
     found_first = -1
-    for node in ast.walk(stmt):
-        if isinstance(node, _WITHS) and node.lineno <= line and node.lineno > found_first:
+    for node in _withs_around(stmt, line):
+        if node.lineno > found_first:
             first, last = _header_range(src, node)
             if first <= line <= last:
                 found, found_first = node, first
@@ -172,7 +186,57 @@ def _lower(text: str, filename: str, lineno: int, first_line: int) -> Optional[P
     )
     from ..passes import lower_syntax  # a no-op here (no lowerable feature), kept for symmetry
 
-    return lower_syntax(program)
+    program = lower_syntax(program)
+    if not accesses:
+        return program
+    from .fast_accesses import scan_statements
+
+    return program, scan_statements(found.body, lines)
+
+
+_STMT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _withs_around(stmt, line: int):
+    """The with-statements (at any depth in statement lists) whose lines span ``line``.
+
+    Only statements spanning the line are entered, instead of walking every node.
+    """
+    todo = [stmt]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, _WITHS) and node.lineno <= line:
+            yield node
+        for field in _STMT_LISTS:
+            children = getattr(node, field, None)
+            if not children:
+                continue
+            for child in children:
+                first = getattr(child, "lineno", None)
+                if first is None:  # except handler / match case: its own statement list
+                    todo.append(child)
+                elif first <= line <= (child.end_lineno or first) or getattr(child, "decorator_list", None):
+                    todo.append(child)
+
+
+# Text without any of these can't hold a node _scan_body reacts to (nested with, match, except*,
+# starred subscript, def/class type parameters, type alias, strings and f-/t-strings).
+_SCAN_TRIGGERS = ("with", "match", "except", "*", "def", "class", "type", "'", '"')
+
+
+def _walk(node):
+    """All nodes under ``node`` (any order): ``ast.walk`` without its generator layers."""
+    AST = ast.AST
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        for field in n._fields:
+            v = getattr(n, field, None)
+            if type(v) is list:
+                stack.extend(x for x in v if isinstance(x, AST))
+            elif isinstance(v, AST):
+                stack.append(v)
 
 
 def _first_statement(src: _Lines, node) -> Tuple[int, int, bool]:
@@ -256,8 +320,11 @@ class _Scan:
 def _scan_body(src: _Lines, body: Sequence[ast.stmt], nested: Set[int]) -> _Scan:
     """Features (= compiler.frontend.features.scan_features) and what the fast path declines."""
     scan = _Scan()
+    text = "".join(src.lines[body[0].lineno - 1:body[-1].end_lineno])
+    if not any(trigger in text for trigger in _SCAN_TRIGGERS):
+        return scan
     for stmt in body:
-        for node in ast.walk(stmt):
+        for node in _walk(stmt):
             if isinstance(node, _WITHS):
                 after = strip_eol(src.lines[node.lineno - 1])[src.char_col(node.lineno, node.col_offset):]
                 after = after[5:] if isinstance(node, ast.With) else after.split(None, 1)[1][4:]

@@ -17,17 +17,7 @@ def producer_python() -> str:
     return "%d.%d.%d" % sys.version_info[:3]
 
 
-_PRODUCER = []  # memo: reading package metadata costs ~1 ms per call
-
-
 def producer_nnsight() -> str:
-    if _PRODUCER:
-        return _PRODUCER[0]
-    try:
-        from importlib.metadata import version
+    from .. import __version__
 
-        found = version("nnsight")
-    except Exception:  # not installed (running from a source tree)
-        found = "0.9.0.dev0"
-    _PRODUCER.append(found)
-    return found
+    return __version__

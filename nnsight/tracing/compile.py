@@ -2,10 +2,12 @@
 import linecache
 from typing import Dict, Tuple
 
-from compiler.frontend import lower, source_for_frame
+from compiler.frontend import source_for_frame
+from compiler.frontend.fastpath import lower_with_accesses
 from runtime import claims
 from runtime.builder import CompiledProgram
 
+from .hookplan import preset_report
 from .irdump import dump_program
 
 _cache: Dict[Tuple[int, int], Tuple[object, CompiledProgram]] = {}  # (id(code), lasti) -> (code, program)
@@ -27,8 +29,10 @@ def compile_call_site(frame) -> CompiledProgram:
             lines = source.text.splitlines(True)
             pad = [""] * (source.first_line - 1)
             linecache.cache[source.filename] = (len(source.text), None, pad + lines, source.filename)
-        program = lower(source.text, source.filename, frame.f_lineno, first_line=source.first_line)
+        program, accesses = lower_with_accesses(source.text, source.filename, frame.f_lineno,
+                                                first_line=source.first_line)
         compiled = CompiledProgram(program)
+        preset_report(compiled, accesses)
         dump_program(program)
         _name_units(compiled, frame.f_code)
         _cache[key] = (code, compiled)

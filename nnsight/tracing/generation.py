@@ -18,20 +18,24 @@ import dis
 import functools
 import sys
 import types
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from .interleaving import InterleavingTracer
 from .iteration import end_steps, ensure_root_patched
 
 _WITH_OPS = frozenset({"BEFORE_WITH", "SETUP_WITH", "BEFORE_ASYNC_WITH", "SETUP_ASYNC_WITH"})
-_opens_with: Dict[Tuple[Any, int], bool] = {}
+_opens_with: Dict[Tuple[int, int], Tuple[Any, bool]] = {}  # (id(code), lasti) -> (code, opens)
 _instructions: Dict[Any, list] = {}
 
 
 def opens_with(frame) -> bool:
     """Does the call ``frame`` is executing produce the context manager of a with-statement?"""
     code, lasti = frame.f_code, frame.f_lasti
-    hit = _opens_with.get((code, lasti))
+    key = (id(code), lasti)  # by id: hashing a code object is expensive and uncached
+    entry = _opens_with.get(key)
+    hit = entry[1] if entry is not None and entry[0] is code else None
+    if hit is None:
+        hit = _next_opens_with(code, lasti)
     if hit is None:
         instructions = _instructions.get(code)
         if instructions is None:
@@ -43,8 +47,26 @@ def opens_with(frame) -> bool:
             if inst.offset > lasti and inst.opname not in ("CACHE", "EXTENDED_ARG"):
                 hit = inst.opname in _WITH_OPS
                 break
-        _opens_with[(code, lasti)] = hit
+    if entry is None or entry[0] is not code:
+        if len(_opens_with) > 4096:
+            _opens_with.clear()
+        _opens_with[key] = (code, hit)
     return hit
+
+
+_CACHE_OP = dis.opmap.get("CACHE", -1)
+_SKIPPED_OPS = {dis.opmap["EXTENDED_ARG"], _CACHE_OP}
+
+
+def _next_opens_with(code, lasti: int) -> Optional[bool]:
+    """The same answer from the raw bytecode, without disassembling the function; None if unsure."""
+    co = code.co_code
+    i = lasti + 2
+    while i < len(co) and co[i] in _SKIPPED_OPS:
+        i += 2
+    if i >= len(co) or sys.version_info >= (3, 14):
+        return None
+    return dis.opname[co[i]] in _WITH_OPS
 
 
 class MethodTracer(InterleavingTracer):

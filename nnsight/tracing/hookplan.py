@@ -26,6 +26,14 @@ _LIBRARY_DIRS = tuple(
 _opaque_cache: Dict[Any, bool] = {}
 
 
+def preset_report(compiled, report) -> None:
+    """Use ``report`` (computed by the frontend on its own parse) as the program's access report."""
+    if report is not None and getattr(compiled, "_accesses", None) is None:
+        root = compiled.program.units[0].source
+        if not any(token in root for token in _NEEDS_ALL):
+            compiled._accesses = report
+
+
 def _report(compiled):
     """The program's access report, computed once per compiled program."""
     report = getattr(compiled, "_accesses", None)
@@ -176,6 +184,23 @@ def modules_to_patch(model, mediators) -> Optional[List[Tuple[str, Any]]]:
         plans.append((report, roots))
     key = (TREE_VERSION[0],) + tuple(
         (id(report),) + tuple((name, id(envoy)) for name, envoy in roots.items()) for report, roots in plans)
+    # The (path, module) list of this plan, kept by the model itself (so it dies with the model):
+    # checked against the reports it was made for, whose ids are in the key.
+    resolved = model.__dict__.get("_resolved_plans")
+    if resolved is None:
+        resolved = model.__dict__["_resolved_plans"] = {}
+    hit = resolved.get(key)
+    if hit is not None and all(a is b for a, (b, _) in zip(hit[0], plans)):
+        return hit[1]
+    pairs = _targets(key, plans, Envoy)
+    if pairs is not None:
+        if len(resolved) > 256:
+            resolved.clear()
+        resolved[key] = (tuple(report for report, _ in plans), pairs)
+    return pairs
+
+
+def _targets(key, plans, Envoy) -> Optional[List[Tuple[str, Any]]]:
     cached = _PLANS.get(key)
     envoys = None if cached is None else [ref() for ref in cached]
     if envoys is None or None in envoys:

@@ -1,0 +1,11 @@
+"""nnsight on vLLM: ``from nnsight.modeling.vllm import VLLM`` (design §6.5, docs/vllm.md).
+
+Client side: :mod:`.model` (``VLLM``), :mod:`.tracer` (sync), :mod:`.async_backend`
+(``mode="async"``), :mod:`.batch` / :mod:`.sampling` (a trace → requests),
+:mod:`.tree` (the module tree), :mod:`.config` (engine defaults).
+Worker side: :mod:`.worker`, :mod:`.model_runner`, :mod:`.requests`,
+:mod:`.interleaver`, :mod:`.worker_model`. :mod:`.transport` is what crosses.
+"""
+from .model import VLLM
+
+__all__ = ["VLLM"]

@@ -1,0 +1,88 @@
+"""Client side: turn a closed trace into vLLM requests (one per invoke prompt).
+
+The trace's program is closed against the caller's frame and encoded exactly as
+for ``remote='local'`` (:func:`nnsight.tracing.remote.compile_request`). The
+body's own statements run here only to collect the invokes and their inputs
+(the worker runs them again to build the shared namespace); invoke bodies run
+only on the worker. Each prompt becomes one request whose ``SamplingParams``
+carry the request bytes and its place in the trace (:mod:`.sampling`).
+"""
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from compiler.ir.request import encode_request
+
+from ...tracing.invoker import body_has_invokes
+from ...tracing.remote import compile_request
+from . import sampling
+
+
+@dataclass
+class Prepared:
+    """A trace ready to submit: its requests and what decodes the worker's replies."""
+
+    trace_id: str
+    prompts: List[Any]
+    params: List[Any]
+    closure: Any
+    request: Any
+    outputs: Dict[int, Any] = field(default_factory=dict)
+
+    def request_id(self, invoke: int) -> str:
+        return f"{self.trace_id}-{invoke}"
+
+
+def prepare(tracer, ns: Dict[str, Any], stream: bool = False) -> Prepared:
+    """Close ``tracer``'s program, collect its invokes, build their requests."""
+    from vllm.sampling_params import RequestOutputKind
+
+    model = tracer.model
+    request, closure = compile_request(tracer, tracer._frame)
+    payload = encode_request(request)
+    inputs, config = model._split_inputs(tracer._args, tracer._kwargs)
+    tracer._invokes = []
+    if inputs is not None and not body_has_invokes(tracer._compiled, tracer._unit_id):
+        tracer._add_invoke(inputs[0], inputs[1], tracer._code())
+    else:
+        if inputs is not None:  # the trace's input is one more request, with no intervention
+            tracer._add_invoke(inputs[0], inputs[1], None)
+        exec(tracer._code(), ns)
+    units = {id(unit.code): unit_id for unit_id, unit in enumerate(tracer._compiled.units)}
+    prompts, params, unit_of = [], [], []
+    for args, kwargs, code in tracer._invokes:
+        if not args:
+            raise ValueError(
+                "Each vLLM invoke is one request and needs a prompt: `tracer.invoke(\"text\")`. "
+                "Empty invokes (interventions on the whole batch) are not supported with VLLM.")
+        for prompt in sampling.split_prompts(args):
+            p = sampling.sampling_params({**config, **kwargs})
+            if not stream:
+                p.output_kind = RequestOutputKind.FINAL_ONLY
+            prompts.append(prompt)
+            params.append(p)
+            unit_of.append(None if code is None else units[id(code)])
+    if not prompts:
+        raise ValueError(
+            "The trace has no input: pass a prompt to `model.trace(prompt)` or to `tracer.invoke(prompt)`.")
+    trace_id = uuid.uuid4().hex
+    for i, p in enumerate(params):
+        sampling.tag(p, payload, trace_id, i, unit_of[i], len(params))
+    return Prepared(trace_id, prompts, params, closure, request)
+
+
+def unpack(prepared: Prepared, reply: Optional[dict]) -> Dict[str, Any]:
+    """The saved variables of a worker reply; raises the first intervention error."""
+    from . import transport
+
+    if reply is None:
+        raise RuntimeError("the vLLM worker sent no reply for this trace")
+    errors = transport.errors_of(reply)
+    if errors:
+        raise errors[0]
+    if reply.get("saved") is None:
+        return {}
+    saved = transport.decode_saves(reply["saved"], prepared.closure.resolve, prepared.outputs)
+    if not isinstance(saved, dict):
+        raise RuntimeError("the vLLM worker's reply is not a dict of saved variables")
+    return saved

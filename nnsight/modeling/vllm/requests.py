@@ -1,0 +1,246 @@
+"""Worker side bookkeeping: which request runs which intervention, and where its rows are.
+
+:class:`RequestHelper` (one per model runner)
+
+* loads a trace's program the first time one of its requests arrives (the same
+  checks and :class:`runtime.loader.Loader` as a ``remote='local'`` server: user
+  modules blocked, program verified and version-gated), runs the trace body's
+  own statements once (its invokes are separate requests), and starts one
+  mediator per request in the trace's shared namespace;
+* before each forward pass, gives every scheduled request's mediator its batch
+  group: ``(first token, tokens)`` in vLLM's flat ``[total_tokens, ...]``
+  tensors, then ``(request row, 1)`` for logits and samples (continuous
+  batching: requests join and leave between steps);
+* on :meth:`collect`, feeds finished requests their ``RequestOutput`` (the
+  ``tracer.result`` provider), ends their interventions, and returns the saved
+  variables as encoded value trees and any intervention errors.
+"""
+import builtins
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from compiler.ir.request import decode_request
+from compiler.ir.verifier import verify
+from runtime import claims, gate, saves
+from runtime.builder import CLAIMED, CompiledProgram
+from runtime.interleaver import RESULT
+from runtime.loader import Loader, block_user_modules
+from runtime.mediator import Mediator
+
+from .mediator import ThreadMediator
+
+from ...config import CONFIG
+from ...tracing.tracebacks import register_program_sources
+from . import sampling, transport
+from .worker_model import WorkerModel, WorkerTracer
+
+
+class TraceContext:
+    """One trace on the worker: its loaded program, shared namespace and mediators."""
+
+    def __init__(self, trace_id: str, expected: int) -> None:
+        self.trace_id = trace_id
+        self.expected = expected
+        self.loader: Optional[Loader] = None
+        self.tracer: Optional[WorkerTracer] = None
+        self.compiled: Optional[CompiledProgram] = None
+        self.ns: Dict[str, Any] = {}
+        self.mediators: Dict[int, Mediator] = {}  # invoke index -> mediator
+        self.results: Dict[int, Any] = {}  # invoke index -> RequestOutput (finished)
+        self.error: Optional[BaseException] = None  # the program could not be loaded / set up
+        self.files: Set[str] = set()
+        self.entered = False
+
+
+class RequestHelper:
+    """Per-runner registry of traces and requests (see the module docstring)."""
+
+    def __init__(self, model: WorkerModel) -> None:
+        self.model = model
+        self.traces: Dict[str, TraceContext] = {}
+        self.requests: Dict[str, Tuple[str, int]] = {}  # vLLM request id -> (trace id, invoke)
+        self.batch: List[Tuple[Mediator, Tuple[int, int], Tuple[int, int]]] = []
+
+    @property
+    def interleaver(self):
+        return self.model.interleaver
+
+    # ------------------------------------------------------------------ arrivals
+
+    def add_requests(self, scheduler_output) -> None:
+        """Register the newly scheduled requests that carry an intervention."""
+        for data in scheduler_output.scheduled_new_reqs:
+            fields = sampling.untag(data.sampling_params)
+            if fields is None or data.req_id in self.requests:
+                continue
+            payload, trace_id, invoke, unit, expected = fields
+            ctx = self.traces.get(trace_id)
+            if ctx is None:
+                ctx = self.traces[trace_id] = TraceContext(trace_id, expected)
+                self._load(ctx, payload, setup=unit != 0)
+            self.requests[data.req_id] = (trace_id, invoke)
+            if unit is None or ctx.error is not None or invoke in ctx.mediators:
+                continue
+            self._start(ctx, invoke, unit, data.sampling_params.max_tokens)
+
+    def _load(self, ctx: TraceContext, payload: bytes, setup: bool) -> None:
+        try:
+            with block_user_modules():
+                request = decode_request(payload)
+                program = request.program
+                verify(program)
+                gate.check(program)
+                loader = Loader(program, model=self.model)
+                with loader.installed():
+                    tracer = WorkerTracer(self.model)
+                    loader.tracer = tracer
+                    ns = loader.namespace()
+                    compiled = CompiledProgram(program)
+                    tracer._compiled, tracer._unit_id = compiled, 0
+                    ns.setdefault("__builtins__", builtins)
+                    ns.setdefault(CLAIMED, claims.claimed)
+                    ctx.files = {u.loc.file for u in program.units}
+                    ctx.files |= set(register_program_sources(program))
+                    ctx.loader, ctx.tracer, ctx.compiled, ctx.ns = loader, tracer, compiled, ns
+                    saves.enter()
+                    ctx.entered = True
+                    if setup:  # the body's own statements (its invokes arrive as requests)
+                        exec(compiled.units[0].code, ns)
+        except BaseException as error:  # noqa: B902 - reported at collect time
+            ctx.error = error
+
+    def _start(self, ctx: TraceContext, invoke: int, unit: int, max_tokens: Optional[int]) -> None:
+        shared = CONFIG.APP.CROSS_INVOKER or ctx.expected == 1
+        mediator = ThreadMediator(ctx.compiled.units[unit].code, ctx.ns if shared else dict(ctx.ns),
+                            None, name=f"invoke {invoke}")
+        ctx.mediators[invoke] = mediator
+        ctx.tracer.limits[mediator] = max_tokens
+        with ctx.loader.installed():
+            self.interleaver.add(mediator)
+
+    # ------------------------------------------------------------------ batch groups
+
+    def schedule(self, req_ids: List[str], num_tokens: Dict[str, int]) -> bool:
+        """Lay out this step's batch (vLLM's order); True if any intervention takes part."""
+        batch = []
+        start = 0
+        for row, req_id in enumerate(req_ids):
+            n = int(num_tokens.get(req_id, 0))
+            hit = self.requests.get(req_id)
+            if hit is not None:
+                ctx = self.traces.get(hit[0])
+                mediator = ctx.mediators.get(hit[1]) if ctx is not None else None
+                if mediator is not None and not mediator.done:
+                    batch.append((mediator, (start, n), (row, 1)))
+            start += n
+        self.batch = batch
+        return bool(batch)
+
+    def begin(self, phase: str, total: int) -> None:
+        """Activate interleaving for ``phase`` ("tokens": forward pass, "rows": logits/samples)."""
+        interleaver = self.interleaver
+        mediators = []
+        for mediator, tokens, rows in self.batch:
+            if not mediator.done:
+                mediator.batch_group = tokens if phase == "tokens" else rows
+                mediators.append(mediator)
+        interleaver.mediators = mediators
+        # The base interleaver's fast paths (one mediator) count on `counts` directly: make it
+        # that mediator's own counter.
+        interleaver.counts = interleaver.steps.get(mediators[0], {}) if len(mediators) == 1 else {}
+        interleaver.batcher.total = total
+        interleaver.active = True
+
+    def end_phase(self) -> None:
+        interleaver = self.interleaver
+        interleaver.active = False
+        interleaver.mediators = []
+        interleaver.batcher.current = None
+
+    def finished(self, req_ids) -> None:
+        """Requests vLLM dropped: they leave the batch (their mediators wait for :meth:`collect`)."""
+        for req_id in req_ids:
+            self.requests.pop(req_id, None)
+
+    # ------------------------------------------------------------------ results
+
+    def collect(self, trace_id: str, outputs: bytes, final: bool) -> Dict[str, Any]:
+        """Finish the given requests and return the trace's saves (all of them when ``final``)."""
+        ctx = self.traces.get(trace_id)
+        if ctx is None:
+            return {"saved": None, "errors": [transport.encode_error(RuntimeError(
+                f"the vLLM worker has no trace {trace_id!r} (it never received its requests, or "
+                f"they were already collected)"), set())], "done": True}
+        errors = []
+        try:
+            results = transport.decode_outputs(outputs)
+        except BaseException as error:  # noqa: B902
+            results, final = {}, True
+            errors.append(transport.encode_error(error, set()))
+        interleaver = self.interleaver
+        with ctx.loader.installed() if ctx.loader is not None else _nothing():
+            for invoke, result in sorted(results.items()):
+                if invoke in ctx.results:
+                    continue
+                ctx.results[invoke] = result
+                mediator = ctx.mediators.get(invoke)
+                if mediator is not None:
+                    self._finish(mediator, result)
+            done = final or len(ctx.results) >= ctx.expected
+            if done:
+                for mediator in ctx.mediators.values():
+                    if not mediator.done:  # its request never finished (aborted)
+                        interleaver.end(mediator)
+            if ctx.error is not None:
+                errors.append(transport.encode_error(ctx.error, ctx.files))
+            for invoke in sorted(ctx.mediators):
+                error = interleaver.failed.get(ctx.mediators[invoke])
+                if error is not None:
+                    errors.append(transport.encode_error(error, ctx.files))
+            saved = None
+            if ctx.loader is not None:
+                try:
+                    saved = transport.encode_saves(self._saved(ctx), ctx.loader.classref, ctx.loader.objref,
+                                                   ctx.results)
+                except BaseException as error:  # noqa: B902
+                    errors.append(transport.encode_error(error, ctx.files))
+        if done:
+            self._drop(ctx)
+        return {"saved": saved, "errors": errors, "done": done}
+
+    def _finish(self, mediator: Mediator, result: Any) -> None:
+        """The request finished: no next step, ``tracer.result`` is its output, then the end."""
+        interleaver = self.interleaver
+        mediator.batch_group = None
+        interleaver.counts = interleaver.steps.get(mediator, {})
+        interleaver.end_steps(mediator)
+        if not mediator.done:
+            interleaver.provide(mediator, RESULT, result)
+        interleaver.end(mediator)
+
+    def _saved(self, ctx: TraceContext) -> Dict[str, Any]:
+        names = ctx.compiled.writeback_names(0)
+        found: Dict[str, Any] = {}
+        spaces = [ctx.ns] + [m.namespace for m in ctx.mediators.values() if m.namespace is not ctx.ns]
+        for ns in spaces:
+            for name in names:
+                if name in ns and id(ns[name]) in saves.SAVES:
+                    found[name] = ns[name]
+        return found
+
+    def _drop(self, ctx: TraceContext) -> None:
+        for mediator in ctx.mediators.values():
+            self.interleaver.remove(mediator)
+        for req_id in [r for r, (t, _) in self.requests.items() if t == ctx.trace_id]:
+            del self.requests[req_id]
+        self.traces.pop(ctx.trace_id, None)
+        if ctx.entered:
+            ctx.entered = False
+            saves.exit()
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,106 @@
+"""What crosses between the user's process and the workers besides the request bytes.
+
+Everything is bytes or plain data, so it survives vLLM's msgpack RPC between
+processes (and is never pickled by nnsight):
+
+* to the worker: the finished requests' ``RequestOutput`` objects (what
+  ``tracer.result`` gives inside an invoke), as a value tree;
+* back: the saved variables, as the value tree ``remote='local'`` replies with
+  (:func:`compiler.ir.request.encode_result`), plus each failed intervention's
+  error (type, message, the user's frames).
+"""
+import importlib
+import traceback
+from typing import Any, Callable, Dict, List, Optional
+
+from compiler.ir.request import decode_result, encode_result
+from compiler.ir.values import decode_value, encode_value
+
+RESULT_REF = "vllm_result"  # ["vllm_result", invoke]: a RequestOutput the client already has
+
+
+def _vllm_class(ref: Any) -> Any:
+    if isinstance(ref, str) and ref.partition(":")[0].split(".")[0] in ("vllm", "builtins", "collections"):
+        mod, _, qual = ref.partition(":")
+        obj: Any = importlib.import_module(mod)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+        return obj
+    raise ValueError(f"unexpected reference {ref!r} in request outputs")
+
+
+def encode_outputs(outputs: Dict[int, Any]) -> bytes:
+    """Finished ``RequestOutput`` objects by invoke index → bytes for the worker."""
+    return encode_result(encode_value(dict(outputs), where="the vLLM request outputs"))
+
+
+def decode_outputs(data: Optional[bytes]) -> Dict[int, Any]:
+    if not data:
+        return {}
+    return decode_value(decode_result(data), resolve=_vllm_class)
+
+
+def encode_saves(saved: Dict[str, Any], classref: Callable, objref: Callable,
+                 results: Dict[int, Any]) -> bytes:
+    """Saved variables → bytes; request outputs the client sent go back as references."""
+    by_id = {id(v): k for k, v in results.items()}
+
+    def ref(obj: Any) -> Any:
+        if id(obj) in by_id:
+            return [RESULT_REF, by_id[id(obj)]]
+        return objref(obj)
+
+    return encode_result(encode_value(saved, where="the saved values", classref=classref, objref=ref))
+
+
+def decode_saves(data: bytes, resolve: Callable, outputs: Dict[int, Any]) -> Dict[str, Any]:
+    def hook(ref: Any) -> Any:
+        if isinstance(ref, list) and len(ref) == 2 and ref[0] == RESULT_REF:
+            return outputs[ref[1]]
+        return resolve(ref)
+
+    return decode_value(decode_result(data), resolve=hook)
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+def encode_error(error: BaseException, files: set) -> Dict[str, Any]:
+    """An intervention's exception as plain data: type, message, the frames in the user's code."""
+    cls = type(error)
+    frames = [[f.filename, f.lineno, f.name, f.line or ""] for f in traceback.extract_tb(error.__traceback__)
+              if f.filename in files]
+    return {"module": cls.__module__, "qualname": cls.__qualname__, "message": str(error), "frames": frames}
+
+
+def decode_error(data: Dict[str, Any]) -> BaseException:
+    """The exception to raise on the client: same type when importable, worker frames in a note."""
+    message = data.get("message", "")
+    cls: Any = None
+    try:
+        cls = _import(data["module"], data["qualname"])
+    except Exception:
+        cls = None
+    error: BaseException
+    try:
+        error = cls(message) if isinstance(cls, type) and issubclass(cls, BaseException) else None
+    except Exception:
+        error = None
+    if error is None:
+        error = RuntimeError(f"{data.get('module')}.{data.get('qualname')}: {message}")
+    lines = [f'  File "{f}", line {n}, in {name}' + (f"\n    {src}" if src else "")
+             for f, n, name, src in data.get("frames", [])]
+    if lines:
+        error.add_note("Raised by the intervention in the vLLM worker:\n" + "\n".join(lines))
+    return error
+
+
+def _import(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def errors_of(reply: Dict[str, Any]) -> List[BaseException]:
+    return [decode_error(e) for e in reply.get("errors", [])]

@@ -1,0 +1,43 @@
+"""nnsight's vLLM worker (``worker_cls``): the CPU worker with :class:`.model_runner.NNsightCPUModelRunner`.
+
+Its public methods are the targets of ``collective_rpc`` from the user's process:
+``nnsight_tree`` (the model's module tree, to build the envoys there) and
+``nnsight_collect`` (finish requests, return saves). Only the first tensor
+parallel rank answers with data; the others return None.
+"""
+from typing import Any, List, Optional
+
+from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+from vllm.v1.worker.cpu_worker import CPUWorker
+
+from . import tree
+from .model_runner import NNsightCPUModelRunner
+
+
+class NNsightCPUWorker(CPUWorker):
+    """``CPUWorker`` whose model runner interleaves interventions."""
+
+    def init_device(self) -> None:
+        super().init_device()
+        runner = self.model_runner
+        if type(runner) is not CPUModelRunner:
+            raise RuntimeError(
+                f"nnsight's vLLM integration hooks the V1 CPU model runner, but this engine built "
+                f"{type(runner).__module__}.{type(runner).__qualname__}. Set the environment "
+                f"variable VLLM_USE_V2_MODEL_RUNNER=0 before creating the model.")
+        # The runner adds only methods and class-level defaults: re-classing the one vLLM built
+        # is the same as building ours (and avoids allocating its buffers twice).
+        runner.__class__ = NNsightCPUModelRunner
+
+    def _first_rank(self) -> bool:
+        return getattr(self, "rank", 0) == 0
+
+    def nnsight_tree(self) -> Optional[List[Any]]:
+        """``(path, class name, extra_repr)`` of every module of the loaded model."""
+        if not self._first_rank():
+            return None
+        return [list(row) for row in tree.describe(self.model_runner.model)]
+
+    def nnsight_collect(self, trace_id: str, outputs: bytes, final: bool) -> Optional[dict]:
+        reply = self.model_runner.nnsight_collect(trace_id, outputs, final)
+        return reply if self._first_rank() else None
