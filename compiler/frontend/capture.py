@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import __future__
 import linecache
+import os
 import sys
 import types
 from dataclasses import dataclass
@@ -165,10 +166,40 @@ def _from_linecache(frame, tried: List[str]) -> List[str]:
             tried.append("linecache.cache[%r]" % (key if isinstance(key, str) else "<code>",))
             return list(entry[2])
     tried.append("linecache.getlines(%r)" % filename)
+    lines = _read_plain_file(filename)
+    if lines is not None:
+        return list(lines)
     try:
         return linecache.getlines(filename, frame.f_globals)
     except Exception:  # a broken __loader__ must not hide the real error
         return []
+
+
+def _read_plain_file(filename: str) -> Optional[List[str]]:
+    """What ``linecache.getlines`` gives for an absolute path to a plain UTF-8 file, stored in
+    ``linecache`` the same way, without ``tokenize``'s encoding sniffing (a new call site's file
+    is read on the cold path). None for anything else (an encoding cookie, a BOM, not UTF-8, not
+    a file): the caller then asks ``linecache``."""
+    if not os.path.isabs(filename):
+        return None
+    try:
+        stat = os.stat(filename)
+        with open(filename, "rb") as f:
+            data = f.read()
+        if data.startswith(b"\xef\xbb\xbf") or b"coding" in b"\n".join(data.split(b"\n", 2)[:2]):
+            return None
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as text mode reads
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    if not lines[-1]:
+        lines.pop()
+    elif not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    linecache.cache[filename] = (stat.st_size, stat.st_mtime, lines, filename)
+    return lines
 
 
 def _command_line_source(tried: List[str]) -> Optional[str]:

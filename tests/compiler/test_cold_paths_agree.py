@@ -147,3 +147,23 @@ def test_next_opens_with_reads_what_dis_reads():
                 assert _next_opens_with(code, ins.offset) in (expected, None)
                 checked += 1
     assert checked > 1000
+
+
+def test_plain_file_read_equals_linecache(tmp_path):
+    import linecache
+
+    from compiler.frontend.capture import _read_plain_file
+
+    samples = {"crlf.py": b"a = 1\r\nb = 2\r\n", "cr.py": b"a = 1\rb = 2", "no_eol.py": b"x = 1",
+               "empty.py": b"", "ff.py": b"a = 1\x0c\nb = '\xe2\x80\xa8'\n"}
+    paths = SOURCES[:80]
+    for name, data in samples.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    for path in paths:
+        ours = _read_plain_file(path)
+        linecache.cache.pop(path, None)
+        assert ours == linecache.getlines(path), path
+    assert _read_plain_file("relative.py") is None
+    (tmp_path / "latin.py").write_bytes(b"# -*- coding: latin-1 -*-\nx = '\xe9'\n")
+    assert _read_plain_file(str(tmp_path / "latin.py")) is None
