@@ -159,11 +159,15 @@ def _positioned_text(unit: CodeUnit) -> Optional[str]:
 def _build_unit(cprog: CompiledProgram, program: Program, unit: CodeUnit) -> CompiledUnit:
     headers = _descendant_headers(program, unit.id)
     text = None if headers else _positioned_text(unit)
-    if text is not None:
-        code = compile(text, unit.loc.file, "exec", dont_inherit=True)
-        compiled = CompiledUnit(cprog, unit, code, headers)
-        claims.register(code, compiled)
-        return compiled
+    code = _code_from_ast(program, unit, headers) if text is None else \
+        compile(text, unit.loc.file, "exec", dont_inherit=True)
+    compiled = CompiledUnit(cprog, unit, code, headers)
+    claims.register(code, compiled)
+    return compiled
+
+
+def _code_from_ast(program: Program, unit: CodeUnit, headers: Dict[int, int]):
+    """Parse, move every node to the user's lines and columns, guard descendant bodies, compile."""
     tree = ast.parse(unit.source, filename=unit.loc.file, mode="exec")
     line_shift = unit.loc.line - 1
     col_shift = unit.loc.col
@@ -182,10 +186,7 @@ def _build_unit(cprog: CompiledProgram, program: Program, unit: CodeUnit) -> Com
     if starts:
         tree = _ClaimBodies(starts).visit(tree)
         ast.fix_missing_locations(tree)
-    code = compile(tree, unit.loc.file, "exec", dont_inherit=True)
-    compiled = CompiledUnit(cprog, unit, code, headers)
-    claims.register(code, compiled)
-    return compiled
+    return compile(tree, unit.loc.file, "exec", dont_inherit=True)
 
 
 def namespace(free_names, f_locals, f_globals, extra: Optional[dict] = None) -> dict:

@@ -192,31 +192,21 @@ def modules_to_patch(model, mediators) -> Optional[List[Tuple[str, Any]]]:
     hit = resolved.get(key)
     if hit is not None and all(a is b for a, (b, _) in zip(hit[0], plans)):
         return hit[1]
-    pairs = _targets(key, plans, Envoy)
-    if pairs is not None:
-        if len(resolved) > 256:
-            resolved.clear()
-        resolved[key] = (tuple(report for report, _ in plans), pairs)
+    pairs = _targets(plans, Envoy)  # None (dynamic: patch everything) is remembered too
+    if len(resolved) > 256:
+        resolved.clear()
+    resolved[key] = (tuple(report for report, _ in plans), pairs)
     return pairs
 
 
-def _targets(key, plans, Envoy) -> Optional[List[Tuple[str, Any]]]:
-    cached = _PLANS.get(key)
-    envoys = None if cached is None else [ref() for ref in cached]
-    if envoys is None or None in envoys:
-        envoys = _resolve(plans, Envoy)
-        if len(_PLANS) > 1024:
-            _PLANS.clear()
-        # weak: a cached plan must not keep a deleted model (and its interleaver) alive
-        _PLANS[key] = [weakref.ref(e) for e in envoys] if envoys is not _DYNAMIC else _DYNAMIC
-    if envoys is _DYNAMIC or (cached is _DYNAMIC):
+def _targets(plans, Envoy) -> Optional[List[Tuple[str, Any]]]:
+    """The ``(path, module)`` pairs the programs' static chains name, or None when dynamic."""
+    envoys = _resolve(plans, Envoy)
+    if envoys is _DYNAMIC:
         return None
     return [(envoy.path, envoy._module) for envoy in envoys]
 
 
-# Resolved plans, by (envoy tree version, reports, model names and the envoys they are bound to):
-# the static chains of a call site resolve to the same envoys every time.
-_PLANS: Dict[tuple, Any] = {}
 _DYNAMIC = ()
 
 
