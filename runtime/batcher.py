@@ -6,7 +6,10 @@ tensors whose first dimension is the total batch size; an invoke with
 ``batch_group = (start, size)`` sees ``value.narrow(0, start, size)`` of every
 such tensor, and an empty invoke (``batch_group = None``) sees everything.
 """
-from typing import Any, Optional, Tuple
+import copy
+import dataclasses
+from collections import defaultdict
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -14,7 +17,11 @@ BatchGroup = Optional[Tuple[int, int]]
 
 
 def _map(value: Any, fn) -> Any:
-    """Apply ``fn`` to every tensor in a nested tuple/list/dict structure."""
+    """Apply ``fn`` to every tensor in a nested tuple/list/dict/dataclass structure.
+
+    Containers keep their type: namedtuples, dict subclasses (``ModelOutput``, diffusers'
+    ``BaseOutput``, ``OrderedDict``) and dataclasses are rebuilt by :func:`_rebuild`.
+    """
     if isinstance(value, torch.Tensor):
         return fn(value)
     if isinstance(value, tuple):
@@ -28,11 +35,57 @@ def _map(value: Any, fn) -> Any:
         mapped = {k: _map(v, fn) for k, v in value.items()}
         if type(value) is dict:
             return mapped
-        try:  # ModelOutput and other dict subclasses keep their type
-            return type(value)(**mapped)
-        except Exception:
-            return mapped
+        return _rebuild(value, mapped)
+    if hasattr(type(value), "__dataclass_fields__"):  # a dataclass instance (not a dict)
+        changed = {}
+        for f in dataclasses.fields(value):
+            old = getattr(value, f.name, _UNSET)
+            if old is not _UNSET:
+                new = _map(old, fn)
+                if new is not old:
+                    changed[f.name] = new
+        return _rebuild(value, changed) if changed else value
     return value
+
+
+_UNSET = object()
+
+
+def _rebuild(value: Any, items: Dict[Any, Any]) -> Any:
+    """A copy of ``value`` (a dict subclass or a dataclass) with ``items`` set, of the same type.
+
+    Nothing is constructed through ``__init__``: a ``ModelOutput`` / ``BaseOutput`` whose ``None``
+    fields have no defaults can't be rebuilt as ``type(value)(**items)``. A dict subclass gets a
+    fresh instance with ``value``'s attributes and then the items, set through its own
+    ``__setitem__`` (so ``ModelOutput``'s key and attribute views agree, keys keep their order and
+    ``None`` fields stay attributes only); a dataclass gets a fresh instance with ``value``'s
+    attributes and the changed fields set (frozen ones too). What can't be rebuilt that way falls
+    back to ``type(value)(**items)`` / ``dataclasses.replace``, then to a plain dict / the
+    unchanged value.
+    """
+    cls = type(value)
+    try:
+        state = getattr(value, "__dict__", None)
+        if state is None:  # __slots__: let copy handle the layout
+            new = copy.copy(value)
+        else:
+            new = cls.__new__(cls)
+            new.__dict__.update(state)
+        if isinstance(value, dict):
+            if isinstance(value, defaultdict):
+                new.default_factory = value.default_factory
+            for key, item in items.items():
+                new[key] = item
+        else:
+            for name, item in items.items():
+                object.__setattr__(new, name, item)  # frozen dataclasses too
+        return new
+    except Exception:
+        pass
+    try:
+        return cls(**items) if isinstance(value, dict) else dataclasses.replace(value, **items)
+    except Exception:
+        return dict(items) if isinstance(value, dict) else value
 
 
 def _merge(current: Any, new: Any, start: int, size: int, total: int) -> Any:
@@ -50,12 +103,7 @@ def _merge(current: Any, new: Any, start: int, size: int, total: int) -> Any:
         out = dict(current)
         for k, n in new.items():
             out[k] = _merge(current[k], n, start, size, total) if k in current else n
-        if type(current) is dict:
-            return out
-        try:
-            return type(current)(**out)
-        except Exception:
-            return out
+        return out if type(current) is dict else _rebuild(current, out)
     return new
 
 

@@ -188,6 +188,10 @@ class Interleaver:
             return handle(out_key, output)
 
         nnsight_forward.__nnsight_original__ = original
+        # inspect.signature follows __wrapped__: callers that read the forward's parameters (HF
+        # generate decides on position_ids, attention_mask and logits_to_keep that way) see the
+        # module's own signature, not (*args, **kwargs)
+        nnsight_forward.__wrapped__ = original
         return nnsight_forward
 
     # -------------------------------------------------------------- lifecycle

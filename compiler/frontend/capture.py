@@ -27,10 +27,12 @@ from __future__ import annotations
 import __future__
 import linecache
 import os
+import re
 import sys
 import types
-from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence
+from dataclasses import dataclass, field
+from stat import S_ISREG
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .errors import SourceNotFoundError
 
@@ -55,12 +57,15 @@ class CapturedSource:
     first_line: user line number of the first line of ``text`` (normally 1).
     origin: how the text was found (``"linecache"``, ``"argv"``,
       ``"ipython-history"``, ``"repl-history"``).
+    lines: ``text`` split after each ``\\n`` (no ``\\r`` in it), when the capture made that
+      split itself (a plain file it read); None otherwise.
     """
 
     text: str
     filename: str
     first_line: int = 1
     origin: str = "linecache"
+    lines: Optional[Sequence[str]] = field(default=None, compare=False, repr=False)
 
 
 def register_repl_source(text: str) -> None:
@@ -83,9 +88,9 @@ def source_for_frame(frame) -> CapturedSource:
         if text is not None:
             return CapturedSource(text, filename, origin="repl-history")
 
-    lines = _from_linecache(frame, tried)
+    lines, split = _from_linecache(frame, tried)
     if _covers(lines, lineno) and (not repl or code_matches("".join(lines), frame)):
-        return CapturedSource("".join(lines), filename)
+        return CapturedSource("".join(lines), filename, lines=lines if split else None)
 
     if filename == "<string>":
         text = _command_line_source(tried)
@@ -158,48 +163,62 @@ def _covers(lines: Optional[Sequence[str]], lineno: int) -> bool:
     return bool(lines) and 1 <= lineno <= len(lines)  # type: ignore[arg-type]
 
 
-def _from_linecache(frame, tried: List[str]) -> List[str]:
+def _from_linecache(frame, tried: List[str]) -> Tuple[Sequence[str], bool]:
+    """``(lines, split here)``: the frame's file lines from ``linecache`` (read in if missing);
+    ``split here`` when this module read the file and split it after each newline."""
     filename = frame.f_code.co_filename
     for key in (filename, frame.f_code):
         entry = linecache.cache.get(key)
         if entry is not None and len(entry) != 1:  # loaded entry: use as-is
             tried.append("linecache.cache[%r]" % (key if isinstance(key, str) else "<code>",))
-            return list(entry[2])
+            return entry[2], False
     tried.append("linecache.getlines(%r)" % filename)
     lines = _read_plain_file(filename)
     if lines is not None:
-        return list(lines)
+        return lines, True
     try:
-        return linecache.getlines(filename, frame.f_globals)
+        return linecache.getlines(filename, frame.f_globals), False
     except Exception:  # a broken __loader__ must not hide the real error
-        return []
+        return [], False
 
 
 def _read_plain_file(filename: str) -> Optional[List[str]]:
     """What ``linecache.getlines`` gives for an absolute path to a plain UTF-8 file, stored in
     ``linecache`` the same way, without ``tokenize``'s encoding sniffing (a new call site's file
-    is read on the cold path). None for anything else (an encoding cookie, a BOM, not UTF-8, not
-    a file): the caller then asks ``linecache``."""
+    is read on the cold path, so: one open, fstat and read). None for anything else (an encoding
+    cookie, a BOM, not UTF-8, not a regular file): the caller then asks ``linecache``."""
     if not os.path.isabs(filename):
         return None
     try:
-        stat = os.stat(filename)
-        with open(filename, "rb") as f:
-            data = f.read()
+        fd = os.open(filename, _O_READ)
+        try:
+            stat = os.fstat(fd)
+            if not S_ISREG(stat.st_mode):
+                return None
+            data = os.read(fd, stat.st_size + 1)
+            if len(data) > stat.st_size:  # grew since the fstat: read to the end
+                parts = [data]
+                while parts[-1]:
+                    parts.append(os.read(fd, 1 << 16))
+                data = b"".join(parts)
+        finally:
+            os.close(fd)
         if data.startswith(b"\xef\xbb\xbf") or b"coding" in b"\n".join(data.split(b"\n", 2)[:2]):
             return None
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    text = text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as text mode reads
-    lines = [line + "\n" for line in text.split("\n")]
-    lines[-1] = lines[-1][:-1]
-    if not lines[-1]:
-        lines.pop()
-    elif not lines[-1].endswith("\n"):
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as text mode reads
+    lines = _AFTER_NEWLINE.findall(text)
+    if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     linecache.cache[filename] = (stat.st_size, stat.st_mtime, lines, filename)
     return lines
+
+
+_O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_AFTER_NEWLINE = re.compile(r"[^\n]*\n|[^\n]+")  # lines as readlines() splits them
 
 
 def _command_line_source(tried: List[str]) -> Optional[str]:

@@ -16,6 +16,7 @@ import io
 import tokenize
 from typing import List, Optional, Sequence, Set
 
+from .accesses import AccessReport
 from .fast_names import Decline
 
 TERMINALS = frozenset(("output", "input", "inputs", "skip", "source", "next", "grad"))  # = accesses.TERMINALS
@@ -59,8 +60,6 @@ def try_scan(texts: Sequence[str]):
             scanner.visit(ast.parse(text))
     except Exception:  # Decline, SyntaxError, or a bug here: the libcst path decides
         return None
-    from .accesses import AccessReport
-
     return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic))
 
 
@@ -72,13 +71,15 @@ def scan_statements(body: Sequence[ast.stmt], lines: Sequence[str]):
     """
     try:
         scanner = _Scanner()
-        scanner.lines = list(lines)
+        scanner.lines = lines
         scanner.visit_all(body)
     except Exception:
         return None
-    from .accesses import AccessReport
-
     return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic))
+
+
+_AST = ast.AST
+_HANDLERS: dict = {}  # node type -> _Scanner.v_<type> or None (generic: visit the children)
 
 
 def _pos(node):
@@ -93,12 +94,22 @@ class _Scanner:
         self.lines: List[str] = []
 
     def visit(self, node) -> None:
-        handler = getattr(self, "v_" + type(node).__name__, None)
+        kind = type(node)
+        try:
+            handler = _HANDLERS[kind]
+        except KeyError:
+            handler = _HANDLERS[kind] = getattr(_Scanner, "v_" + kind.__name__, None)
         if handler is not None:
-            handler(node)
-        else:
-            for child in ast.iter_child_nodes(node):
-                self.visit(child)
+            handler(self, node)
+        else:  # = ast.iter_child_nodes, without its generators
+            for field in node._fields:
+                value = getattr(node, field, None)
+                if isinstance(value, _AST):
+                    self.visit(value)
+                elif type(value) is list:
+                    for item in value:
+                        if isinstance(item, _AST):
+                            self.visit(item)
 
     def visit_all(self, nodes) -> None:
         for n in nodes:

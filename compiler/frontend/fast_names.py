@@ -51,6 +51,10 @@ _SIMPLE = frozenset(
 )
 
 
+_AST = ast.AST
+_HANDLERS: dict = {}  # node type -> (_Walker.v_<type> or None, a simple statement?)
+
+
 def analyze_names_ast(
     body: Sequence[ast.stmt], unit_of: Mapping[int, int], root_unit: int = 0
 ) -> NameAnalysis:
@@ -82,24 +86,37 @@ class _Walker(ScopeTracker):
 
     # -- traversal -----------------------------------------------------------------
     def visit(self, node) -> None:
-        name = type(node).__name__
-        handler = getattr(self, "v_" + name, None)
-        if name in _SIMPLE:
+        kind = type(node)
+        try:
+            handler, simple = _HANDLERS[kind]
+        except KeyError:
+            handler, simple = _HANDLERS[kind] = (getattr(_Walker, "v_" + kind.__name__, None),
+                                                 kind.__name__ in _SIMPLE)
+        if simple:
             saved = self.stmt_end
             self.stmt_end = _end(node)
             try:
                 if handler is not None:
-                    handler(node)
+                    handler(self, node)
                 else:
-                    for child in ast.iter_child_nodes(node):
-                        self.visit(child)
+                    self._children(node)
             finally:
                 self.stmt_end = saved
         elif handler is not None:
-            handler(node)
+            handler(self, node)
         else:
-            for child in ast.iter_child_nodes(node):
-                self.visit(child)
+            self._children(node)
+
+    def _children(self, node) -> None:
+        """Visit ``node``'s children in ``ast.iter_child_nodes`` order (without its generators)."""
+        for field in node._fields:
+            value = getattr(node, field, None)
+            if isinstance(value, _AST):
+                self.visit(value)
+            elif type(value) is list:
+                for item in value:
+                    if isinstance(item, _AST):
+                        self.visit(item)
 
     def visit_list(self, nodes) -> None:
         for n in nodes:
@@ -126,6 +143,11 @@ class _Walker(ScopeTracker):
 
     def v_Attribute(self, node) -> None:
         self.visit(node.value)
+
+    def v_Constant(self, node) -> None:  # (no names; a handler is cheaper than the generic walk)
+        pass
+
+    v_Load = v_Store = v_Del = v_Constant
 
     def v_keyword(self, node) -> None:
         self.visit(node.value)

@@ -35,9 +35,11 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 from ..ir.nodes import BIND_RUNTIME, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
 from ..ir.version import MIN_PYTHON, producer_nnsight, producer_python
 from .bodytext import cut_body, strip_eol
+from .fast_accesses import scan_statements
 from .fast_names import Decline, analyze_names_ast
 
 ENABLED = True
+CHUNKS = True  # parse only the with-statement at the line (False: always the whole text)
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")  # = compiler.frontend.parse.split_lines
 
@@ -67,13 +69,17 @@ def lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Prog
     return lower_libcst(text, filename, lineno, first_line=first_line)
 
 
-def lower_with_accesses(text: str, filename: str, lineno: int, *, first_line: int = 1):
+def lower_with_accesses(text: str, filename: str, lineno: int, *, first_line: int = 1,
+                        lines: Optional[Sequence[str]] = None):
     """``(program, report)``: :func:`lower`, plus the root unit's access report
     (:func:`compiler.frontend.accesses.scan_accesses` of its source) computed on the tree
-    already parsed, or None when only the libcst path could lower it or scan it."""
+    already parsed, or None when only the libcst path could lower it or scan it.
+
+    ``lines``: ``text`` already split after each ``\\n`` (a text without ``\\r``), if the
+    caller has that split (:attr:`~compiler.frontend.capture.CapturedSource.lines`)."""
     if enabled():
         try:
-            return _lower(text, filename, lineno, first_line, accesses=True)
+            return _lower(text, filename, lineno, first_line, accesses=True, lines=lines)
         except Exception:  # Decline, SyntaxError, or a bug here: the libcst path decides
             pass
     from .lower import lower as lower_libcst
@@ -90,8 +96,9 @@ def try_lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> 
 
 
 class _Lines:
-    def __init__(self, text: str) -> None:
-        self.lines = _LINE.findall(text)
+    def __init__(self, text: str, lines: Optional[Sequence[str]] = None) -> None:
+        self.lines = _LINE.findall(text) if lines is None else lines
+        self.first_statements: Dict[int, Tuple[int, int, bool]] = {}  # id(with node) -> _first_statement
 
     def char_col(self, line: int, byte_col: int) -> int:
         s = self.lines[line - 1]
@@ -114,16 +121,25 @@ def _parse(text: str, filename: str) -> ast.Module:
     return tree
 
 
-def _lower(text: str, filename: str, lineno: int, first_line: int, accesses: bool = False):
+def _lower(text: str, filename: str, lineno: int, first_line: int, accesses: bool = False,
+           lines: Optional[Sequence[str]] = None):
     if "\x0c" in text or text.startswith("\ufeff"):
         raise Decline("form feed / BOM")
-    if "\r" in text and text.count("\r") != text.count("\r\n"):
-        raise Decline("lone CR")
-    src = _Lines(text)
+    if "\r" in text:
+        if text.count("\r") != text.count("\r\n"):
+            raise Decline("lone CR")
+        lines = None  # (a given split is only after \n)
+    src = _Lines(text, lines)
     lines = src.lines
     line = lineno - first_line + 1
     if not 1 <= line <= len(lines):
         raise Decline("line outside text")
+    chunk = _with_chunk(lines, line) if CHUNKS else None
+    if chunk is not None:
+        try:  # parse only the with-statement; anything unexpected: parse the whole text
+            return _lower_at(src, _parse_chunk(lines, *chunk), filename, line, first_line, accesses)
+        except Exception:
+            pass
     tree = _parse(text, filename)
     top = None
     for stmt in tree.body:
@@ -134,8 +150,70 @@ def _lower(text: str, filename: str, lineno: int, first_line: int, accesses: boo
             break
     if top is None:
         raise Decline("no statement at line")
-    stmt, top_first, top_last = top
+    return _lower_at(src, top, filename, line, first_line, accesses)
 
+
+def _with_chunk(lines: List[str], line: int) -> Optional[Tuple[int, int, int]]:
+    """``(first, last, indent)``: the lines of the with-statement whose header holds ``line``,
+    found from indentation alone (or None).
+
+    The ``with`` keyword begins its line; the statement ends before the next code line indented
+    no deeper than it (a closing bracket continues a header). A wrong guess can't go unnoticed:
+    a cut inside a bracket, a string or after a backslash doesn't parse, and a chunk whose
+    with-header doesn't hold ``line`` is declined by :func:`_lower_at`. Tabs: None (no guessing
+    about tab stops).
+    """
+    first = line
+    while True:
+        text = lines[first - 1]
+        body = text.lstrip(" ")
+        if body.startswith("with") and body[4:5] in (" ", "(", "\\"):
+            break
+        first -= 1
+        if first < max(1, line - 50):
+            return None
+    indent = len(text) - len(body)
+    if indent and first == 1:
+        return None
+    last = first
+    for n in range(first + 1, len(lines) + 1):
+        text = lines[n - 1]
+        body = text.lstrip(" ")
+        if body[:1] == "\t":
+            return None
+        if not body.strip() or body[0] == "#":
+            continue
+        if len(text) - len(body) <= indent and body[0] not in ")]}":
+            break
+        last = n
+    return first, last, indent
+
+
+def _parse_chunk(lines: List[str], first: int, last: int, indent: int) -> Tuple[ast.With, int, int]:
+    """The with-statement of lines ``first..last``, parsed with the positions it has in the text
+    (blank lines before it; an ``if 1:`` line right above an indented one)."""
+    body = "".join(lines[first - 1:last])
+    if indent:
+        tree = ast.parse("\n" * (first - 2) + "if 1:\n" + body)
+        (wrapper,) = tree.body
+        node = wrapper.body[0]
+        if len(wrapper.body) != 1:
+            raise Decline("chunk holds more than one statement")
+    else:
+        tree = ast.parse("\n" * (first - 1) + body)
+        node = tree.body[0]
+        if len(tree.body) != 1:
+            raise Decline("chunk holds more than one statement")
+    if not isinstance(node, _WITHS) or node.lineno != first:
+        raise Decline("chunk is not one with-statement")
+    return node, first, node.end_lineno
+
+
+def _lower_at(src: _Lines, top, filename: str, line: int, first_line: int, accesses: bool):
+    """Lower the with-statement whose header holds ``line``, inside top-level statement ``top``
+    (``(statement, first line, last line)``)."""
+    lines = src.lines
+    stmt, top_first, top_last = top
     # the with-statement whose header covers the line (innermost = latest first line)
     found = None
     found_first = -1
@@ -176,22 +254,29 @@ def _lower(text: str, filename: str, lineno: int, first_line: int, accesses: boo
     features = tuple(sorted(((n, l) for n, (l, _) in found_features.items()), key=lambda f: (f[1], f[0])))
     program = Program(
         header=Header(
-            producer="nnsight " + producer_nnsight(),
-            python=producer_python(),
+            producer=_PRODUCER[0] if _PRODUCER else _producer(),
+            python=_PRODUCER[1],
             min_python=min_python,
             features=features,
         ),
         units=tuple(units),
         bindings=tuple(Binding(name, BIND_RUNTIME) for name in names.free),
     )
-    from ..passes import lower_syntax  # a no-op here (no lowerable feature), kept for symmetry
+    if features:  # lowerable syntax (e.g. match) for older interpreters: same passes as libcst's path
+        from ..passes import lower_syntax
 
-    program = lower_syntax(program)
+        program = lower_syntax(program)
     if not accesses:
         return program
-    from .fast_accesses import scan_statements
-
     return program, scan_statements(found.body, lines)
+
+
+_PRODUCER: List[str] = []  # ["nnsight <version>", "3.X.Y"], filled on first use
+
+
+def _producer() -> str:
+    _PRODUCER[:] = ["nnsight " + producer_nnsight(), producer_python()]
+    return _PRODUCER[0]
 
 
 _STMT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")
@@ -222,6 +307,7 @@ def _withs_around(stmt, line: int):
 # Text without any of these can't hold a node _scan_body reacts to (nested with, match, except*,
 # starred subscript, def/class type parameters, type alias, strings and f-/t-strings).
 _SCAN_TRIGGERS = ("with", "match", "except", "*", "def", "class", "type", "'", '"')
+_SCAN_TRIGGER = re.compile("|".join(re.escape(t) for t in _SCAN_TRIGGERS))
 
 
 def _walk(node):
@@ -241,6 +327,13 @@ def _walk(node):
 
 def _first_statement(src: _Lines, node) -> Tuple[int, int, bool]:
     """``(line, char col, indented)`` of the with-body's first statement (decorators included)."""
+    found = src.first_statements.get(id(node))
+    if found is None:
+        found = src.first_statements[id(node)] = _find_first_statement(src, node)
+    return found
+
+
+def _find_first_statement(src: _Lines, node) -> Tuple[int, int, bool]:
     stmt = node.body[0]
     decorators = getattr(stmt, "decorator_list", None)
     lines = src.lines
@@ -321,7 +414,7 @@ def _scan_body(src: _Lines, body: Sequence[ast.stmt], nested: Set[int]) -> _Scan
     """Features (= compiler.frontend.features.scan_features) and what the fast path declines."""
     scan = _Scan()
     text = "".join(src.lines[body[0].lineno - 1:body[-1].end_lineno])
-    if not any(trigger in text for trigger in _SCAN_TRIGGERS):
+    if not _SCAN_TRIGGER.search(text):
         return scan
     for stmt in body:
         for node in _walk(stmt):

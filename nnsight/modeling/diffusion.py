@@ -26,6 +26,8 @@ children, so they are envoys: ``model.unet.output``, ``model.vae.decoder.output`
   invoke's images; after the trace, the whole call's output.
 * The other components' calls are not steps: their envoys read their first call
   whatever the step cursor (``model.vae.decoder.output`` after a step loop).
+* ``negative_prompt=`` per invoke (``tracer.invoke("a cat", negative_prompt="blurry")``) or per
+  trace (the default of prompts without their own): the pipeline gets one list matching the prompts.
 
 See docs/features.md ("DiffusionModel") for the details.
 """
@@ -36,6 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from runtime.batcher import _rebuild
 from runtime.interleaver import RESULT
 from runtime.mediator import current_mediator
 
@@ -47,6 +50,7 @@ from .generator import WrapperModule
 
 PROMPT_KEYS = ("prompt", "prompt_embeds")
 DENOISERS = ("unet", "transformer", "prior")  # the component called once per step
+NEGATIVES = "_nnsight_negative_prompts"  # prepared input: each prompt's own negative prompt (or None)
 
 
 class Diffuser(WrapperModule):
@@ -184,24 +188,13 @@ class DiffusionTracer(GenerationTracer):
     def result(self) -> Any:
         mediator = current_mediator()
         if mediator is None:
-            return _unwrap(self._output)
-        whole = _unwrap(request_at(mediator, RESULT, 0))
-        return _narrow_output(whole, mediator.batch_group, self.model._interleaver.batcher.total)
-
-
-class PipelineResult:
-    """The pipeline's output while it is provided: opaque to the batcher, which would rebuild
-    ``...PipelineOutput`` dataclasses as dicts when narrowing them (``DiffusionTracer.result``
-    narrows it instead)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-def _unwrap(value: Any) -> Any:
-    return value.value if isinstance(value, PipelineResult) else value
+            return self._output
+        # The batcher has already cut the tensors with one row per prompt (keeping the output's
+        # dataclass type); the other per-image fields (lists of PIL images, numpy arrays, several
+        # images per prompt) are cut here. A field the batcher cut has fewer entries than there
+        # are prompts, so it is not cut twice.
+        value = request_at(mediator, RESULT, 0)
+        return _narrow_output(value, mediator.batch_group, self.model._interleaver.batcher.total)
 
 
 def _narrow_entries(value: Any, start: int, size: int, total: int) -> Any:
@@ -314,11 +307,19 @@ class DiffusionModel(SampleOutput, NNsight):
             prompt, args = args[0], ()
         elif "prompt" in kwargs:
             prompt = kwargs.pop("prompt")
+        negative = kwargs.pop("negative_prompt", None)
         if prompt is not None:
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            kwargs[NEGATIVES] = _negatives(negative, len(prompts), "the invoke's")
             return (), {"prompt": prompts, **kwargs}, len(prompts)
         if not args and isinstance(kwargs.get("prompt_embeds"), torch.Tensor):
-            return (), kwargs, int(kwargs["prompt_embeds"].shape[0])
+            rows = int(kwargs["prompt_embeds"].shape[0])
+            kwargs[NEGATIVES] = _negatives(negative, rows, "the invoke's")
+            return (), kwargs, rows
+        if negative is not None:
+            raise TypeError(
+                "`negative_prompt` goes with the prompts it applies to: pass it to an invoke that has "
+                "a prompt (`tracer.invoke(\"a cat\", negative_prompt=\"blurry\")`) or to the trace.")
         return super()._prepare_input(*args, **kwargs)
 
     def _batch(self, batched: Tuple[tuple, dict], *args, **kwargs) -> Tuple[tuple, dict]:
@@ -362,6 +363,9 @@ class DiffusionModel(SampleOutput, NNsight):
         return max(int(steps), 0)
 
     def __nnsight_generate__(self, *args, **kwargs) -> Any:
+        own = kwargs.pop(NEGATIVES, None)
+        if own is not None:
+            self._negative_prompts(own, kwargs)
         seed = kwargs.pop("seed", None)
         if seed is not None:
             if kwargs.get("generator") is not None:
@@ -383,7 +387,29 @@ class DiffusionModel(SampleOutput, NNsight):
             while scopes:  # a call that ended by an exception: put the batch groups back
                 _restore(interleaver, scopes.pop())
         end_steps(interleaver)  # before the result is provided: code after `tracer.iter[:]` runs
-        return PipelineResult(output) if interleaver.active else output
+        return output
+
+    def _negative_prompts(self, own: List[Optional[str]], kwargs: Dict[str, Any]) -> None:
+        """One negative prompt per prompt: the invoke's own, else the trace's ``negative_prompt=``.
+
+        Passed to the pipeline as a list matching the prompts (what diffusers takes for several
+        prompts). With none at all the pipeline's default is left alone. A prompt without one,
+        next to prompts with one, gets ``""``: the pipeline's own default (the unconditional
+        prompt) for Stable Diffusion; pipelines whose default is not an empty prompt (SDXL's
+        ``force_zeros_for_empty_prompt``: zero embeddings) refuse that mix.
+        """
+        trace = _negatives(kwargs.pop("negative_prompt", None), len(own), "the trace's")
+        merged = [mine if mine is not None else theirs for mine, theirs in zip(own, trace)]
+        if all(n is None for n in merged):
+            return
+        if any(n is None for n in merged):
+            if getattr(getattr(self.pipeline, "config", None), "force_zeros_for_empty_prompt", False):
+                raise ValueError(
+                    f"{type(self.pipeline).__name__} uses zero embeddings, not an empty prompt, for "
+                    f"prompts without a negative prompt, so it can't mix them with prompts that have "
+                    f"one: give every invoke a `negative_prompt` (or pass one to the trace).")
+            merged = ["" if n is None else n for n in merged]
+        kwargs["negative_prompt"] = merged
 
     def _install_hooks(self, scopes: list) -> List[Any]:
         """Forward hooks for one traced pipeline call.
@@ -429,6 +455,19 @@ class DiffusionModel(SampleOutput, NNsight):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _negatives(value: Any, rows: int, whose: str) -> List[Optional[str]]:
+    """``negative_prompt`` as one entry per prompt (None: not given)."""
+    if value is None or isinstance(value, str):
+        return [value] * rows
+    if isinstance(value, (list, tuple)) and all(v is None or isinstance(v, str) for v in value):
+        if len(value) != rows:
+            raise ValueError(
+                f"{whose} `negative_prompt` has {len(value)} entries for {rows} prompt(s): give one "
+                f"string for all of them, or a list with one per prompt.")
+        return list(value)
+    raise TypeError(f"`negative_prompt` must be a string or a list of strings, got {type(value).__name__}.")
 
 
 def _is_prompt(value: Any) -> bool:
@@ -477,12 +516,7 @@ def _take(value: Any, index: torch.Tensor, rows: int) -> Any:
         return [_take(v, index, rows) for v in value]
     if isinstance(value, dict):
         mapped = {k: _take(v, index, rows) for k, v in value.items()}
-        if type(value) is dict:
-            return mapped
-        try:
-            return type(value)(**mapped)
-        except Exception:
-            return mapped
+        return mapped if type(value) is dict else _rebuild(value, mapped)  # keeps ModelOutput types
     return value
 
 

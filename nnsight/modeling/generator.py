@@ -12,6 +12,10 @@ runs Hugging Face ``generate`` with
   ``model.generator.output`` is the generated sequences (read at iteration 0
   whatever the step cursor; ``tracer.result`` is the same value).
 
+With ``num_return_sequences > 1`` or beam search HF decodes k = max(num_beams,
+num_return_sequences) rows per prompt and returns num_return_sequences: the invokes' batch groups
+are scaled to match (``_rescale``), so each invoke sees and writes its own prompts' rows.
+
 The number of steps is known before the run: ``max_new_tokens`` (call or
 generation config), else ``max_length`` minus the prompt length (transformers 5 default:
 20 new tokens). Unbounded
@@ -101,16 +105,23 @@ class GenerationMixin:
         streamer: Streamer = generator._module.streamer
         user_streamer = kwargs.pop("streamer", None)
         config = kwargs.get("generation_config") or getattr(self._module, "generation_config", None)
-        beams = kwargs.get("num_beams", getattr(config, "num_beams", 1)) or 1
+        beams = _option(kwargs, config, "num_beams")
+        returned = _option(kwargs, config, "num_return_sequences")
         if beams == 1:  # HF refuses streamers with beam search
             kwargs["streamer"] = streamer.begin(user_streamer)
         elif user_streamer is not None:
             kwargs["streamer"] = user_streamer
+        interleaver = self._interleaver
+        # HF runs every prompt as max(num_beams, num_return_sequences) rows while decoding and
+        # returns num_return_sequences rows per prompt: each invoke gets its prompts' rows of both.
+        expand = max(beams, returned) if interleaver.active else 1
+        _rescale(interleaver, 1, expand)
         try:
             output = self._module.generate(*args, **kwargs)
         finally:
             streamer.begin(None)
-        end_steps(self._interleaver)  # before the generator's output, so code after a loop can read it
+        end_steps(interleaver)  # before the generator's output, so code after a loop can read it
+        _rescale(interleaver, expand, returned)
         return generator(output, hook=True)
 
     def _iteration_steps(self, name: str, kwargs: dict) -> Optional[int]:
@@ -135,3 +146,32 @@ class GenerationMixin:
                 max_length = length + 20 if limit is None else min(length + 20, limit)
             steps = max_length - length
         return max(int(steps), 0)
+
+
+def _option(kwargs: dict, config: Any, name: str) -> int:
+    """A generation option as HF resolves it: the call's keyword, else the generation config, else 1."""
+    value = kwargs.get(name)
+    if value is None:
+        value = getattr(config, name, None)
+    return int(value or 1)
+
+
+def _rescale(interleaver, old: int, new: int) -> None:
+    """Batch groups counted in ``old`` rows per prompt → ``new`` rows per prompt.
+
+    An invoke with prompts ``(start, size)`` owns rows ``(start * k, size * k)`` of a batch HF
+    expanded to ``k`` rows per prompt (``repeat_interleave``: a prompt's rows are contiguous, and
+    beam search keeps each prompt's beams in its own block). The mediators' groups, the caches'
+    groups and the batcher's total change together; they stay scaled to the end of the trace
+    (the mediators and caches are the trace's own).
+    """
+    if old == new or not interleaver.active:
+        return
+
+    def scale(group):
+        return None if group is None else (group[0] // old * new, group[1] // old * new)
+
+    for mediator in interleaver.mediators:
+        mediator.batch_group = scale(mediator.batch_group)
+    interleaver.caches[:] = [(cache, scale(group)) for cache, group in interleaver.caches]
+    interleaver.batcher.total = interleaver.batcher.total // old * new

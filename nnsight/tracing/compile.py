@@ -30,7 +30,7 @@ def compile_call_site(frame) -> CompiledProgram:
             pad = [""] * (source.first_line - 1)
             linecache.cache[source.filename] = (len(source.text), None, pad + lines, source.filename)
         program, accesses = lower_with_accesses(source.text, source.filename, frame.f_lineno,
-                                                first_line=source.first_line)
+                                                first_line=source.first_line, lines=source.lines)
         compiled = CompiledProgram(program)
         preset_report(compiled, accesses)
         dump_program(program)

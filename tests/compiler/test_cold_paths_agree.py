@@ -1,5 +1,7 @@
 """The shortcuts of the cold (first trace at a call site) path give what the slow paths give.
 
+* ``fastpath``: parsing only the with-statement at the line (a chunk found from the
+  indentation) lowers to the same program as parsing the whole file;
 * ``fastpath.lower_with_accesses``: the access report computed on the lowering's own parse
   equals the fast scanner run on the root unit's cut-out source (every trace call site of
   this repository's tests and benchmarks);
@@ -24,10 +26,17 @@ SOURCES = sorted(glob.glob(os.path.join(ROOT, "tests", "**", "*.py"), recursive=
 
 
 def _trace_sites():
+    """``(path, text, line)`` of every with-statement line that opens a trace, generate,
+    session or invoke (real statements only: not examples inside string literals)."""
     for path in SOURCES:
         text = open(path, encoding="utf-8").read()
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:  # syntax of a newer Python (cross-version fixtures)
+            continue
+        heads = {node.lineno for node in ast.walk(tree) if isinstance(node, (ast.With, ast.AsyncWith))}
         for i, line in enumerate(text.splitlines(), 1):
-            if "with " in line and any(m in line for m in (".trace(", ".generate(", ".session(", ".invoke(")):
+            if i in heads and any(m in line for m in (".trace(", ".generate(", ".session(", ".invoke(")):
                 yield path, text, i
 
 
@@ -39,6 +48,32 @@ def test_report_from_the_lowering_parse_equals_the_unit_scan():
         except Exception:
             continue  # the fast path declines: the libcst path runs, and the report is scanned later
         assert report == try_scan([program.units[0].source]), (path, line)
+        compared += 1
+    assert compared > 200
+
+
+def _lower_both(text, path, line):
+    """``fastpath._lower`` with and without the with-statement chunk (an exception's type if it raises)."""
+    out = []
+    for chunks in (True, False):
+        fastpath.CHUNKS = chunks
+        try:
+            out.append(fastpath._lower(text, path, line, 1, accesses=True))
+        except Exception as error:
+            out.append(type(error))
+        finally:
+            fastpath.CHUNKS = True
+        fastpath._TREES.clear()
+    return out
+
+
+def test_the_with_statement_chunk_lowers_like_the_whole_file():
+    compared = 0
+    for path, text, line in _trace_sites():
+        chunk, whole = _lower_both(text, path, line)
+        if isinstance(whole, type):
+            continue  # the whole-file fast path declines (the libcst path decides)
+        assert chunk == whole, (path, line)
         compared += 1
     assert compared > 200
 
@@ -160,10 +195,17 @@ def test_plain_file_read_equals_linecache(tmp_path):
     for name, data in samples.items():
         (tmp_path / name).write_bytes(data)
         paths.append(str(tmp_path / name))
+    from compiler.frontend.fastpath import _LINE
+
     for path in paths:
         ours = _read_plain_file(path)
         linecache.cache.pop(path, None)
         assert ours == linecache.getlines(path), path
+        # the lowering may take this split as is (CapturedSource.lines): it is the fast path's own
+        assert ours == _LINE.findall("".join(ours)), path
     assert _read_plain_file("relative.py") is None
+    assert _read_plain_file(str(tmp_path)) is None  # a directory
+    (tmp_path / "grow.py").write_bytes(b"a = 1\n" * 50000)  # bigger than one read chunk
+    assert _read_plain_file(str(tmp_path / "grow.py")) == ["a = 1\n"] * 50000
     (tmp_path / "latin.py").write_bytes(b"# -*- coding: latin-1 -*-\nx = '\xe9'\n")
     assert _read_plain_file(str(tmp_path / "latin.py")) is None

@@ -275,3 +275,51 @@ def test_timing_sanity():
         lower_libcst(src, "t.py", 2)
     slow = (time.perf_counter() - t) / 5
     sys.stderr.write("\nlower(): fast %.3f ms, libcst %.3f ms\n" % (fast * 1e3, slow * 1e3))
+
+
+# -- the with-statement chunk: parsing only the statement at the line ------------------------------
+
+CHUNK_LAYOUTS = [
+    # headers closed at the with's own indentation, bodies with less-indented continuations,
+    # strings with unindented lines, backslashes, comments, tabs, else-branches after the with
+    "def f(model):\n    with model.trace(\n        x,\n    ) as t:\n        a = 1\n    return a\n",
+    "def f(model):\n    with model.trace(x):\n        a = g(\n1)\n        b = 2\n    return b\n",
+    "def f(model):\n    with model.trace(x):\n        s = '''\nwith q:\n  r'''\n        b = s\n",
+    "def f(model):\n    with model.trace(x):\n        a = 1 + \\\n2\n        b = 3\n",
+    "def f(model):\n    with model.trace(x):\n# flush-left comment\n        a = 1\n  # other\n        b = 2\n",
+    "def f(model):\n\twith model.trace(x):\n\t\ta = 1\n\treturn a\n",
+    "if c:\n    with model.trace(x):\n        a = 1\nelse:\n    with model.trace(y):\n        a = 2\n",
+    "with model.trace(x):\n    a = 1\nb = 2\n",
+    "x = [\n    1,\n]\nwith model.trace(x): a = 1\n",
+    "class C:\n    def f(self, model):\n        with model.trace(x) as t:\n            with t.invoke(y):\n                a = 1\n            with t.invoke(\n                z\n            ):\n                b = 2\n",
+    "def f(model):\n    with \\\n        model.trace(x):\n        a = 1\n",
+    "def f(model):\n    with(model.trace(x)) as t:\n        a = t\n",
+]
+
+
+@pytest.mark.parametrize("text", CHUNK_LAYOUTS)
+def test_chunk_layouts_lower_like_the_whole_file(text):
+    heads = sorted({node.lineno for node in ast.walk(ast.parse(text)) if isinstance(node, ast.With)})
+    assert heads
+    for head in heads:
+        for line in range(head, head + 3):
+            _same_with_and_without_chunks(text, line)
+
+
+def test_chunk_matches_whole_file_on_collected_cases():
+    for text, line in CASES:
+        _same_with_and_without_chunks(text, line)
+
+
+def _same_with_and_without_chunks(text, line):
+    results = []
+    for chunks in (True, False):
+        fastpath.CHUNKS = chunks
+        try:
+            results.append(fastpath.try_lower(text, "t.py", line))
+        finally:
+            fastpath.CHUNKS = True
+            fastpath._TREES.clear()
+    chunk, whole = results
+    if whole is not None:  # (where the whole text doesn't parse, only the chunk may)
+        assert chunk == whole, (text, line)

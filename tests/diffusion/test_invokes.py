@@ -152,3 +152,19 @@ def test_trace_invokes_batch_unet_inputs(sd):
     assert a.shape[0] == 1 and b.shape[0] == 2
     assert torch.allclose(a, expected[:1], atol=1e-5) and torch.count_nonzero(b) == 0
     assert whole.sample.shape[0] == 2 and torch.count_nonzero(whole.sample) == 0  # the invoke's rows
+
+
+def test_tensor_images_per_invoke_keep_the_pipeline_output_type(sd, plain):
+    # output_type="pt": the images are one tensor row per prompt, which the batcher narrows itself;
+    # StableDiffusionPipelineOutput's `nsfw_content_detected` is None and has no default, so the
+    # narrowed output must be rebuilt without calling its constructor
+    with sd.generate(num_inference_steps=2, seed=0, output_type="pt") as tracer:
+        with tracer.invoke(PROMPTS[0]):
+            first = tracer.result.save()
+        with tracer.invoke(PROMPTS[1]):
+            second = tracer.result.save()
+    ref, _ = reference(plain, PROMPTS, 2, seed=0, output_type="pt")
+    assert type(first) is type(second) is type(ref) is type(tracer.result)
+    assert first.nsfw_content_detected is None and list(first.keys()) == list(ref.keys())
+    assert torch.equal(first.images, ref.images[:1]) and torch.equal(second.images, ref.images[1:])
+    assert torch.equal(tracer.result.images, ref.images)

@@ -90,7 +90,9 @@ def test_input_and_empty_invokes(gpt2):
             first = gpt2.output.logits.save()
     tokens = hf_generate(gpt2, [PROMPT], max_new_tokens=3)
     assert torch.equal(torch.cat(steps), tokens[0, -3:])
-    assert first.shape[1] == tokens.shape[1] - 3  # the prompt's forward pass (step 0)
+    # the prompt's forward pass (step 0): HF generate asks the model for the last position's logits only
+    assert first.shape[1] == 1
+    assert torch.equal(first[:, -1].argmax(dim=-1), tokens[:, -3])
 
 
 # ------------------------------------------------------------------ iteration selectors
@@ -142,7 +144,7 @@ def test_all_and_with_block_without_as(gpt2):
     with gpt2.generate(PROMPT, max_new_tokens=4) as tracer:
         b = list().save()
         with tracer.all():
-            b.append(gpt2.lm_head.output.shape[1])
+            b.append(gpt2.transformer.h[0].output.shape[1])
     prompt_len = len(gpt2.tokenizer(PROMPT)["input_ids"])
     assert a == [0, 1, 2, 3]
     assert b == [prompt_len, 1, 1, 1]  # the prompt's forward, then one token per step
