@@ -11,6 +11,13 @@
   machine (AMX advertised, not usable); float32 always worked.
 * ``head_dim < 32``: refused up front with the reason (vLLM's CPU attention kernels
   support head sizes 32, 64, 80, ...), instead of failing deep inside the engine.
+* ``tensor_parallel_size`` x ``pipeline_parallel_size`` > 1 without
+  ``VLLM_CPU_OMP_THREADS_BIND`` in the environment: it is set to the allowed CPUs
+  split evenly between the ranks (``"0|1"`` on two CPUs; ``"nobind"`` with fewer
+  CPUs than ranks). vLLM's own default binds one rank per NUMA node and refuses to
+  start on a machine with fewer nodes than ranks.
+* ``distributed_executor_backend="ray"``: :class:`.executor_ray.NNsightRayExecutor`
+  (vLLM's Ray executor that connects to / starts Ray itself and runs on CPU).
 """
 import os
 from typing import Any, Dict
@@ -92,7 +99,27 @@ def engine_kwargs(path: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
                 f"nnsight.testing.tiny_models builds ones with head_dim 32), or use LanguageModel.")
     if "kv_cache_memory_bytes" not in kwargs and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         kwargs["kv_cache_memory_bytes"] = default_kv_bytes(path, config, kwargs)
+    world = int(kwargs.get("tensor_parallel_size") or 1) * int(kwargs.get("pipeline_parallel_size") or 1)
+    if world > 1 and not os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(world)
+    if kwargs.get("distributed_executor_backend") == "ray":
+        from .executor_ray import NNsightRayExecutor
+
+        kwargs["distributed_executor_backend"] = NNsightRayExecutor
     return kwargs
+
+
+def cpu_binding(ranks: int) -> str:
+    """``VLLM_CPU_OMP_THREADS_BIND`` giving each rank an equal share of the allowed CPUs."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = list(range(os.cpu_count() or 1))
+    if len(cpus) < ranks:
+        return "nobind"
+    share = len(cpus) // ranks
+    groups = [cpus[i * share:(i + 1) * share] for i in range(ranks)]
+    return "|".join(",".join(map(str, group)) for group in groups)
 
 
 def default_kv_bytes(path: str, config, kwargs: Dict[str, Any]) -> int:

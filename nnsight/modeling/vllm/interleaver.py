@@ -12,6 +12,11 @@ work unchanged.
 
 A failing intervention does not stop the engine: its exception is recorded
 (``failed``) and the mediator leaves the batch; the other requests go on.
+
+Under tensor parallelism, ``shards`` names the providers whose value is only this
+rank's part (:mod:`.tensor_parallel`): when a mediator reads or writes one, the
+value is gathered before it is offered and this rank's part of the result is
+put back afterwards.
 """
 from typing import Any, Dict, List
 
@@ -22,6 +27,10 @@ from runtime.errors import EarlyStopException
 from runtime.interleaver import Interleaver
 from runtime.mediator import Mediator
 
+from .tensor_parallel import INPUT, OUTPUT, Shard
+
+_READ = (events.VALUE, events.SWAP)
+
 
 class VLLMInterleaver(Interleaver):
     """Interleaver for a vLLM model runner (see the module docstring)."""
@@ -30,6 +39,7 @@ class VLLMInterleaver(Interleaver):
         super().__init__()
         self.steps: Dict[Mediator, Dict[str, int]] = {}  # mediator -> its provider counters
         self.failed: Dict[Mediator, BaseException] = {}
+        self.shards: Dict[str, Shard] = {}  # provider key -> how it is sharded (TP > 1 only)
 
     # -------------------------------------------------------------- mediators
 
@@ -62,6 +72,45 @@ class VLLMInterleaver(Interleaver):
 
     def handle(self, key: str, value: Any) -> Any:
         """Offer ``value`` of provider ``key`` to the mediators of this step, each at its own count."""
+        shards = self.shards
+        if shards and key in shards:
+            return self._handle_sharded(shards[key], key, value)
+        return self._offer(key, value)
+
+    def _handle_sharded(self, shard: Shard, key: str, value: Any) -> Any:
+        """Gather -> offer -> re-shard, if a mediator reads or writes ``key`` now (else just offer)."""
+        readers = self._readers(key)
+        if not readers:
+            return self._offer(key, value)
+        result = self._offer(key, shard.gather(value))
+        try:
+            return shard.scatter(result)
+        except Exception as error:  # e.g. a swapped value of the wrong width: the engine goes on
+            for mediator in readers:
+                if mediator not in self.failed:
+                    self.failed[mediator] = error
+                    mediator.cancel()
+            return value
+
+    def _readers(self, key: str) -> List[Mediator]:
+        """The mediators of this step that read or write ``key`` now (a sharded value is gathered)."""
+        steps = self.steps
+        found = []
+        for mediator in self.mediators:
+            counts = steps.get(mediator)
+            event = mediator.event
+            if (counts is not None and event[1] == key and event[0] in _READ and not mediator.done
+                    and event[2] == counts.get(key, 0)):
+                found.append(mediator)
+        return found
+
+    def skip(self, mediator: Mediator, input_key: str, value: Any) -> None:
+        """``.skip(value)`` of a module whose output is sharded: the module returns this rank's part."""
+        shard = self.shards.get(input_key[:-len(INPUT)] + OUTPUT) if self.shards else None
+        super().skip(mediator, input_key, value if shard is None else shard.scatter(value))
+
+    def _offer(self, key: str, value: Any) -> Any:
+        """:meth:`handle` without tensor parallelism: each waiting mediator at its own count."""
         batcher = self.batcher
         outer = batcher.current
         batcher.current = value

@@ -59,14 +59,20 @@ class VLLM(NNsight):
         if self.dispatched:
             return
         kwargs = engine_kwargs(self.repo_id, self._engine_kwargs)
-        if self.mode == "async":
-            from .async_backend import AsyncEngine
+        ray_started = _connect_ray(kwargs)
+        try:
+            if self.mode == "async":
+                from .async_backend import AsyncEngine
 
-            engine = AsyncEngine(self.repo_id, kwargs)
-        else:
-            from vllm import LLM
+                engine = AsyncEngine(self.repo_id, kwargs)
+            else:
+                from vllm import LLM
 
-            engine = LLM(model=self.repo_id, **kwargs)
+                engine = LLM(model=self.repo_id, **kwargs)
+        except BaseException:
+            _disconnect_ray(ray_started)
+            raise
+        self.__dict__["_ray_started"] = ray_started
         self.__dict__["llm"] = engine
         if self.tokenizer is None:
             self.__dict__["tokenizer"] = engine.get_tokenizer()
@@ -113,10 +119,40 @@ class VLLM(NNsight):
     def shutdown(self) -> None:
         """Stop the engine and free its workers."""
         engine = self.__dict__.get("llm")
+        ray_started = self.__dict__.pop("_ray_started", None)
         self.__dict__["llm"] = None
         self.__dict__["dispatched"] = False
-        if engine is None:
-            return
-        close = getattr(engine, "shutdown", None) or getattr(getattr(engine, "llm_engine", None), "shutdown", None)
-        if callable(close):
-            close()
+        try:
+            if engine is None:
+                return
+            close = getattr(engine, "shutdown", None)
+            if not callable(close):  # vllm.LLM: its engine core client stops the executor and workers
+                core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+                close = getattr(core, "shutdown", None)
+            if callable(close):
+                close()
+        finally:
+            _disconnect_ray(ray_started)
+
+
+def _connect_ray(kwargs: Dict[str, Any]):
+    """With the Ray backend, connect (or start) Ray in this process, which outlives the engine core.
+
+    The engine core may run in a child process (vLLM's default, always for ``mode="async"``)
+    that is ended with SIGTERM: a cluster started there would leave Ray's agent processes
+    behind. Started here, it stops at :meth:`VLLM.shutdown` (or when this process exits).
+    """
+    backend = kwargs.get("distributed_executor_backend")
+    if not getattr(backend, "nnsight_ray", False):
+        return None
+    from .executor_ray import connect
+
+    world = int(kwargs.get("tensor_parallel_size") or 1) * int(kwargs.get("pipeline_parallel_size") or 1)
+    return connect(world)
+
+
+def _disconnect_ray(started) -> None:
+    if started:
+        from .executor_ray import disconnect
+
+        disconnect(started)

@@ -4,7 +4,8 @@
 worker (:class:`runtime.loader.Loader` resolves envoy paths against it). Its
 interleaver is a :class:`.interleaver.VLLMInterleaver` and every module is
 patched once, when the model is loaded; the patches only act while a phase of
-an engine step with interventions is running.
+an engine step with interventions is running. Under tensor parallelism the
+interleaver knows which providers are sharded on this rank (:mod:`.tensor_parallel`).
 """
 from typing import Dict, Optional
 
@@ -15,6 +16,7 @@ from runtime.mediator import Mediator, current_mediator
 from ..base import NNsight
 from ...tracing.interleaving import InterleavingTracer
 from .interleaver import VLLMInterleaver
+from .tensor_parallel import shards
 from .wrappers import add_wrappers
 
 
@@ -27,7 +29,9 @@ class WorkerModel(NNsight):
         for _, envoy in self.named_modules():
             envoy.__dict__["_interleaver"] = interleaver
         add_wrappers(self)
-        interleaver.patch(self._patch_list())
+        modules = self._patch_list()
+        interleaver.shards = shards(modules)
+        interleaver.patch(modules)
 
     @property
     def interleaver(self) -> VLLMInterleaver:
