@@ -8,7 +8,7 @@ it needs a later value. Nothing stays installed on the model afterwards, so
 several wrappers of one model never interfere and nothing leaks.
 """
 from types import MethodType
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from greenlet import getcurrent
@@ -46,7 +46,7 @@ class Interleaver:
     """Coordinates one model execution with its mediators."""
 
     __slots__ = ("mediators", "batcher", "counts", "active", "_patched", "_skips", "_wrappers", "sources",
-                 "caches", "__weakref__")
+                 "caches", "_repatch", "__weakref__")
 
     def __init__(self) -> None:
         self.mediators: List[Mediator] = []
@@ -56,6 +56,10 @@ class Interleaver:
         self._patched: List[Tuple[torch.nn.Module, Any]] = []
         self._skips: Dict[str, List[Tuple[Any, Any]]] = {}
         self._wrappers: Dict[int, tuple] = {}  # id(module) -> (module, forward it wraps, path, wrapper)
+        # the last list `patch` took whole, to re-apply it in two tight loops when it comes again:
+        # {"last": (list, [(module dict, module, class, class forward)], [(module dict, wrapper)],
+        # patched entries)}. A dict, so the model's finalizer can drop it (see forget_wrappers).
+        self._repatch: Dict[str, tuple] = {}
         # module -> its forward rewritten for `.source` (runtime/source.py), used instead of its own
         self.sources: Dict[torch.nn.Module, Any] = {}
         # (cache, batch group) observers fed every provider's final value (tracer.cache(), §5.10)
@@ -129,20 +133,40 @@ class Interleaver:
 
     def patch(self, modules: Iterable[Tuple[str, torch.nn.Module]]) -> None:
         """Route the forward of each ``(path, module)`` through :meth:`handle`."""
-        wrappers = self._wrappers
         sources = self.sources
         patched = self._patched
+        again = self._repatch.get("last")
+        if again is not None and again[0] is modules and not sources and not patched:
+            # the same list as last time (a cached hook plan): every module still has no forward
+            # of its own and the same class forward -> the same wrappers apply
+            for d, module, cls, current in again[1]:
+                if "forward" in d or type(module) is not cls or cls.forward is not current:
+                    break
+            else:
+                for d, wrapper in again[2]:
+                    d["forward"] = wrapper
+                patched.extend(again[3])
+                return
+        self._repatch.clear()
+        plain = not sources and not patched and isinstance(modules, list)  # may be re-applied as above
+        checks, sets = [], []
+        wrappers = self._wrappers
         for path, module in modules:
             d = module.__dict__
             prior = d.get("forward", _MISSING)
+            plain = plain and prior is _MISSING
             cached = wrappers.get(id(module))
             if cached is not None:
                 if prior is cached[3]:
+                    plain = False
                     continue  # listed twice (aliases): already patched by this call
                 if (not sources and cached[0] is module and cached[2] == path
                         and cached[1] is (type(module).forward if prior is _MISSING else prior)):
                     d["forward"] = cached[3]  # the common case: the wrapper made last time
                     patched.append((module, prior))
+                    if plain:
+                        checks.append((d, module, type(module), cached[1]))
+                        sets.append((d, cached[3]))
                     continue
             current = type(module).forward if prior is _MISSING else prior
             source = sources.get(module) if sources else None
@@ -155,6 +179,23 @@ class Interleaver:
                 wrappers[id(module)] = cached
             d["forward"] = cached[3]
             patched.append((module, prior))
+            if plain:
+                checks.append((d, module, type(module), cached[1]))
+                sets.append((d, cached[3]))
+        if plain:
+            self._repatch["last"] = (modules, checks, sets, tuple(patched))
+
+    def forget_wrappers(self) -> Callable[[], None]:
+        """A callable that drops the cached wrappers (which refer back to this interleaver) without
+        holding the interleaver itself: a model's finalizer calls it, so that the interleaver goes
+        with the model by reference counting alone."""
+        wrappers, repatch = self._wrappers, self._repatch
+
+        def forget() -> None:
+            wrappers.clear()
+            repatch.clear()
+
+        return forget
 
     def unpatch(self) -> None:
         for module, prior in reversed(self._patched):

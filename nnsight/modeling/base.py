@@ -29,9 +29,9 @@ class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, Envoy, Batchabl
         self.__dict__["_alias"] = aliasing.bind(self, rename)  # `rename=` aliases (design §4.5)
         # The interleaver's cached forward wrappers refer back to it: drop them with the model,
         # so the interleaver is freed as soon as the model is, without waiting for the gc.
-        wrappers = getattr(self._interleaver, "_wrappers", None)
-        if wrappers is not None:
-            weakref.finalize(self, wrappers.clear)
+        forget = getattr(self._interleaver, "forget_wrappers", None)
+        if forget is not None:
+            weakref.finalize(self, forget())
 
     # ---------------------------------------------------------------- tracing
 

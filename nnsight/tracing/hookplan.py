@@ -35,8 +35,8 @@ def preset_report(compiled, report) -> None:
 
 
 def _report(compiled):
-    """The program's access report, computed once per compiled program."""
-    report = getattr(compiled, "_accesses", None)
+    """The program's access report, computed once per compiled program (None: patch everything)."""
+    report = compiled._accesses
     if report is None:
         root = compiled.program.units[0].source
         needs_all = any(token in root for token in _NEEDS_ALL)
@@ -163,12 +163,13 @@ def _envoy_types():
 
 def modules_to_patch(model, mediators) -> Optional[List[Tuple[str, Any]]]:
     """``(path, module)`` pairs to patch for these mediators, or None for "all of them"."""
-    Envoy = _envoy_types()[0]
-
+    Envoy = (_ENVOY_TYPES or _envoy_types())[0]
+    unit_for_code = claims.unit_for_code
     plans = []  # (access report, model names of that mediator's namespace)
     names_of: Dict[int, Dict[str, Any]] = {}
+    key: List[Any] = [TREE_VERSION[0]]  # the tree version, then per plan: report id, (name, envoy id)...
     for mediator in mediators:
-        owner = claims.unit_for_code(mediator.code)
+        owner = unit_for_code(mediator.code)
         if owner is None:
             return None
         report = _report(owner.program)
@@ -182,16 +183,25 @@ def modules_to_patch(model, mediators) -> Optional[List[Tuple[str, Any]]]:
                 return None
             names_of[id(ns)] = roots
         plans.append((report, roots))
-    key = (TREE_VERSION[0],) + tuple(
-        (id(report),) + tuple((name, id(envoy)) for name, envoy in roots.items()) for report, roots in plans)
+        key.append(id(report))
+        for name, envoy in roots.items():
+            key.append(name)
+            key.append(id(envoy))
+        key.append(None)
+    key = tuple(key)
     # The (path, module) list of this plan, kept by the model itself (so it dies with the model):
     # checked against the reports it was made for, whose ids are in the key.
     resolved = model.__dict__.get("_resolved_plans")
     if resolved is None:
         resolved = model.__dict__["_resolved_plans"] = {}
     hit = resolved.get(key)
-    if hit is not None and all(a is b for a, (b, _) in zip(hit[0], plans)):
-        return hit[1]
+    if hit is not None:
+        reports = hit[0]
+        for i, plan in enumerate(plans):
+            if reports[i] is not plan[0]:
+                break
+        else:
+            return hit[1]
     pairs = _targets(plans, Envoy)  # None (dynamic: patch everything) is remembered too
     if len(resolved) > 256:
         resolved.clear()
