@@ -100,6 +100,8 @@ def run_worker(py, names, args, seed, env, cwd):
     cmd = [py, str(HERE / "measure.py"), "--case", ",".join(names), "--json", "--seed", str(seed),
            "--scale", str(args.scale), "--threads", str(args.threads),
            "--cold-sites", str(args.cold_sites), "--import-samples", str(args.import_samples)]
+    if args.cpu is not None:
+        cmd += ["--cpu", str(args.cpu)]
     busy = wait_idle(args.idle_wait)
     t0 = time.monotonic()
     try:
@@ -209,6 +211,9 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply per-case iteration counts")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cpu", default="auto",
+                    help="pin both sides' workers to this CPU: 'auto' = the first one this process may use "
+                         "(the CPUs of a shared machine can differ in speed by 1.5x), 'none' = no pinning")
     ap.add_argument("--cold-procs", type=int, default=2, help="fresh processes per side per round for cold cases")
     ap.add_argument("--cold-sites", type=int, default=20)
     ap.add_argument("--import-samples", type=int, default=5)
@@ -218,6 +223,12 @@ def main(argv=None):
     ap.add_argument("--markdown", action="store_true", help="print a markdown table too")
     ap.add_argument("--json-out", default=None, help="write raw results here")
     args = ap.parse_args(argv)
+    if args.cpu == "none" or not hasattr(os, "sched_getaffinity"):
+        args.cpu = None
+    elif args.cpu == "auto":
+        args.cpu = min(os.sched_getaffinity(0))
+    else:
+        args.cpu = int(args.cpu)
     if args.quick:
         args.rounds = min(args.rounds, 2)
         args.scale = min(args.scale, 0.3)
@@ -315,7 +326,7 @@ def main(argv=None):
     busy = [m.get("busy_before") for ms in metas.values() for m in ms if m.get("busy_before") is not None]
     print(f"\nsummary: {len(passes)} PASS, {len(fails)} FAIL"
           + (f" ({', '.join(fails)})" if fails else "")
-          + f"; rounds={args.rounds}; versions={versions}; "
+          + f"; rounds={args.rounds}; cpu={args.cpu}; versions={versions}; "
           f"median CPU busy before workers={med(busy) if busy else 'n/a'}")
 
     if args.markdown:

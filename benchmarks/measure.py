@@ -201,12 +201,15 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--chunks", type=int, default=30, help="interleaved blocks of baseline/case")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (same for both packages)")
+    ap.add_argument("--cpu", type=int, default=None, help="run pinned to this CPU (compare.py pins both sides to one)")
     ap.add_argument("--cold-sites", type=int, default=20, help="new call sites per cold process")
     ap.add_argument("--import-samples", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0, help="shape seed for cold call sites")
     ap.add_argument("--json", action="store_true", help="print JSON (default: a short text summary)")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args(argv)
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
 
     if args.list:
         for name, c in C.CASES.items():
