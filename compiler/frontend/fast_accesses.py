@@ -17,7 +17,7 @@ import tokenize
 from typing import List, Optional, Sequence, Set
 
 from .accesses import AccessReport
-from .fast_names import Decline
+from .fast_names import Decline, visit_children
 
 TERMINALS = frozenset(("output", "input", "inputs", "skip", "source", "next", "grad"))  # = accesses.TERMINALS
 ROOT_ATTRIBUTES = frozenset(
@@ -78,7 +78,6 @@ def scan_statements(body: Sequence[ast.stmt], lines: Sequence[str]):
     return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic))
 
 
-_AST = ast.AST
 _HANDLERS: dict = {}  # node type -> _Scanner.v_<type> or None (generic: visit the children)
 
 
@@ -101,15 +100,8 @@ class _Scanner:
             handler = _HANDLERS[kind] = getattr(_Scanner, "v_" + kind.__name__, None)
         if handler is not None:
             handler(self, node)
-        else:  # = ast.iter_child_nodes, without its generators
-            for field in node._fields:
-                value = getattr(node, field, None)
-                if isinstance(value, _AST):
-                    self.visit(value)
-                elif type(value) is list:
-                    for item in value:
-                        if isinstance(item, _AST):
-                            self.visit(item)
+        else:
+            visit_children(node, self.visit)
 
     def visit_all(self, nodes) -> None:
         for n in nodes:

@@ -55,6 +55,18 @@ _AST = ast.AST
 _HANDLERS: dict = {}  # node type -> (_Walker.v_<type> or None, a simple statement?)
 
 
+def visit_children(node, visit) -> None:
+    """``visit`` each child of ``node`` in ``ast.iter_child_nodes`` order (without its generators)."""
+    for field in node._fields:
+        value = getattr(node, field, None)
+        if isinstance(value, _AST):
+            visit(value)
+        elif type(value) is list:
+            for item in value:
+                if isinstance(item, _AST):
+                    visit(item)
+
+
 def analyze_names_ast(
     body: Sequence[ast.stmt], unit_of: Mapping[int, int], root_unit: int = 0
 ) -> NameAnalysis:
@@ -108,15 +120,7 @@ class _Walker(ScopeTracker):
             self._children(node)
 
     def _children(self, node) -> None:
-        """Visit ``node``'s children in ``ast.iter_child_nodes`` order (without its generators)."""
-        for field in node._fields:
-            value = getattr(node, field, None)
-            if isinstance(value, _AST):
-                self.visit(value)
-            elif type(value) is list:
-                for item in value:
-                    if isinstance(item, _AST):
-                        self.visit(item)
+        visit_children(node, self.visit)
 
     def visit_list(self, nodes) -> None:
         for n in nodes:
