@@ -68,3 +68,35 @@ def test_async_intervention_write(model):
 
     outputs = asyncio.run(main())
     assert list(outputs[-1].outputs[0].token_ids) == [11, 11, 11]
+
+
+def test_async_stop_aborts_only_its_request(model):
+    """tracer.stop() ends the intervention and aborts its request; vLLM streams its "abort" output."""
+    async def main():
+        with model.trace(temperature=0.0, max_tokens=8, ignore_eos=True) as tracer:
+            steps = list().save()
+            with tracer.invoke("Hello"):
+                for step in tracer.iter[:]:
+                    steps.append(step)
+                    if step == 1:
+                        tracer.stop()
+            with tracer.invoke("The cat"):
+                pass
+        return [output async for output in tracer.backend()]
+
+    outputs = asyncio.run(main())
+    finals = {o.request_id[-1]: o for o in outputs if o.finished}
+    stopped, full = finals["0"], finals["1"]
+    assert stopped.outputs[0].finish_reason == "abort"
+    # the step that stopped, and at most what the engine core had already started
+    assert 2 <= len(stopped.outputs[0].token_ids) < 8
+    assert full.outputs[0].finish_reason == "length" and len(full.outputs[0].token_ids) == 8
+    assert outputs[-1].saves["steps"] == [0, 1]
+    assert asyncio.run(_one_token_trace(model)) == 1  # the engine goes on
+
+
+async def _one_token_trace(model):
+    with model.trace("Hello", temperature=0.0, max_tokens=1) as tracer:
+        logits = model.logits.output.save()
+    outputs = [output async for output in tracer.backend()]
+    return len(outputs[-1].outputs[0].token_ids)

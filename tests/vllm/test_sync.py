@@ -176,3 +176,94 @@ def test_head_dim_below_32_is_refused(tmp_path):
         "intermediate_size": 64, "vocab_size": 100, "max_position_embeddings": 128}))
     kwargs = engine_kwargs(str(tmp_path), {})
     assert kwargs["kv_cache_memory_bytes"] >= 64 * 2 ** 20 and kwargs["enforce_eager"] is True
+
+
+def test_stop_aborts_the_request_and_keeps_saves(model):
+    """tracer.stop(): the intervention ends, its request is aborted, the other invoke runs on."""
+    from vllm import SamplingParams
+
+    plain = model.llm.generate(["Hello", "The cat"], SamplingParams(temperature=0.0, max_tokens=6), use_tqdm=False)
+    plain = [list(p.outputs[0].token_ids) for p in plain]
+    with model.trace(temperature=0.0, max_tokens=6) as tracer:
+        steps = list().save()
+        with tracer.invoke("Hello"):
+            for step in tracer.iter[:]:
+                steps.append(step)
+                if step == 1:
+                    tracer.stop()
+                    steps.append("not reached")
+        with tracer.invoke("The cat"):
+            other = list().save()
+            for step in tracer.iter[:]:
+                other.append(int(model.samples.output.reshape(-1)[0]))
+    stopped, full = tracer.result
+    assert steps == [0, 1]
+    # the stopped request has the tokens of its steps up to the one that stopped, then was aborted
+    assert list(stopped.outputs[0].token_ids) == plain[0][:2]
+    assert stopped.outputs[0].finish_reason == "abort" and stopped.finished
+    assert list(full.outputs[0].token_ids) == plain[1] == other
+    assert full.outputs[0].finish_reason == "length"
+    assert not model.llm.llm_engine.has_unfinished_requests()
+    # the engine is usable afterwards
+    with model.trace("Hello", temperature=0.0, max_tokens=6) as tracer:
+        pass
+    assert list(tracer.result[0].outputs[0].token_ids) == plain[0]
+
+
+def test_stop_before_the_first_step(model):
+    with model.trace("Hello", temperature=0.0, max_tokens=6) as tracer:
+        after = list().save()
+        first = model.logits.output.save()
+        tracer.stop()
+        after.append(model.logits.output)
+    assert first.shape[0] == 1 and after == []
+    out = tracer.result[0]
+    assert len(out.outputs[0].token_ids) == 1 and out.outputs[0].finish_reason == "abort"
+    assert int(first.argmax(-1)) == out.outputs[0].token_ids[0]
+
+
+def test_n_greater_than_one_is_refused_at_trace_time(model):
+    with pytest.raises(ValueError, match=r"n > 1 .*not supported.*one invoke per sample"):
+        with model.trace("Hello", n=2, temperature=0.8, seed=0, max_tokens=3):
+            logits = model.logits.output.save()
+    assert not model.llm.llm_engine.has_unfinished_requests()
+    # the alternative the error names: one request per sample, each running the intervention
+    with model.trace(temperature=0.8, max_tokens=3) as tracer:
+        rows = list().save()
+        with tracer.invoke(["Hello"] * 2):
+            for step in tracer.iter[:]:
+                rows.append(model.samples.output)
+    assert len(tracer.result) == 2 and len(rows) == 6
+    samples = sorted(int(r.reshape(-1)[0]) for r in rows)
+    assert samples == sorted(t for out in tracer.result for t in out.outputs[0].token_ids)
+
+
+def test_empty_invoke_is_refused_at_trace_time(model):
+    with pytest.raises(ValueError, match=r"Empty invokes .* not supported"):
+        with model.trace(temperature=0.0, max_tokens=2) as tracer:
+            with tracer.invoke("Hello"):
+                a = model.logits.output.save()
+            with tracer.invoke():
+                everything = model.logits.output.save()
+    assert not model.llm.llm_engine.has_unfinished_requests()
+
+
+def test_stop_in_the_trace_body_is_refused(model):
+    with pytest.raises(NotImplementedError, match=r"tracer.stop\(\) inside"):
+        with model.trace(temperature=0.0, max_tokens=2) as tracer:
+            with tracer.invoke("Hello"):
+                a = model.logits.output.save()
+            tracer.stop()
+    assert not model.llm.llm_engine.has_unfinished_requests()
+
+
+def _halt(tracer):
+    tracer.stop()
+
+
+def test_stop_called_from_a_user_function(model):
+    with model.trace("Hello", temperature=0.0, max_tokens=6) as tracer:
+        first = model.logits.output.save()
+        _halt(tracer)
+    out = tracer.result[0]
+    assert len(out.outputs[0].token_ids) == 1 and out.outputs[0].finish_reason == "abort"

@@ -231,6 +231,24 @@ def test_errors_come_back_typed_and_the_engine_survives(model, hf_llama):
     assert list(tracer.result[0].outputs[0].token_ids) == hf.greedy(2)[0]
 
 
+def test_stop_aborts_the_request_on_every_rank(model, hf_llama):
+    """tracer.stop() under TP: the request is aborted on all ranks and the engine goes on."""
+    with model.trace(PROMPT, temperature=0.0, max_tokens=4) as tracer:
+        steps = list().save()
+        for step in tracer.iter[:]:
+            steps.append(model.model.layers[0].mlp.gate_up_proj.output[0].clone())  # gathered
+            if step == 1:
+                tracer.stop()
+    out = tracer.result[0]
+    hf = HFRef(hf_llama, out.prompt_token_ids)
+    assert len(steps) == 2 and steps[0].shape[-1] == 2 * INTER
+    assert out.outputs[0].finish_reason == "abort"
+    assert list(out.outputs[0].token_ids) == hf.greedy(4)[0][:2]
+    with model.trace(PROMPT, temperature=0.0, max_tokens=2) as tracer:
+        pass
+    assert list(tracer.result[0].outputs[0].token_ids) == hf.greedy(2)[0]
+
+
 @pytest.fixture
 def mp_model(llama_path, engine_env):
     from nnsight.modeling.vllm import VLLM

@@ -9,7 +9,9 @@ The trace's exit only prepares the requests (:mod:`.batch`); ``tracer.backend()`
 submits them and streams their ``RequestOutput`` objects. After each one, a
 ``collective_rpc("nnsight_collect")`` brings back the saved variables as they are
 at that point (``output.saves``); the last output also finishes the interventions
-(``tracer.result`` inside, pending reads fail) and frees the worker's state.
+(``tracer.result`` inside, pending reads fail) and frees the worker's state. The
+reply also names the requests whose intervention called ``tracer.stop()``: they
+are aborted, and vLLM streams their final output (``finish_reason == "abort"``).
 
 :class:`AsyncEngine` runs ``AsyncLLM`` on an event loop of its own (a daemon
 thread), so the model can be created outside any loop and used from any number
@@ -117,7 +119,11 @@ class AsyncEngine:
                 if out.finished and i not in prepared.outputs:
                     prepared.outputs[i] = new[i] = out
                 final = len(prepared.outputs) == count
-                out.saves = unpack(prepared, await self._collect(prepared, new, final))
+                reply = await self._collect(prepared, new, final)
+                out.saves = unpack(prepared, reply)
+                for j in (reply or {}).get("stopped") or ():  # tracer.stop(): abort; vLLM streams
+                    if int(j) not in prepared.outputs:        # its final "abort" output
+                        await self.engine.abort(prepared.request_id(int(j)))
                 yield out
         finally:
             for task in tasks:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from compiler.ir.request import encode_request
+from runtime.errors import EarlyStopException
 
 from ...tracing.invoker import body_has_invokes
 from ...tracing.remote import compile_request
@@ -28,9 +29,27 @@ class Prepared:
     closure: Any
     request: Any
     outputs: Dict[int, Any] = field(default_factory=dict)
+    may_stop: bool = False  # the program may call tracer.stop(): the sync tracer polls for it
 
     def request_id(self, invoke: int) -> str:
         return f"{self.trace_id}-{invoke}"
+
+
+_USER_CODE = ("function", "class", "module")  # binding kinds of user code captured by value
+
+
+def may_stop(compiled, program) -> bool:
+    """Whether the program may call ``tracer.stop()``: some code of it names ``stop`` (nested code
+    included), or it calls user code captured by value (a function may receive the tracer)."""
+    if any(b.kind in _USER_CODE for b in program.bindings):  # the closed program's bindings
+        return True
+
+    def names_stop(code) -> bool:
+        if "stop" in code.co_names:
+            return True
+        return any(names_stop(c) for c in code.co_consts if hasattr(c, "co_names"))
+
+    return any(unit is not None and names_stop(unit.code) for unit in compiled.units)
 
 
 def prepare(tracer, ns: Dict[str, Any], stream: bool = False) -> Prepared:
@@ -47,14 +66,25 @@ def prepare(tracer, ns: Dict[str, Any], stream: bool = False) -> Prepared:
     else:
         if inputs is not None:  # the trace's input is one more request, with no intervention
             tracer._add_invoke(inputs[0], inputs[1], None)
-        exec(tracer._code(), ns)
+        try:
+            exec(tracer._code(), ns)
+        except EarlyStopException:
+            raise NotImplementedError(
+                "tracer.stop() in a VLLM trace's body, outside its invokes, is not supported (the "
+                "body only collects the invokes, each of which is a request). Call tracer.stop() inside "
+                "the `with tracer.invoke(...)` whose request should stop.") from None
     units = {id(unit.code): unit_id for unit_id, unit in enumerate(tracer._compiled.units)}
     prompts, params, unit_of = [], [], []
     for args, kwargs, code in tracer._invokes:
         if not args:
             raise ValueError(
                 "Each vLLM invoke is one request and needs a prompt: `tracer.invoke(\"text\")`. "
-                "Empty invokes (interventions on the whole batch) are not supported with VLLM.")
+                "Empty invokes (interventions on the whole batch) are not supported with VLLM: under "
+                "continuous batching the batch changes every step. Put the intervention in each invoke "
+                "instead (invokes share the trace's namespace: `rows = list().save()` before the invokes "
+                "collects from all of them), or give one invoke a list of prompts "
+                "(`tracer.invoke([\"a\", \"b\"])`: one request per prompt, each running the invoke's "
+                "intervention).")
         for prompt in sampling.split_prompts(args):
             p = sampling.sampling_params({**config, **kwargs})
             if not stream:
@@ -68,7 +98,7 @@ def prepare(tracer, ns: Dict[str, Any], stream: bool = False) -> Prepared:
     trace_id = uuid.uuid4().hex
     for i, p in enumerate(params):
         sampling.tag(p, payload, trace_id, i, unit_of[i], len(params))
-    return Prepared(trace_id, prompts, params, closure, request)
+    return Prepared(trace_id, prompts, params, closure, request, may_stop=may_stop(tracer._compiled, request.program))
 
 
 def unpack(prepared: Prepared, reply: Optional[dict]) -> Dict[str, Any]:

@@ -18,7 +18,7 @@ rank's part (:mod:`.tensor_parallel`): when a mediator reads or writes one, the
 value is gathered before it is offered and this rank's part of the result is
 put back afterwards.
 """
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Set
 
 from greenlet import getcurrent
 
@@ -39,6 +39,7 @@ class VLLMInterleaver(Interleaver):
         super().__init__()
         self.steps: Dict[Mediator, Dict[str, int]] = {}  # mediator -> its provider counters
         self.failed: Dict[Mediator, BaseException] = {}
+        self.stopped: Set[Mediator] = set()  # mediators whose intervention called tracer.stop()
         self.shards: Dict[str, Shard] = {}  # provider key -> how it is sharded (TP > 1 only)
 
     # -------------------------------------------------------------- mediators
@@ -51,6 +52,7 @@ class VLLMInterleaver(Interleaver):
     def remove(self, mediator: Mediator) -> None:
         self.steps.pop(mediator, None)
         self.failed.pop(mediator, None)
+        self.stopped.discard(mediator)
         if not mediator.done:
             mediator.cancel()
 
@@ -60,7 +62,10 @@ class VLLMInterleaver(Interleaver):
             if mediator.event[0] == events.EXCEPTION:
                 raise mediator.event[3]
         except EarlyStopException:
-            mediator.cancel()  # tracer.stop(): the intervention ends here, its saves stay
+            # tracer.stop(): the intervention ends here, its saves stay; the client aborts the
+            # request (RequestHelper.stopped).
+            self.stopped.add(mediator)
+            mediator.cancel()
         except BaseException as error:  # noqa: B902 - reported to the client, the engine goes on
             self.failed[mediator] = error
             mediator.cancel()

@@ -95,3 +95,6 @@ class NNsightCPUModelRunner(CPUModelRunner):
 
     def nnsight_collect(self, trace_id: str, outputs: bytes, final: bool) -> dict:
         return self.nnsight_requests.collect(trace_id, outputs, final)
+
+    def nnsight_stopped(self, trace_id: str) -> list:
+        return self.nnsight_requests.stopped(trace_id)

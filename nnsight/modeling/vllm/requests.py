@@ -49,6 +49,7 @@ class TraceContext:
         self.error: Optional[BaseException] = None  # the program could not be loaded / set up
         self.files: Set[str] = set()
         self.entered = False
+        self.reported: Set[int] = set()  # stopped invokes already reported to the client
 
 
 class RequestHelper:
@@ -161,6 +162,19 @@ class RequestHelper:
         for req_id in req_ids:
             self.requests.pop(req_id, None)
 
+    # ------------------------------------------------------------------ tracer.stop()
+
+    def stopped(self, trace_id: str) -> List[int]:
+        """Invokes of the trace whose intervention called ``tracer.stop()`` since the last call."""
+        ctx = self.traces.get(trace_id)
+        if ctx is None:
+            return []
+        stopped = self.interleaver.stopped
+        found = [invoke for invoke, mediator in ctx.mediators.items()
+                 if mediator in stopped and invoke not in ctx.reported and invoke not in ctx.results]
+        ctx.reported.update(found)
+        return sorted(found)
+
     # ------------------------------------------------------------------ results
 
     def collect(self, trace_id: str, outputs: bytes, final: bool) -> Dict[str, Any]:
@@ -203,9 +217,10 @@ class RequestHelper:
                                                    ctx.results)
                 except BaseException as error:  # noqa: B902
                     errors.append(transport.encode_error(error, ctx.files))
+        stopped = [] if done else self.stopped(trace_id)
         if done:
             self._drop(ctx)
-        return {"saved": saved, "errors": errors, "done": done}
+        return {"saved": saved, "errors": errors, "done": done, "stopped": stopped}
 
     def _finish(self, mediator: Mediator, result: Any) -> None:
         """The request finished: no next step, ``tracer.result`` is its output, then the end."""

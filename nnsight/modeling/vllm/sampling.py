@@ -35,8 +35,11 @@ def sampling_params(options: Dict[str, Any]):
             f"to VLLM(...).") from None
     if params.n != 1:
         raise ValueError(
-            "n > 1 (several samples per request) is not supported with interventions: each "
-            "invoke is one request with one intervention. Use one invoke per sample.")
+            "n > 1 (several samples per request) is not supported with VLLM traces: each invoke is "
+            "one request with one intervention, and vLLM would fan it out into n requests. Use one "
+            "invoke per sample instead, e.g. `tracer.invoke([\"Hello\"] * n)` (one request per "
+            "prompt, each running the intervention), with temperature > 0 and no shared seed= (the "
+            "same seed gives the same sample).")
     params.extra_args = dict(extra)
     return params
 

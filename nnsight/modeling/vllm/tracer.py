@@ -5,6 +5,12 @@ engine and stepped to completion, then one ``collective_rpc("nnsight_collect")``
 hands the worker the finished ``RequestOutput`` objects and brings back the saved
 variables, which are written into the caller's frame. ``tracer.result`` is the
 list of ``RequestOutput`` (one per request, invoke order).
+
+``tracer.stop()`` in an intervention: when the program may call it, after each
+engine step the tracer asks the worker (``nnsight_stopped``) which requests'
+interventions stopped, and aborts them in the engine; their ``RequestOutput``
+is the one so far (tokens up to and including the step in which ``stop()`` ran,
+``finish_reason == "abort"``).
 """
 from typing import Any, Dict, List
 
@@ -58,6 +64,8 @@ def run(llm, prepared: Prepared):
                 i = ids.get(out.request_id)
                 if i is not None and out.finished:
                     outputs[i] = out
+            if prepared.may_stop:
+                _abort_stopped(llm, prepared, outputs)
     except BaseException:
         unfinished = [rid for rid, i in ids.items() if i not in outputs]
         if unfinished:
@@ -70,6 +78,36 @@ def run(llm, prepared: Prepared):
     reply = _collect(llm, prepared, final=True)
     saved = unpack(prepared, reply)
     return [outputs[i] for i in sorted(outputs)], saved
+
+
+def _abort_stopped(llm, prepared: Prepared, outputs: Dict[int, Any]) -> None:
+    """Abort the requests whose intervention called ``tracer.stop()``; keep their output so far."""
+    replies = llm.collective_rpc("nnsight_stopped", args=(prepared.trace_id,))
+    stopped = next((r for r in replies if r is not None), None) or []
+    engine = llm.llm_engine
+    for i in stopped:
+        i = int(i)
+        if i in outputs:  # it finished in the same step
+            continue
+        rid = prepared.request_id(i)
+        outputs[i] = _output_so_far(engine, rid)
+        engine.abort_request([rid])
+
+
+def _output_so_far(engine, rid: str):
+    """The ``RequestOutput`` of an unfinished request as if it ended now (``finish_reason="abort"``)."""
+    from vllm.v1.engine import FinishReason
+
+    processor = engine.output_processor
+    for internal in list(processor.external_req_ids.get(rid, ())):
+        state = processor.request_states.get(internal)
+        if state is None:
+            continue
+        output = state.make_request_output(new_token_ids=[], pooling_output=None,
+                                           finish_reason=FinishReason.ABORT, stop_reason=None)
+        if output is not None:
+            return output
+    raise RuntimeError(f"vLLM has no state for the stopped request {rid!r}")
 
 
 def _collect(llm, prepared: Prepared, final: bool):

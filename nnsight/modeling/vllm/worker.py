@@ -1,8 +1,9 @@
 """nnsight's vLLM worker (``worker_cls``): the CPU worker with :class:`.model_runner.NNsightCPUModelRunner`.
 
 Its public methods are the targets of ``collective_rpc`` from the user's process:
-``nnsight_tree`` (the model's module tree, to build the envoys there) and
-``nnsight_collect`` (finish requests, return saves). Only the first tensor
+``nnsight_tree`` (the model's module tree, to build the envoys there),
+``nnsight_stopped`` (requests whose intervention called ``tracer.stop()``, to
+abort) and ``nnsight_collect`` (finish requests, return saves). Only the first tensor
 parallel rank answers with data; the others return None.
 """
 from typing import Any, List, Optional
@@ -41,3 +42,8 @@ class NNsightCPUWorker(CPUWorker):
     def nnsight_collect(self, trace_id: str, outputs: bytes, final: bool) -> Optional[dict]:
         reply = self.model_runner.nnsight_collect(trace_id, outputs, final)
         return reply if self._first_rank() else None
+
+    def nnsight_stopped(self, trace_id: str) -> Optional[List[int]]:
+        """Invoke indices of the trace whose intervention called ``tracer.stop()`` (not yet reported)."""
+        stopped = self.model_runner.nnsight_stopped(trace_id)
+        return stopped if self._first_rank() else None
