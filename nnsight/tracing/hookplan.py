@@ -28,7 +28,7 @@ _opaque_cache: Dict[Any, bool] = {}
 
 def preset_report(compiled, report) -> None:
     """Use ``report`` (computed by the frontend on its own parse) as the program's access report."""
-    if report is not None and getattr(compiled, "_accesses", None) is None:
+    if report is not None and compiled._accesses is None:
         root = compiled.program.units[0].source
         if not any(token in root for token in _NEEDS_ALL):
             compiled._accesses = report

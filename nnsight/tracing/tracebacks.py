@@ -34,7 +34,7 @@ import linecache
 import os
 import sys
 import types
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 MARK = "__nnsight_traceback__"  # set on exceptions that went through clean()
 WORKER_CONTEXT = "__nnsight_context__"  # the implicit context an exception had in its worker
@@ -109,13 +109,7 @@ def clean(error: BaseException) -> BaseException:
     """
     _install_lazily()
     full = debug()  # DEBUG: keep every frame, and leave the display hooks out of it (no mark)
-    seen = set()
-    todo = [error]
-    while todo:
-        exc = todo.pop()
-        if exc is None or id(exc) in seen:
-            continue
-        seen.add(id(exc))
+    for exc in _chain(error):
         own = getattr(exc, "__dict__", {}).pop(WORKER_CONTEXT, _NONE)
         if own is not _NONE and (exc.__context__ is None or _internal_control(exc.__context__)):
             exc.__context__ = own  # what the worker had, before the model side re-raised it
@@ -128,10 +122,23 @@ def clean(error: BaseException) -> BaseException:
             except Exception:
                 pass
             exc.__traceback__ = rebuild(exc.__traceback__)
+    return error
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """Each exception of ``error``'s chain once: causes, and contexts that are shown. An
+    exception's links are read after the caller has handled it (``clean`` may rewrite them)."""
+    seen = set()
+    todo = [error]
+    while todo:
+        exc = todo.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        yield exc
         todo.append(exc.__cause__)
         if not exc.__suppress_context__:
             todo.append(exc.__context__)
-    return error
 
 
 def _entries(tb) -> List[types.TracebackType]:
@@ -252,18 +259,9 @@ def for_display(exc: BaseException, tb=None):
     if debug():
         return tb if tb is not None else exc.__traceback__
     own = tb is None or tb is exc.__traceback__
-    seen = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in _chain(exc):
         if _marked(e):
             e.__traceback__ = _drop_internal(e.__traceback__)
-        todo.append(e.__cause__)
-        if not e.__suppress_context__:
-            todo.append(e.__context__)
     if own:
         return exc.__traceback__
     return _drop_internal(tb) if _marked(exc) else tb
@@ -361,14 +359,7 @@ def _stdin_line(frame, lineno: int) -> Optional[str]:
 
 
 def _chain_marked(value) -> bool:
-    seen = set()
-    e = value
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if _marked(e):
-            return True
-        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
-    return False
+    return any(_marked(e) for e in _chain(value))
 
 
 def _install_excepthook() -> None:
