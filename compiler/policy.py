@@ -121,13 +121,12 @@ def classify_module(name: str) -> str:
     kind = _policy_kind(name)
     if kind is not None:
         return kind
-    top = name.split(".", 1)[0]
-    where = _location(top)
-    if where == "stdlib":
-        return DANGEROUS
-    if where == "installed":
-        return INSTALLED
-    return USER
+    return _kind_at(_location(name.split(".", 1)[0]))
+
+
+def _kind_at(where: str) -> str:
+    """The kind of an unlisted module by where it lives: ``"stdlib"``, ``"installed"`` or ``"user"``."""
+    return {"stdlib": DANGEROUS, "installed": INSTALLED}.get(where, USER)
 
 
 def module_reason(name: str) -> str:
@@ -276,9 +275,5 @@ def classify_module_object(module: types.ModuleType) -> str:
     name = getattr(module, "__dict__", {}).get("__name__", "") or ""
     kind = classify_module(name)
     if kind == USER and not is_registered(name):
-        where = module_location(module)
-        if where == "installed":
-            return INSTALLED
-        if where == "stdlib":
-            return DANGEROUS
+        return _kind_at(module_location(module))
     return kind
