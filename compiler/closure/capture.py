@@ -59,7 +59,7 @@ from ..ir.nodes import (
     Program,
     SourceLoc,
 )
-from ..ir.values import encode_value, short_repr
+from ..ir.values import encode_value, lookup_qualname, short_repr
 from . import sources
 from .errors import HINTS, CaptureRejected, Where, diagnostic
 from .scan import Chain, SourceFacts, analyze, resolve_import
@@ -108,15 +108,6 @@ def _unwrap(fn: Any) -> Any:
         return inspect.unwrap(fn)
     except ValueError:  # a __wrapped__ cycle
         return fn
-
-
-def _lookup(root: Any, dotted: str) -> Any:
-    obj = root
-    for part in dotted.split("."):
-        obj = getattr(obj, part, _MISSING)
-        if obj is _MISSING:
-            return _MISSING
-    return obj
 
 
 def _clean_qualname(qual: str) -> str:
@@ -422,7 +413,7 @@ class Closer:
         info = self.module_info(mod_name, module.__dict__, module)
         if "." in qual:
             owner = qual.split(".", 1)[0]
-            if _lookup(module, qual) is not cls or owner not in info.namespace:
+            if lookup_qualname(module, qual) is not cls or owner not in info.namespace:
                 raise self.reject("NN503", where, "class '%s' cannot be found as %s.%s" % (qual, mod_name, qual))
             self.entry(info, owner, where)
             return BIND_OBJECT, "%s:%s" % (mod_name, qual)
@@ -434,7 +425,7 @@ class Closer:
     def _verified_ref(self, obj: Any, mod_name: str, qual: str, name: str,
                       found_as: Optional[_Module]) -> Optional[str]:
         module = sys.modules.get(mod_name)
-        if module is not None and _lookup(module, qual) is obj:
+        if module is not None and lookup_qualname(module, qual) is obj:
             return "%s:%s" % (mod_name, qual)
         return self._search_ref(obj, [name, getattr(obj, "__name__", None)], [mod_name])
 
@@ -444,7 +435,7 @@ class Closer:
             if module is None:
                 continue
             for n in names:
-                if isinstance(n, str) and n and _lookup(module, n) is obj:
+                if isinstance(n, str) and n and lookup_qualname(module, n) is obj:
                     return "%s:%s" % (m, n)
         return None
 
@@ -518,7 +509,7 @@ class Closer:
                 index = self._statement(info, qual, fn, where)
                 if index is not None:
                     return BIND_FUNCTION, index
-            if "<locals>" not in qual and "." in qual and _lookup(sys.modules.get(home), qual) is fn:
+            if "<locals>" not in qual and "." in qual and lookup_qualname(sys.modules.get(home), qual) is fn:
                 owner = qual.split(".", 1)[0]
                 if owner in info.namespace:
                     self.entry(info, owner, where)

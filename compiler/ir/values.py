@@ -112,7 +112,7 @@ def default_classref(cls: type) -> str:
     if "<locals>" in qual:
         raise ValueError("class %s is defined inside a function and cannot be imported by name" % qual)
     module = sys.modules.get(mod)
-    if module is not None and _lookup(module, qual) is not cls:
+    if module is not None and lookup_qualname(module, qual) is not cls:
         raise ValueError("%s:%s does not name this class" % (mod, qual))
     return "%s:%s" % (mod, qual)
 
@@ -123,7 +123,7 @@ def default_resolve(ref: Any) -> type:
         raise IRDecodeError("cannot resolve class reference %s: expected 'module:qualname'" % short_repr(ref))
     mod, qual = ref.split(":", 1)
     try:
-        cls = _lookup(importlib.import_module(mod), qual)
+        cls = lookup_qualname(importlib.import_module(mod), qual)
     except Exception as e:
         raise IRDecodeError("cannot resolve class reference %r: %s" % (ref, e)) from e
     if cls is None:
@@ -131,7 +131,8 @@ def default_resolve(ref: Any) -> type:
     return cls
 
 
-def _lookup(module: Any, qualname: str) -> Any:
+def lookup_qualname(module: Any, qualname: str) -> Any:
+    """``module.<qualname>`` (dotted), or None where an attribute is missing."""
     obj = module
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
