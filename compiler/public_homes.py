@@ -206,3 +206,29 @@ def _function_like(obj: Any) -> bool:
     return isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType,
                             types.BuiltinMethodType, types.MethodWrapperType, types.WrapperDescriptorType,
                             types.MethodDescriptorType, types.ClassMethodDescriptorType))
+
+
+def public_equivalent(module: str, names: Iterable[str]) -> Optional[str]:
+    """The server module that holds every object of ``from module import names``, or None.
+
+    ``from _operator import add`` at module level binds the very object that
+    ``operator.add`` is, and a value goes to the server by its public name, so
+    such an import is fine where it runs only locally (module level). Only
+    standard-library modules are judged (imported on demand: their objects
+    are the same in every process of one Python version).
+    """
+    top = module.split(".", 1)[0]
+    if top not in getattr(sys, "stdlib_module_names", ()) or not public_names(module):
+        return None
+    try:
+        mod = sys.modules.get(module) or importlib.import_module(module)
+    except ImportError:
+        return None
+    homes = set()
+    for name in names:
+        obj = mod.__dict__.get(name, _MISSING)
+        ref = server_ref(obj, (name,)) if obj is not _MISSING and not isinstance(obj, types.ModuleType) else None
+        if ref is None:
+            return None
+        homes.add(ref.split(":", 1)[0])
+    return sorted(homes)[0] if homes else None

@@ -176,6 +176,7 @@ class _Scan(cst.CSTVisitor):
         self.aliases: Dict[str, Set[str]] = {}  # bound name -> dotted names it may import
         self.type_checking = 0
         self.import_guarded = 0  # inside ``try:`` bodies whose handlers catch ImportError
+        self.nested = 0  # inside def, class or with: code that may run on the server
         self.not_names: Set[int] = set()  # ids of Names that are attribute or keyword names
         self.names: List[cst.Name] = []
         self.attributes: List[cst.Attribute] = []
@@ -197,6 +198,24 @@ class _Scan(cst.CSTVisitor):
         if node.orelse is not None:
             node.orelse.visit(self)
         return False
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.nested += 1
+
+    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.nested -= 1
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.nested += 1
+
+    def leave_ClassDef(self, node: cst.ClassDef) -> None:
+        self.nested -= 1
+
+    def visit_With(self, node: cst.With) -> None:
+        self.nested += 1
+
+    def leave_With(self, node: cst.With) -> None:
+        self.nested -= 1
 
     def visit_Try(self, node: cst.Try) -> Optional[bool]:
         if not any(_catches_import_error(h.type) for h in node.handlers):
@@ -231,6 +250,9 @@ class _Scan(cst.CSTVisitor):
                 self.aliases.setdefault(bound, set()).add(module + "." + name)
         if self.type_checking or module == "__future__":
             return False
+        if not self.nested and not isinstance(node.names, cst.ImportStar) and \
+                public_homes.public_equivalent(module, [_dotted(a.name) for a in node.names]):
+            return False  # ``from _operator import add`` run locally: the value goes as ``operator:add``
         if self.check_module(module, node.module) and not isinstance(node.names, cst.ImportStar):
             for alias in node.names:
                 if self.check_module(module + "." + _dotted(alias.name), alias.name, submodule=True):
