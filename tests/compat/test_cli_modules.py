@@ -102,16 +102,23 @@ def test_emit_directory_like_check_directory(project, capsys, monkeypatch):
     assert "h[0].output" in chunks[0] and "h[1].output" in chunks[1]
 
 
-def test_emit_directory_from_the_console_and_errors(project):
-    code, out, err = console(["emit", "scripts", "--binary", "out.nnir"], project)
+def test_emit_directory_binary_and_errors(project, capsys, monkeypatch):
+    monkeypatch.chdir(project)
+
+    def emit(*args):
+        code = main(["emit"] + list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = emit("scripts", "--binary", "out.nnir")
     assert code == 0, err
     assert os.path.exists(project / "out-1.nnir") and os.path.exists(project / "out-2.nnir")
     (project / "scripts" / "broken.py").write_text("with model.trace(:\n    pass\n")
-    code, out, err = console(["emit", "scripts"], project)
-    assert code == 1 and "NN101" in err and out.count("\n# ") == 1  # the other files still print
-    code, _, err = console(["emit", "mylib"], project)
+    code, out, err = emit("scripts")
+    assert code == 1 and "NN101" in err and out.count("# scripts") == 2  # the other files still print
+    code, _, err = emit("mylib")
     assert code == 1 and "no tracing with-block found in mylib" in err
-    code, _, err = console(["emit", "--line", "7", "scripts"], project)
+    code, _, err = emit("--line", "7", "scripts")
     assert code == 2 and "--line needs exactly one file" in err
-    code, out, _ = console(["emit", "--line", "7", os.path.join("scripts", "a.py")], project)
+    code, out, _ = emit("--line", "7", os.path.join("scripts", "a.py"))
     assert code == 0 and out.startswith("# %s:7" % os.path.join("scripts", "a.py"))
