@@ -207,3 +207,49 @@ def test_checker_and_remote_local_agree(casedir, model, form, imp, expr, code):
     else:
         assert checked == [code]
         assert verdict == [code], "remote='local' gave %s, the checker %s" % (verdict, checked)
+
+
+def _server_stdlib_objects():
+    """Every public function and class of every standard-library module the server provides."""
+    import types
+
+    from compiler import policy
+
+    names = sorted(set(policy.HARMLESS_STDLIB) | {"collections", "math", "time", "typing"}) + ["collections.abc"]
+    out = []
+    for module in names:
+        if module == "__future__" or policy.classify_module(module) != policy.SERVER:
+            continue
+        mod = importlib.import_module(module)
+        for name, obj in sorted(vars(mod).items()):
+            if name.startswith("_") or isinstance(obj, types.ModuleType):
+                continue
+            if isinstance(obj, type) or callable(obj):
+                out.append((module, name, obj))
+    return out
+
+
+def test_every_server_stdlib_function_and_class_gets_one_verdict():
+    """``from M import name`` for all of them: the checker's code is the closure pass's code.
+
+    The closure side is the capture of the live object (what a trace using the
+    name sends); the checker side is the static check of the import line.
+    """
+    from compiler.analysis import check_source
+    from compiler.closure.capture import Closer
+    from compiler.closure.errors import CaptureRejected, Where
+    from compiler.ir.nodes import SourceLoc
+
+    differences, checked = [], 0
+    for module, name, obj in _server_stdlib_objects():
+        text = "from %s import %s\n" % (module, name)
+        static = sorted({d.code for d in check_source(text) if d.severity == "error"})
+        try:
+            Closer(remote=True).capture(name, obj, Where(SourceLoc("job.py", 1, 0), text, name))
+            live = []
+        except CaptureRejected as e:
+            live = [e.diagnostic.code]
+        checked += 1
+        if static != live:
+            differences.append((module, name, static, live))
+    assert checked > 500 and differences == []
