@@ -262,8 +262,9 @@ class _Scan(cst.CSTVisitor):
     def check_server_object(self, module: str, attr: str, node: cst.CSTNode) -> None:
         """``from functools import RLock``: an allowed module's object the server cannot name.
 
-        Judged on the object itself, as the closure pass judges it, for the modules
-        standard-library modules the server provides (the same objects in every process).
+        Judged on the object itself, as the closure pass judges it; only for standard-library
+        modules the server provides (imported to look: their objects are the same in every
+        process of one Python version, and importing them runs no user code).
         """
         if self.ctx.kind(module) != server.SERVER:
             return

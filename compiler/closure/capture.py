@@ -721,7 +721,6 @@ class Closer:
             except CaptureRejected:
                 pass
 
-
     def _server_object(self, module: str, attr: str, where: Where) -> None:
         """``from functools import RLock`` in captured code: refused as the object itself would be
         (the static checker's rule, :func:`compiler.public_homes.refusal`)."""
