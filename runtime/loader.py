@@ -54,6 +54,7 @@ from compiler.ir.nodes import (
     SourceLoc,
 )
 from compiler.ir.values import decode_value, default_classref
+from compiler.public_homes import server_ref
 
 _UNBOUND = object()
 _BUILDING = "building"
@@ -662,4 +663,5 @@ class Loader:
                     target = getattr(target, part, None)
                 if target is obj:
                     return "%s:%s" % (mod, qual)
+            return server_ref(obj)  # random.random, _functools.reduce: by their public module
         return None

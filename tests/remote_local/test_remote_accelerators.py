@@ -161,3 +161,10 @@ def test_registered_package_using_accelerators(accelpkg, model, net):
     with model.trace(x, remote="local"):
         out = nnsight.save(accelpkg.summary(model.output))
     assert out == accelpkg.summary(net(x))
+
+
+def test_saved_accelerator_functions_come_back_as_themselves(model):
+    x = torch.randn(2, 4)
+    with model.trace(x, remote="local"):
+        out = nnsight.save([reduce, random_float, randint, heappush])
+    assert out[0] is reduce and out[1] is random_float and out[2] is randint and out[3] is heappush
