@@ -652,7 +652,7 @@ class Loader:
             return ["module", obj.__name__]
         if isinstance(obj, logging.Logger):
             return ["logger", obj.name]
-        if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
+        if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
             mod, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
             if mod in self.modules:
                 raise ValueError("function %s was created on the server and cannot be sent back" % qual)
