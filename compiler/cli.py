@@ -4,12 +4,13 @@ Usage::
 
     nnsight-compile check [--format text|json] [--target-python X.Y] PATH|MODULE...
     nnsight-compile --check PATH|MODULE...          (same as "check")
-    nnsight-compile emit [--binary OUT] [--line N] FILE
+    nnsight-compile emit [--binary OUT] [--line N] PATH|MODULE...
 
 ``check`` exits 1 when it finds errors, 0 otherwise; usage errors exit 2.
-``emit`` prints the IR text of each outermost tracing with-block of FILE, each
-preceded by a ``# FILE:LINE`` comment line (never part of a program, so the
-output splits into programs at column-0 ``#`` lines).
+``emit`` prints the IR text of each outermost tracing with-block of its inputs
+(files, directories and module names, as ``check`` takes them), each preceded
+by a ``# FILE:LINE`` comment line (never part of a program, so the output
+splits into programs at column-0 ``#`` lines).
 """
 from __future__ import annotations
 
@@ -75,15 +76,18 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(command="check", run=_run_check)
 
     emit = sub.add_parser(
-        "emit", help="print the IR of each tracing with-block of a script",
+        "emit", help="print the IR of each tracing with-block of scripts",
         description="Print the IR text of each tracing with-block (with x.trace(...), .generate(...), "
-                    ".session(...), .scan(...), .edit(...)) of a script. Free names are shown as bound at "
-                    "run time.")
-    emit.add_argument("file", metavar="FILE")
+                    ".session(...), .scan(...), .edit(...)) of scripts. Inputs are files, directories "
+                    "(recursively; files without a tracing block are skipped) and module names, as for "
+                    "'check'. Free names are shown as bound at run time. Exit status: 1 if a file has "
+                    "errors or no input has a tracing block, 0 otherwise, 2 on usage errors.")
+    emit.add_argument("paths", nargs="+", metavar="PATH", help="a file, a directory or a module name")
     emit.add_argument("--binary", metavar="OUT",
                       help="also write the binary IR to OUT (OUT-1, OUT-2... before the extension when "
                            "there are several blocks)")
-    emit.add_argument("--line", type=int, metavar="N", help="only the block whose with-header covers line N")
+    emit.add_argument("--line", type=int, metavar="N",
+                      help="only the block whose with-header covers line N (one file only)")
     emit.set_defaults(command="emit", run=_run_emit)
     return parser
 
@@ -133,52 +137,94 @@ def _run_check(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _run_emit(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .analysis import TargetError, resolve
+
+    try:
+        targets = [resolve(arg) for arg in ns.paths]
+    except TargetError as e:
+        print("nnsight-compile emit: error: %s" % e, file=sys.stderr)
+        return EXIT_USAGE
+    files = []
+    for target in targets:
+        files += [shown for shown, _ in target.files if shown not in files]
+    single = len(ns.paths) == 1 and os.path.isfile(ns.paths[0])
+    if ns.line is not None and not single:
+        parser.print_usage(sys.stderr)
+        print("nnsight-compile emit: error: --line needs exactly one file", file=sys.stderr)
+        return EXIT_USAGE
+    programs, failed = [], False
+    for path in files:
+        found, ok = _emit_file(path, ns.line, report_empty=single)
+        programs += found
+        failed = failed or not ok
+    if not programs and not single:
+        print("nnsight-compile emit: error: no tracing with-block found in %s (looked for with x.%s(...))" % (
+            ", ".join(ns.paths), "/.".join(_TRACING)), file=sys.stderr)
+        return EXIT_ERRORS
+    for i, (path, program) in enumerate(programs):
+        if i:
+            print()
+        print("# %s:%d" % (path, program.units[0].header[0]))
+        sys.stdout.write(_print_program(program))
+    if ns.binary:
+        from .ir import encode
+
+        for out, (_, program) in zip(_binary_paths(ns.binary, len(programs)), programs):
+            payload = encode(program)
+            with open(out, "wb") as f:
+                f.write(payload)
+            print("wrote %s (%d bytes)" % (out, len(payload)), file=sys.stderr)
+    return EXIT_ERRORS if failed else EXIT_OK
+
+
+_TRACING = ("trace", "generate", "session", "scan", "edit")
+
+
+def _print_program(program) -> str:
+    from .ir import print_program
+
+    return print_program(program)
+
+
+def _emit_file(path: str, line: Optional[int], report_empty: bool) -> Tuple[list, bool]:
+    """``([(path, program)...], ok)`` for one file; errors go to stderr."""
     from .analysis.blocks import tracing_blocks
     from .analysis.syntax import syntax_error
     from .frontend import FrontendError, lower
-    from .ir import encode, print_program, verify
+    from .ir import verify
     from .ir.errors import IRError
 
     try:
-        with open(ns.file, "rb") as f:
+        with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         print("nnsight-compile emit: error: %s" % e, file=sys.stderr)
-        return EXIT_USAGE
+        return [], False
     text = _decode(data)
     try:
         lines = tracing_blocks(text)
     except Exception as e:  # libcst.ParserSyntaxError, or the native parser's own errors
-        print(syntax_error(text, e, ns.file).render(), file=sys.stderr)
-        return EXIT_ERRORS
-    if ns.line is not None:
-        lines = [line for line in lines if line <= ns.line][-1:]
+        print(syntax_error(text, e, path).render(), file=sys.stderr)
+        return [], False
+    if line is not None:
+        lines = [n for n in lines if n <= line][-1:]
     if not lines:
-        where = " at line %d" % ns.line if ns.line is not None else ""
+        if not report_empty:
+            return [], True
+        where = " at line %d" % line if line is not None else ""
         print("nnsight-compile emit: error: no tracing with-block found%s in %s (looked for with x.%s(...))"
-              % (where, ns.file, "/.".join(("trace", "generate", "session", "scan", "edit"))), file=sys.stderr)
-        return EXIT_ERRORS
+              % (where, path, "/.".join(_TRACING)), file=sys.stderr)
+        return [], False
     programs = []
     try:
-        for line in lines:
-            program = lower(text, ns.file, line if ns.line is None else ns.line)
+        for n in lines:
+            program = lower(text, path, n if line is None else line)
             verify(program)
-            programs.append(program)
+            programs.append((path, program))
     except (FrontendError, IRError) as e:
-        print("nnsight-compile emit: error: %s" % e, file=sys.stderr)
-        return EXIT_ERRORS
-    for i, program in enumerate(programs):
-        if i:
-            print()
-        print("# %s:%d" % (ns.file, program.units[0].header[0]))
-        sys.stdout.write(print_program(program))
-    if ns.binary:
-        for path, program in zip(_binary_paths(ns.binary, len(programs)), programs):
-            payload = encode(program)
-            with open(path, "wb") as f:
-                f.write(payload)
-            print("wrote %s (%d bytes)" % (path, len(payload)), file=sys.stderr)
-    return EXIT_OK
+        print("nnsight-compile emit: error: %s: %s" % (path, e), file=sys.stderr)
+        return [], False
+    return programs, True
 
 
 def _decode(data: bytes) -> str:

@@ -54,6 +54,7 @@ from compiler.ir.nodes import (
     SourceLoc,
 )
 from compiler.ir.values import decode_value, default_classref
+from compiler.public_homes import server_ref
 
 _UNBOUND = object()
 _BUILDING = "building"
@@ -651,7 +652,7 @@ class Loader:
             return ["module", obj.__name__]
         if isinstance(obj, logging.Logger):
             return ["logger", obj.name]
-        if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
+        if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
             mod, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
             if mod in self.modules:
                 raise ValueError("function %s was created on the server and cannot be sent back" % qual)
@@ -662,4 +663,5 @@ class Loader:
                     target = getattr(target, part, None)
                 if target is obj:
                     return "%s:%s" % (mod, qual)
+            return server_ref(obj)  # random.random, _functools.reduce: by their public module
         return None

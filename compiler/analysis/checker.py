@@ -26,6 +26,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameSour
 from ..diagnostics import Diagnostic
 from ..frontend.parse import PARSER_CONFIG, split_lines
 from ..ir.version import MIN_PYTHON
+from .. import public_homes, unresolved
 from . import codes, modules, rules, server
 from .syntax import Version, newer_syntax, syntax_error
 
@@ -137,6 +138,16 @@ def _is_type_checking(test: cst.BaseExpression) -> bool:
         isinstance(test, cst.Attribute) and test.attr.value == "TYPE_CHECKING")
 
 
+def _catches_import_error(handler_type: Optional[cst.BaseExpression]) -> bool:
+    """Whether ``except <handler_type>:`` catches a failed import (bare ``except:`` does)."""
+    if handler_type is None:
+        return True
+    if isinstance(handler_type, cst.Tuple):
+        return any(_catches_import_error(e.value) for e in handler_type.elements)
+    name = _dotted(handler_type).rpartition(".")[2]
+    return name in unresolved.IMPORT_GUARDS
+
+
 _REPORTED_BUILTINS = rules.INTERACTIVE_BUILTINS | rules.NAMESPACE_BUILTINS
 
 
@@ -164,6 +175,8 @@ class _Scan(cst.CSTVisitor):
         self.reported: Set[str] = set()  # modules whose import is already reported
         self.aliases: Dict[str, Set[str]] = {}  # bound name -> dotted names it may import
         self.type_checking = 0
+        self.import_guarded = 0  # inside ``try:`` bodies whose handlers catch ImportError
+        self.nested = 0  # inside def, class or with: code that may run on the server
         self.not_names: Set[int] = set()  # ids of Names that are attribute or keyword names
         self.names: List[cst.Name] = []
         self.attributes: List[cst.Attribute] = []
@@ -184,6 +197,35 @@ class _Scan(cst.CSTVisitor):
         self.type_checking -= 1
         if node.orelse is not None:
             node.orelse.visit(self)
+        return False
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.nested += 1
+
+    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.nested -= 1
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.nested += 1
+
+    def leave_ClassDef(self, node: cst.ClassDef) -> None:
+        self.nested -= 1
+
+    def visit_With(self, node: cst.With) -> None:
+        self.nested += 1
+
+    def leave_With(self, node: cst.With) -> None:
+        self.nested -= 1
+
+    def visit_Try(self, node: cst.Try) -> Optional[bool]:
+        if not any(_catches_import_error(h.type) for h in node.handlers):
+            return True
+        self.import_guarded += 1
+        node.body.visit(self)
+        self.import_guarded -= 1
+        for part in (*node.handlers, node.orelse, node.finalbody):
+            if part is not None:
+                part.visit(self)
         return False
 
     def visit_Import(self, node: cst.Import) -> bool:
@@ -208,10 +250,31 @@ class _Scan(cst.CSTVisitor):
                 self.aliases.setdefault(bound, set()).add(module + "." + name)
         if self.type_checking or module == "__future__":
             return False
+        if not self.nested and not isinstance(node.names, cst.ImportStar) and \
+                public_homes.public_equivalent(module, [_dotted(a.name) for a in node.names]):
+            return False  # ``from _operator import add`` run locally: the value goes as ``operator:add``
         if self.check_module(module, node.module) and not isinstance(node.names, cst.ImportStar):
             for alias in node.names:
-                self.check_module(module + "." + _dotted(alias.name), alias.name, submodule=True)
+                if self.check_module(module + "." + _dotted(alias.name), alias.name, submodule=True):
+                    self.check_server_object(module, _dotted(alias.name), alias.name)
         return False
+
+    def check_server_object(self, module: str, attr: str, node: cst.CSTNode) -> None:
+        """``from functools import RLock``: an allowed module's object the server cannot name.
+
+        Judged on the object itself, as the closure pass judges it; only for standard-library
+        modules the server provides (imported to look: their objects are the same in every
+        process of one Python version, and importing them runs no user code).
+        """
+        if self.ctx.kind(module) != server.SERVER:
+            return
+        mod = public_homes.stdlib_server_module(module)
+        if mod is None or attr not in mod.__dict__:
+            return
+        found = public_homes.refusal(mod.__dict__[attr], attr)
+        if found is not None:
+            self.reported.add(module + "." + attr)
+            self.finding(found[0], node, found[1])
 
     def check_module(self, name: str, node: cst.CSTNode, submodule: bool = False) -> bool:
         """Check an import of ``name`` (``from m import name`` when ``submodule``); True if fine."""
@@ -226,6 +289,10 @@ class _Scan(cst.CSTVisitor):
             self.finding("NN202", node, "module '%s' is installed here but not provided by the server" % name)
             return False
         if kind == server.USER:
+            if not submodule and not self.import_guarded and unresolved.is_unresolved(name, self.ctx.local):
+                self.reported.add(name)
+                self.finding(unresolved.CODE, node, unresolved.message(name))
+                return False
             self.check_extension(name, node)
         return True
 

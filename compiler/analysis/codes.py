@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Dict, NamedTuple
 
+from .. import unresolved as _unresolved
+
 
 class Code(NamedTuple):
     severity: str  # "error", "warning" or "note"
@@ -36,6 +38,7 @@ CODES: Dict[str, Code] = {
         "error", "module has no Python source (cannot be captured by value)",
         "compiled extension modules cannot be sent; rewrite the code in Python or use a "
         "server-provided module"),
+    _unresolved.CODE: Code("error", _unresolved.TITLE, _unresolved.HINT),
     "NN301": Code(
         "error", "dangerous builtin",
         "the server refuses builtins that run arbitrary code or touch files; compute the value "
@@ -59,6 +62,9 @@ CODES: Dict[str, Code] = {
         "warning", "getattr with a dunder or introspection name",
         "access the attribute directly; the server blocks dunder tricks that reach interpreter "
         "internals"),
+    "NN503": Code(
+        "error", "object cannot be referenced by name on the server",
+        "use a function or class importable from its module under its own name"),
 }
 
 

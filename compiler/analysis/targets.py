@@ -1,6 +1,8 @@
 """What to check: a file, a directory (recursively), or a module name.
 
-A module name is located with :func:`compiler.analysis.modules.find_module`
+A module name is looked up first in the current folder, as ``python -m`` does
+(``nnsight-compile check mylib.stats`` from the folder that holds ``mylib``),
+then with :func:`compiler.analysis.modules.find_module` on ``sys.path``
 (nothing is imported). Server-provided modules are not scanned (the server
 has its own copy; a note says so), refused modules get one NN201 error, and
 installed third-party packages get one NN202 error and are then scanned like
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import FrozenSet, List, Tuple
+from typing import FrozenSet, List, Optional, Tuple
 
 from ..diagnostics import Diagnostic
 from . import codes, modules, server
@@ -61,10 +63,15 @@ def _skip_dir(path: str) -> bool:
 
 
 def _module_target(name: str) -> Target:
-    spec = modules.find_module(name)
     kind = server.module_kind(name)
+    if kind not in (server.SERVER, server.DANGEROUS):
+        local = _local_module_target(name)
+        if local is not None:
+            return local
+    spec = modules.find_module(name)
     if spec is None and kind not in (server.SERVER, server.DANGEROUS):
-        raise TargetError("no such file, directory or module: %r" % name)
+        raise TargetError("no such file, directory or module: %r (module names are looked up in the current "
+                          "folder, then on sys.path)" % name)
     origin = spec.origin if spec is not None and spec.origin and os.path.isabs(spec.origin) else None
     shown = origin or name
     target = Target(name)
@@ -92,6 +99,28 @@ def _module_target(name: str) -> Target:
             target.files.extend(python_files(location))
     elif origin:
         target.files.append((origin, origin))
+    return target
+
+
+def _local_module_target(name: str) -> Optional[Target]:
+    """Module ``name`` of the current folder (your own code), or None if the folder has none."""
+    cwd = os.getcwd()
+    path = modules.local_module_file(cwd, name)
+    if path is None:
+        return None
+    shown = os.path.relpath(path, cwd)
+    target = Target(name)
+    if modules.is_extension(path):
+        code = "NN203"
+        target.diagnostics.append(Diagnostic(
+            path=shown, line=1, col=0, code=code, severity=codes.severity(code), hint=codes.hint(code),
+            message="module '%s' is compiled code, not Python source: it cannot be captured by value" % name,
+            source_line=""))
+    elif os.path.isdir(path) or os.path.basename(path) == "__init__.py":
+        target.files.extend(python_files(os.path.relpath(os.path.dirname(path) if path.endswith(".py") else path,
+                                                         cwd)))
+    else:
+        target.files.append((shown, path))
     return target
 
 

@@ -60,6 +60,8 @@ from ..ir.nodes import (
     SourceLoc,
 )
 from ..ir.values import encode_value, lookup_qualname, short_repr
+from .. import unresolved
+from ..public_homes import refusal, server_ref, stdlib_server_module
 from . import sources
 from .errors import HINTS, CaptureRejected, Where, diagnostic
 from .scan import Chain, SourceFacts, analyze, resolve_import
@@ -398,8 +400,13 @@ class Closer:
         module = sys.modules.get(mod_name)
         kind = policy.classify_module_object(module) if module is not None else policy.classify_module(mod_name)
         if kind != policy.USER:
+            ref = server_ref(cls, (name,)) if kind != policy.SERVER else None  # _struct.Struct
+            if ref is not None:
+                return BIND_OBJECT, ref
             self._refuse_module(mod_name, kind, where, "class '%s' comes from module '%s', which" % (qual, mod_name))
             ref = self._verified_ref(cls, mod_name, qual, name, found_as)
+            if ref is None:
+                ref = server_ref(cls, (name,))  # types.FunctionType: builtins.function, named by types
             if ref is None:
                 raise self.reject("NN503", where, "class %s.%s cannot be referenced by name" % (mod_name, qual),
                                   "use a class importable from its module")
@@ -473,6 +480,9 @@ class Closer:
                 if kind == BIND_OBJECT:
                     return BIND_OBJECT, "%s.%s" % (value, fn.__name__)
                 return BIND_VALUE, ["objref", ["def", value, fn.__name__]]
+            ref = server_ref(fn, (name,))  # random.randint: a method of the module's hidden instance
+            if ref is not None:
+                return BIND_OBJECT, ref
             raise self.reject("NN503", where, "%s is a method bound to a %s object: it cannot be sent" % (
                 _what(where), type(owner).__name__), "send the object and call its method inside the trace")
         self_ = getattr(fn, "__self__", None)
@@ -492,11 +502,16 @@ class Closer:
             if index is not None:
                 return BIND_FUNCTION, index
         if kind != policy.USER:
+            ref = server_ref(fn, (name,)) if kind != policy.SERVER else None  # _functools.reduce
+            if ref is not None:
+                return BIND_OBJECT, ref
             self._refuse_module(mod_name, kind, where, "function '%s' comes from module '%s', which" % (
                 qual, mod_name))
             ref = self._verified_ref(fn, mod_name, qual, name, found_as)
             if ref is None and isinstance(self_, types.ModuleType):
                 ref = self._search_ref(fn, [bname, name], [self_.__name__])
+            if ref is None:
+                ref = server_ref(fn, (name,))
             if ref is None:
                 raise self.reject("NN503", where, "%s (%s) cannot be referenced by name on the server" % (
                     _what(where), short_repr(fn)), "use a function importable from its module")
@@ -515,6 +530,9 @@ class Closer:
                     self.entry(info, owner, where)
                     return BIND_OBJECT, "%s:%s" % (home, qual)
             return BIND_FUNCTION, self._local(fn, info, where)
+        ref = server_ref(fn, (name,))  # random.random: a builtin method of the module's hidden instance
+        if ref is not None:
+            return BIND_OBJECT, ref
         raise self.reject("NN503", where, "%s (%s) cannot be sent: it is neither a function with Python "
                           "source nor a module-level definition" % (_what(where), short_repr(fn)),
                           "use a plain function defined at module level")
@@ -677,9 +695,12 @@ class Closer:
                             if policy.classify_module(sub) == policy.DANGEROUS and kind != policy.DANGEROUS:
                                 raise self.reject("NN401", w, "'%s' is not available on the server: %s" % (
                                     sub, policy.module_reason(sub)))
+                            self._server_object(name, attr, w)
                     continue
                 module = sys.modules.get(name)
                 if module is None:
+                    if self.remote and not fact.guarded and unresolved.is_unresolved(name):
+                        raise self.reject(unresolved.CODE, w, unresolved.message(name), unresolved.HINT)
                     continue  # not importable here: it fails on the server as it would here
                 info = self.module_info(name, module.__dict__, module)
                 if fact.names:
@@ -699,6 +720,16 @@ class Closer:
                     self._module_uses(tinfo, Where(w.loc, w.source, fact.bound, w.pos, facts))
             except CaptureRejected:
                 pass
+
+    def _server_object(self, module: str, attr: str, where: Where) -> None:
+        """``from functools import RLock`` in captured code: refused as the object itself would be
+        (the static checker's rule, :func:`compiler.public_homes.refusal`)."""
+        mod = stdlib_server_module(module)
+        if mod is None or attr not in mod.__dict__:
+            return
+        found = refusal(mod.__dict__[attr], attr)
+        if found is not None:
+            raise self.reject(found[0], where, found[1])
 
 
 def _user_module(name: str) -> bool:

@@ -2,7 +2,9 @@
 
 Codes shared with the static checker (:mod:`compiler.analysis.codes`):
 NN201 dangerous module, NN202 installed module the server does not provide,
-NN301 dangerous builtin, NN401 dangerous module reached through an allowed one.
+NN204 module found nowhere (:mod:`compiler.unresolved`), NN301 dangerous builtin,
+NN401 dangerous module reached through an allowed one, NN503 (below; the checker
+reports it for allowed modules' objects the server cannot name).
 Codes of the closure pass itself (NN5xx: what was found at capture time):
 
 NN501  a value cannot be sent (no pickle fallback)

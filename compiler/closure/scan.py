@@ -17,6 +17,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from ..frontend.names import analyze_names
 from ..frontend.parse import PARSER_CONFIG, Region
+from ..unresolved import IMPORT_GUARDS
 
 Pos = Tuple[int, int, int]  # line, column, length
 Chain = Tuple[str, ...]
@@ -31,6 +32,7 @@ class ImportFact:
     names: Tuple[Tuple[str, str], ...]  # from-import: (name, bound name); () for ``import``
     bound: str  # ``import``: the name it binds (``c``, or ``a`` for ``import a.b``)
     pos: Pos
+    guarded: bool = False  # inside ``try:`` with a handler catching ImportError: the code's own fallback
 
 
 @dataclass
@@ -70,6 +72,7 @@ class _AstFacts(ast.NodeVisitor):
         self.lines = text.split("\n")
         self.facts = facts
         self.shift = shift  # columns added on line 1 (the parenthesis around an expression)
+        self.guarded = 0  # depth of ``try:`` bodies whose handlers catch ImportError
 
     def pos(self, node: ast.AST) -> Pos:
         line = node.lineno
@@ -103,14 +106,37 @@ class _AstFacts(ast.NodeVisitor):
         else:
             self.visit(base)
 
+    def visit_Try(self, node: ast.Try) -> None:
+        if not any(_catches_import_error(h.type) for h in node.handlers):
+            self.generic_visit(node)
+            return
+        self.guarded += 1
+        for stmt in node.body:
+            self.visit(stmt)
+        self.guarded -= 1
+        for part in (*node.handlers, *node.orelse, *node.finalbody):
+            self.visit(part)
+
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             bound = alias.asname or alias.name.split(".")[0]
-            self.facts.imports.append(ImportFact(alias.name, 0, (), bound, self.pos(node)))
+            self.facts.imports.append(ImportFact(alias.name, 0, (), bound, self.pos(node), self.guarded > 0))
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         names = tuple((a.name, a.asname or a.name) for a in node.names)
-        self.facts.imports.append(ImportFact(node.module or "", node.level or 0, names, "", self.pos(node)))
+        self.facts.imports.append(ImportFact(node.module or "", node.level or 0, names, "", self.pos(node),
+                                             self.guarded > 0))
+
+
+def _catches_import_error(handler_type: Optional[ast.expr]) -> bool:
+    """Whether ``except <handler_type>:`` catches a failed import (bare ``except:`` does)."""
+    if handler_type is None:
+        return True
+    if isinstance(handler_type, ast.Tuple):
+        return any(_catches_import_error(e) for e in handler_type.elts)
+    if isinstance(handler_type, ast.Attribute):
+        return handler_type.attr in IMPORT_GUARDS
+    return isinstance(handler_type, ast.Name) and handler_type.id in IMPORT_GUARDS
 
 
 def _char(text: str, byte_col: int) -> int:

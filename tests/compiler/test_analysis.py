@@ -63,7 +63,8 @@ def test_installed_module_is_an_error_and_the_hint_names_register_for_pure_pytho
     assert "nnsight.register(package)" in d.hint and "guaranteed modules" in d.hint
 
 
-def test_server_user_future_and_type_checking_imports_are_fine(fake_policy):
+def test_server_user_future_and_type_checking_imports_are_fine(fake_policy, tmp_path):
+    (tmp_path / "my_own_module.py").write_text("X = 1\n")
     src = """\
     from __future__ import annotations
     import math, torch
@@ -77,7 +78,7 @@ def test_server_user_future_and_type_checking_imports_are_fine(fake_policy):
     else:
         import subprocess
     """
-    assert found(src) == [("NN201", 11, 11)]
+    assert found(src, base_dir=str(tmp_path)) == [("NN201", 11, 11)]
 
 
 def test_dangerous_submodule_through_allowed_module(fake_policy):
