@@ -152,3 +152,26 @@ def test_language_model_prints_like_its_module(gpt2_path):
     # torch's own print of the module, then the envoy-only generator child
     assert text.startswith(repr(hf)[:-2])
     assert "(generator): Generator(" in text
+
+
+def test_language_model_takes_envoys_and_class_renames(gpt2_path):
+    import transformers
+    from transformers.models.gpt2.modeling_gpt2 import GPT2MLP, GPT2Attention
+
+    model = nnsight.LanguageModel(gpt2_path, envoys={GPT2MLP: Tagged}, rename={GPT2Attention: "attention"})
+    assert all(type(block.mlp) is Tagged for block in model.transformer.h)
+    assert model.transformer.h[2].attention is model.transformer.h[2].attn
+    hf = transformers.AutoModelForCausalLM.from_pretrained(gpt2_path).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(gpt2_path)
+    captured = {}
+    hooks = [hf.transformer.h[2].mlp.register_forward_hook(lambda m, i, o: captured.update(mlp=o)),
+             hf.transformer.h[1].attn.register_forward_hook(lambda m, i, o: captured.update(attn=o[0]))]
+    with torch.no_grad():
+        hf(**tok("Hello world", return_tensors="pt"))
+    for hook in hooks:
+        hook.remove()
+    with model.trace("Hello world"):
+        attn = model.transformer.h[1].attention.output[0].save()
+        doubled = model.transformer.h[2].mlp.doubled().save()
+    assert torch.allclose(attn, captured["attn"], atol=1e-6)
+    assert torch.allclose(doubled, 2 * captured["mlp"], atol=1e-6)
