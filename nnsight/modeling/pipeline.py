@@ -64,10 +64,19 @@ class PipelineMixin:
         output); a plain ``model.pipe(x)`` returns the pipeline's output."""
         if opens_with(sys._getframe(1)):
             return PipeTracer(self, *inputs, **options)
-        self._ensure_dispatched()
-        return self._pipeline()(*inputs, **options)
+        return self.pipeline(*inputs, **options)
 
-    def _pipeline(self):
+    @property
+    def pipeline(self):
+        """The task's ``transformers.pipeline`` over the wrapped model (built once per loaded module)."""
+        self._ensure_dispatched()
+        cached = self.__dict__.get("_pipeline_cache")
+        if cached is None or cached[0] is not self._module:
+            cached = (self._module, self._build_pipeline())
+            self.__dict__["_pipeline_cache"] = cached
+        return cached[1]
+
+    def _build_pipeline(self):
         task = self.task
         if task is None:
             raise ValueError(
@@ -80,7 +89,7 @@ class PipelineMixin:
 
     def __nnsight_pipe__(self, raw: "PipeInput", **options) -> Any:
         options.setdefault("batch_size", len(raw.items))  # one batch: rows in invoke order
-        output = self._pipeline()(raw.value(), **options)
+        output = self.pipeline(raw.value(), **options)
         end_steps(self._interleaver)
         return output
 

@@ -88,6 +88,7 @@ def test_classification_pipe_sees_interventions(bert_cls_path):
         changed = tracer.result.save()
     assert changed[0]["label"] == hf.config.id2label[other]
     assert model.pipe(text)[0]["label"] == plain(text)[0]["label"]  # without `with`: a plain call
+    assert model.pipeline is model.pipeline and model.pipeline.model is model._module
 
 
 def test_generate_result_and_pipe_text_match_transformers(gpt2_path):
