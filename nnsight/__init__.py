@@ -21,13 +21,16 @@ from . import pymount as _pymount
 from .tracing import backwards as _backwards
 
 from compiler import __version__  # noqa: E402,F401
+from importlib.util import find_spec as _find_spec  # noqa: E402
 
 __all__ = [
-    "NNsight", "LanguageModel", "TransformersModel", "DiffusionModel", "Envoy",
+    "NNsight", "LanguageModel", "TransformersModel", "Envoy",
     "save", "register", "CONFIG",
     "OutOfOrderError", "MissedProviderError", "NNsightDeprecationWarning",
     "ndif_status", "status", "is_model_running",
 ]
+if _find_spec("diffusers") is not None:  # `from nnsight import *` works without the `diffusion` extra
+    __all__.insert(3, "DiffusionModel")
 
 if CONFIG.APP.PYMOUNT:
     # Some libraries check every public attribute of their classes when the class is
