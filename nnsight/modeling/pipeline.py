@@ -49,8 +49,10 @@ class PipeTracer(MethodTracer):
     """``with model.pipe(...)``: one pipeline call, interleaved with the body."""
 
     def __init__(self, model, *args, **kwargs) -> None:
-        inputs = (PipeInput.of(args, {}),) if args else ()
-        super().__init__(model, "pipe", model.pipe, *inputs, **kwargs)  # kwargs: the pipeline's options
+        # Always a PipeInput (empty without input: it adds no rows), so every keyword is a pipeline
+        # option, never a tokenizer's or the model's.
+        raw = PipeInput.of(args, {}) if args else PipeInput([], single=False)
+        super().__init__(model, "pipe", model.pipe, raw, **kwargs)
 
     def invoke(self, *args, **kwargs) -> Invoker:
         return Invoker(self, (PipeInput.of(args, kwargs),) if args or kwargs else (), {})

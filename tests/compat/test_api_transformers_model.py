@@ -190,3 +190,16 @@ def test_device_map_auto_gives_the_same_logits(gpt2_path):
     with torch.no_grad():
         expected = hf(**tok("The capital of France is", return_tensors="pt")).logits
     assert torch.allclose(logits.cpu(), expected, atol=1e-5)
+
+
+def test_pipe_options_without_a_trace_input_go_to_the_pipeline(bert_path):
+    model = _quiet(TransformersModel, bert_path)
+    text = "hello [MASK] world."
+    with model.pipe(top_k=2) as tracer:
+        with tracer.invoke(text):
+            logits = model.output.logits.save()
+    assert len(tracer.result) == 2 and logits.shape[0] == 1
+    assert tracer.result == model.pipe(text, top_k=2)
+    with pytest.raises(ValueError, match="no input"):
+        with model.pipe(top_k=2) as tracer:
+            pass
