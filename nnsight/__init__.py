@@ -13,12 +13,24 @@ from runtime.saves import save  # noqa: F401
 from compiler.policy import register  # noqa: F401  (send a module/package by value to remote servers)
 
 from .config import CONFIG  # noqa: F401
+from .deprecation import NNsightDeprecationWarning  # noqa: F401
 from .envoy import Envoy  # noqa: F401
-from .modeling import LanguageModel, NNsight  # noqa: F401
+from .modeling import LanguageModel, NNsight, TransformersModel  # noqa: F401
+from .ndif import is_model_running, ndif_status, status  # noqa: F401
 from . import pymount as _pymount
 from .tracing import backwards as _backwards
 
 from compiler import __version__  # noqa: E402,F401
+from importlib.util import find_spec as _find_spec  # noqa: E402
+
+__all__ = [
+    "NNsight", "LanguageModel", "TransformersModel", "Envoy",
+    "save", "register", "CONFIG",
+    "OutOfOrderError", "MissedProviderError", "NNsightDeprecationWarning",
+    "ndif_status", "status", "is_model_running",
+]
+if _find_spec("diffusers") is not None:  # `from nnsight import *` works without the `diffusion` extra
+    __all__.insert(3, "DiffusionModel")
 
 if CONFIG.APP.PYMOUNT:
     # Some libraries check every public attribute of their classes when the class is

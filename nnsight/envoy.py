@@ -14,6 +14,8 @@ from runtime import events
 from runtime.interleaver import Interleaver, original_forward
 from runtime.mediator import current_mediator
 
+from .envoy_classes import EnvoyClasses, build as build_envoy_classes
+
 VALUE = events.VALUE
 
 _EMPTY = object()
@@ -39,11 +41,26 @@ TREE_VERSION = [0]  # bumped whenever an envoy is added anywhere
 
 
 class Envoy:
-    """Proxy for one module in the tree; ``path`` is its provider prefix (``model.transformer``)."""
+    """Proxy for one module in the tree; ``path`` is its provider prefix (``model.transformer``).
+
+    ``Envoy(module)`` (no ``path``/``interleaver``: a root, as nnsight 0.8 spells it) gives the
+    same wrapper as ``NNsight(module)``, with ``.trace``, ``rename=`` and ``envoys=``
+    (:mod:`nnsight.envoy_classes`: which Envoy subclass wraps which module).
+    """
+
+    def __new__(cls, module: Any = None, *args, **kwargs):
+        if (cls is Envoy and isinstance(module, torch.nn.Module) and not args
+                and kwargs.get("path") is None and kwargs.get("interleaver") is None):
+            from .modeling.base import NNsight
+
+            return object.__new__(NNsight)  # Python then runs NNsight.__init__(module, **kwargs)
+        return object.__new__(cls)
 
     def __init__(self, module: torch.nn.Module, path: str = "model",
-                 interleaver: Optional[Interleaver] = None) -> None:
+                 interleaver: Optional[Interleaver] = None, envoys: Any = None) -> None:
         d = self.__dict__
+        d["_envoy_classes"] = envoys if envoys is None or isinstance(envoys, EnvoyClasses) \
+            else build_envoy_classes(envoys, Envoy)
         d["_module"] = module
         d["path"] = path
         d["_interleaver"] = interleaver if interleaver is not None else Interleaver()
@@ -60,7 +77,10 @@ class Envoy:
     # ------------------------------------------------------------------ tree
 
     def _add_envoy(self, module: torch.nn.Module, name: str) -> "Envoy":
-        envoy = Envoy(module, f"{self.path}.{name}", self._interleaver)
+        path = f"{self.path}.{name}"
+        classes = self.__dict__.get("_envoy_classes")
+        cls = (classes.pick(module, path) or Envoy) if classes is not None else Envoy
+        envoy = cls(module, path, self._interleaver, envoys=classes)
         self._children[name] = envoy
         TREE_VERSION[0] += 1  # roots rebuild their cached module lists (e.g. an SAE added later)
         if name in _MOUNTS:

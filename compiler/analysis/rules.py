@@ -23,4 +23,4 @@ INTROSPECTION_ATTRIBUTES = frozenset((
 ))
 
 # Calls of these look like tracing contexts to ``nnsight-compile emit``.
-TRACING_METHODS = frozenset(("trace", "generate", "session", "scan", "edit"))
+TRACING_METHODS = frozenset(("trace", "generate", "session", "scan", "edit", "pipe"))

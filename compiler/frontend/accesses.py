@@ -36,6 +36,7 @@ ROOT_ATTRIBUTES = frozenset(
     (
         "trace", "generate", "session", "scan", "edit", "invoke", "iter", "all", "stop",
         "tokenizer", "config", "dispatch", "dispatched", "device", "dtype", "interleave",
+        "pipe", "pipeline", "task",
     )
 )
 

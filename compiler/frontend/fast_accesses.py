@@ -24,6 +24,7 @@ ROOT_ATTRIBUTES = frozenset(
     (
         "trace", "generate", "session", "scan", "edit", "invoke", "iter", "all", "stop",
         "tokenizer", "config", "dispatch", "dispatched", "device", "dtype", "interleave",
+        "pipe", "pipeline", "task",
     )
 )  # = accesses.ROOT_ATTRIBUTES
 

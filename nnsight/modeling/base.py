@@ -23,8 +23,9 @@ class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, Envoy, Batchabl
     through ``_execute``.
     """
 
-    def __init__(self, module: torch.nn.Module, rename: Optional[aliasing.Rename] = None) -> None:
-        super().__init__(module, path="model")
+    def __init__(self, module: torch.nn.Module, rename: Optional[aliasing.Rename] = None,
+                 envoys: Optional[Dict[Any, type]] = None) -> None:
+        super().__init__(module, path="model", envoys=envoys)
         self.__dict__["_patch_cache"] = None
         self.__dict__["_alias"] = aliasing.bind(self, rename)  # `rename=` aliases (design §4.5)
         # The interleaver's cached forward wrappers refer back to it: drop them with the model,

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from . import peft_adapter
 from .base import NNsight
 from .generator import GenerationMixin
 
@@ -17,40 +18,60 @@ INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "
 
 
 class LanguageModel(GenerationMixin, NNsight):
-    """A causal language model wrapped for tracing."""
+    """A causal language model wrapped for tracing.
+
+    ``tokenizer_kwargs`` go to ``AutoTokenizer.from_pretrained`` (defaults: left padding);
+    ``peft`` names a PEFT adapter (a path or hub id) loaded onto the model (``pip install peft``);
+    ``rename``/``envoys`` as for :class:`NNsight`; every other keyword goes to ``from_pretrained``
+    (``device_map="auto"``, ``torch_dtype``, ...).
+    """
+
+    task: Optional[str] = "text-generation"  # the transformers pipeline task (`TransformersModel.pipe`)
 
     def __init__(self, model: Union[str, torch.nn.Module], *args, tokenizer=None,
                  dispatch: bool = False, automodel=None, rename: Optional[Dict[str, Any]] = None,
-                 **kwargs) -> None:
+                 tokenizer_kwargs: Optional[Dict[str, Any]] = None, peft: Optional[str] = None,
+                 envoys: Optional[Dict[Any, type]] = None, **kwargs) -> None:
         import transformers
 
         self.__dict__["tokenizer"] = tokenizer
-        self.__dict__["_automodel"] = automodel or transformers.AutoModelForCausalLM
+        self.__dict__["_automodel"] = automodel or self._default_automodel(model, kwargs) \
+            or transformers.AutoModelForCausalLM
         self.__dict__["_load_args"] = args
         self.__dict__["_load_kwargs"] = kwargs
+        self.__dict__["_peft"] = peft
         if isinstance(model, torch.nn.Module):
             self.__dict__["repo_id"] = getattr(getattr(model, "config", None), "_name_or_path", None)
             self.__dict__["dispatched"] = True
-            module = model
+            module = model if peft is None else peft_adapter.load(model, peft, kwargs)
         else:
             self.__dict__["repo_id"] = model
             if self.tokenizer is None:
-                self.__dict__["tokenizer"] = self._load_tokenizer(model, kwargs)
+                self.__dict__["tokenizer"] = self._load_tokenizer(model, kwargs, tokenizer_kwargs)
             if dispatch:
                 module = self._load(model, *args, **kwargs)
             else:
                 module = self._load_meta(model, *args, **kwargs)
             self.__dict__["dispatched"] = bool(dispatch)
-        super().__init__(module, rename=rename)
+        super().__init__(module, rename=rename, envoys=envoys)
 
     # ---------------------------------------------------------------- loading
 
-    @staticmethod
-    def _load_tokenizer(repo_id: str, kwargs: Dict[str, Any]):
+    def _default_automodel(self, model: Union[str, torch.nn.Module], kwargs: Dict[str, Any]):
+        """The class that loads ``model`` when no ``automodel`` is given (None: a causal LM)."""
+        return None
+
+    def _tokenizer_defaults(self) -> Dict[str, Any]:
+        return {"padding_side": "left"}  # generation continues after each row's last token
+
+    def _load_tokenizer(self, repo_id: str, kwargs: Dict[str, Any],
+                        tokenizer_kwargs: Optional[Dict[str, Any]] = None):
         from transformers import AutoTokenizer
 
         tok_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code", "token") if k in kwargs}
-        tokenizer = AutoTokenizer.from_pretrained(repo_id, padding_side="left", **tok_kwargs)
+        tok_kwargs.update(self._tokenizer_defaults())
+        tok_kwargs.update(tokenizer_kwargs or {})
+        tokenizer = AutoTokenizer.from_pretrained(repo_id, **tok_kwargs)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
@@ -61,10 +82,17 @@ class LanguageModel(GenerationMixin, NNsight):
         cfg_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code", "token") if k in kwargs}
         config = AutoConfig.from_pretrained(repo_id, **cfg_kwargs)
         with torch.device("meta"):
-            return self._automodel.from_config(config, trust_remote_code=kwargs.get("trust_remote_code", False))
+            build = getattr(self._automodel, "from_config", None)  # an auto class; else a model class
+            model = build(config, trust_remote_code=kwargs.get("trust_remote_code", False)) \
+                if build is not None else self._automodel(config)
+            if self._peft is not None:  # the adapter's layers, without weights: the tree is final
+                model = peft_adapter.structure(model, self._peft, kwargs)
+        return model
 
     def _load(self, repo_id: str, *args, **kwargs) -> torch.nn.Module:
         model = self._automodel.from_pretrained(repo_id, *args, **kwargs)
+        if self._peft is not None:
+            model = peft_adapter.load(model, self._peft, kwargs)
         model.eval()
         return model
 
