@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 
 from runtime import source as rsource
+from runtime.errors import SourceNotAvailable
 from runtime.mediator import current_mediator
 
 from .envoy import first_input, with_first_input
@@ -38,7 +39,7 @@ class OperationEnvoy:
         interleaver = self._interleaver()
         if mediator is not None and (mediator.interleaver is interleaver or getattr(mediator, "grad_only", False)):
             return mediator
-        raise ValueError(
+        raise SourceNotAvailable(
             f"Cannot access the {what} of operation `{self.path}` outside of a trace. Use "
             f"`.source.{self.name}.{what}` inside `with model.trace(input):`.")
 
@@ -75,20 +76,20 @@ class OperationEnvoy:
         mediator = current_mediator()
         interleaver = self._interleaver()
         if mediator is None or mediator.interleaver is not interleaver:
-            raise ValueError(
+            raise SourceNotAvailable(
                 f"Must be within a trace to use recursive `.source` (on operation `{self.path}`): "
                 f"the function an operation calls is only known when it runs. Access "
                 f"`.source.{self.name}.source` inside a `with model.trace(...)` block.")
         fn = mediator.request(self._keys[0])
         if isinstance(fn, torch.nn.Module):
             where = getattr(fn, "__path__", None) or type(fn).__name__
-            raise ValueError(
+            raise SourceNotAvailable(
                 f"Don't call .source on a module ({where}) from within another .source. "
                 f"Call it directly on the module's envoy: `<envoy>.source`.")
         try:
             plain = rsource._plain_function(fn)
         except rsource.SourceError as error:
-            raise ValueError(f"Operation `{self.path}` can't be traced into: {error}") from None
+            raise SourceNotAvailable(f"Operation `{self.path}` can't be traced into: {error}") from None
         nested = self._nested
         if nested is None or nested[0] is not plain.__code__:
             injected = rsource.inject(fn)

@@ -27,13 +27,15 @@ import weakref
 from collections import defaultdict
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .errors import SourceNotAvailable
+
 OP = "__nnsight_op__"
 _FACTORY = "__nnsight_factory__"
 # Builtins that inspect their caller's frame: wrapping them would break them.
 _FRAME_BUILTINS = frozenset({"super", "locals", "globals", "vars", "dir", "eval", "exec", "breakpoint"})
 
 
-class SourceError(Exception):
+class SourceError(SourceNotAvailable):
     """The function's source can't be found or rewritten."""
 
 
