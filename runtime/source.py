@@ -1,4 +1,4 @@
-"""Source tracing (design §4.3): rewrite a function so each call and assignment in its body is a provider.
+"""Source tracing: rewrite a function so each call and assignment in its body is a provider.
 
 :func:`inject` parses a function's source and rewrites every call
 ``f(a, b=c)`` in its body into ``__nnsight_op__("f_0", f)(a, b=c)``, and
