@@ -4,16 +4,20 @@
     with model.trace("Hello"):
         out = model.transformer.h[0].attn.source.attention_interface_0.output.save()
 
-:class:`EnvoySource` lists the calls of a forward (see :mod:`runtime.source`
-for how the forward is rewritten); each is an :class:`OperationEnvoy` with
-``.output``, ``.input``, ``.inputs`` (readable and writable inside a trace)
-and a recursive ``.source`` that traces into the called function.
+:class:`EnvoySource` lists the calls and assignments of a forward (see
+:mod:`runtime.source` for how the forward is rewritten and how operations are
+named); ``source.names`` gives their names in order, iterating it gives the
+operations. Each is an :class:`OperationEnvoy` with ``.output``, ``.input``,
+``.inputs`` (readable and writable inside a trace), ``.skip(value)`` and, for
+calls, a recursive ``.source`` that traces into the called function.
 """
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
+from runtime import events
 from runtime import source as rsource
+from runtime.errors import SourceNotAvailable
 from runtime.mediator import current_mediator
 
 from .envoy import first_input, with_first_input
@@ -28,6 +32,7 @@ class OperationEnvoy:
         self.name = name
         self.path = f"{parent.path}.{name}"
         self.line = line  # line in the function's file
+        self.is_assignment = name in parent._injected.assignments  # `x = value`, not a call
         self._keys = (self.path + ".fn", self.path + ".input", self.path + ".output")
         self._nested: Optional[Tuple[Any, "EnvoySource"]] = None
 
@@ -38,7 +43,7 @@ class OperationEnvoy:
         interleaver = self._interleaver()
         if mediator is not None and (mediator.interleaver is interleaver or getattr(mediator, "grad_only", False)):
             return mediator
-        raise ValueError(
+        raise SourceNotAvailable(
             f"Cannot access the {what} of operation `{self.path}` outside of a trace. Use "
             f"`.source.{self.name}.{what}` inside `with model.trace(input):`.")
 
@@ -67,28 +72,39 @@ class OperationEnvoy:
         mediator = self._mediator("input")
         mediator.swap(self._keys[1], with_first_input(*mediator.request(self._keys[1]), value))
 
+    def skip(self, value: Any) -> None:
+        """Don't run this call in this execution; ``value`` is its output (an assignment assigns ``value``).
+
+        With several invokes, every invoke must skip it, each with its own rows.
+        """
+        self._mediator("skip").send(events.SKIP, self._keys[1], value)
+
     # ------------------------------------------------------------ recursion
 
     @property
     def source(self) -> "EnvoySource":
         """The operations of the function this call runs (inside a trace: it waits for the call)."""
+        if self.is_assignment:
+            raise SourceNotAvailable(
+                f"`{self.name}` is an assignment (line {self.line}), not a call: there is no function to "
+                f"trace into. print(<envoy>.source) shows the calls.")
         mediator = current_mediator()
         interleaver = self._interleaver()
         if mediator is None or mediator.interleaver is not interleaver:
-            raise ValueError(
+            raise SourceNotAvailable(
                 f"Must be within a trace to use recursive `.source` (on operation `{self.path}`): "
                 f"the function an operation calls is only known when it runs. Access "
                 f"`.source.{self.name}.source` inside a `with model.trace(...)` block.")
         fn = mediator.request(self._keys[0])
         if isinstance(fn, torch.nn.Module):
             where = getattr(fn, "__path__", None) or type(fn).__name__
-            raise ValueError(
+            raise SourceNotAvailable(
                 f"Don't call .source on a module ({where}) from within another .source. "
                 f"Call it directly on the module's envoy: `<envoy>.source`.")
         try:
             plain = rsource._plain_function(fn)
         except rsource.SourceError as error:
-            raise ValueError(f"Operation `{self.path}` can't be traced into: {error}") from None
+            raise SourceNotAvailable(f"Operation `{self.path}` can't be traced into: {error}") from None
         nested = self._nested
         if nested is None or nested[0] is not plain.__code__:
             injected = rsource.inject(fn)
@@ -136,18 +152,39 @@ class EnvoySource:
     def operations(self) -> List[OperationEnvoy]:
         return list(self._operations.values())
 
-    def __getattr__(self, name: str) -> OperationEnvoy:
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """The operations' names, in the order they run."""
+        return tuple(self._operations)
+
+    def _find(self, name: str) -> Optional[OperationEnvoy]:
         ops = self.__dict__.get("_operations")
-        if ops is not None and name in ops:
-            return ops[name]
+        if ops is None:
+            return None
+        op = ops.get(name)
+        if op is None:  # nnsight 0.8's name of a call (calls and assignments counted together)
+            own = self._injected.aliases.get(name)
+            op = ops.get(own) if own is not None else None
+        return op
+
+    def __getattr__(self, name: str) -> OperationEnvoy:
+        op = self._find(name)
+        if op is not None:
+            return op
         raise AttributeError(
             f"`{self.__dict__.get('path')}` has no operation {name!r}; print(envoy.source) lists them.")
 
     def __getitem__(self, name: str) -> OperationEnvoy:
-        return self._operations[name]
+        op = self._find(name)
+        if op is None:
+            raise KeyError(name)
+        return op
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._operations)
+    def __contains__(self, name: str) -> bool:
+        return self._find(name) is not None
+
+    def __iter__(self) -> Iterator[OperationEnvoy]:
+        return iter(list(self._operations.values()))
 
     def __len__(self) -> int:
         return len(self._operations)

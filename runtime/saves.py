@@ -5,6 +5,8 @@ user's frame (or sent back from a server); everything else is dropped.
 """
 from typing import Any, Set
 
+from .errors import SaveOutsideTraceError
+
 SAVES: Set[int] = set()  # never rebound (nnsight/pymount.py binds its `add`)
 _depth = [0]
 
@@ -27,7 +29,7 @@ def exit() -> None:
 def save(obj: Any) -> Any:
     """Mark ``obj`` to outlive the trace and return it unchanged."""
     if _depth[0] == 0:
-        raise RuntimeError(
+        raise SaveOutsideTraceError(
             "nnsight.save() / .save() was called outside of a trace. Saving only "
             "makes sense inside `with model.trace(...):` (or generate/session/scan); "
             "outside a trace, values are already ordinary Python objects."

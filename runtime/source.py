@@ -1,19 +1,36 @@
-"""Source tracing (design §4.3): rewrite a function so each call in its body is a provider.
+"""Source tracing: rewrite a function so each call and assignment in its body is a provider.
 
 :func:`inject` parses a function's source and rewrites every call
-``f(a, b=c)`` in its body into ``__nnsight_op__("f_0", f)(a, b=c)``. Names
-follow nnsight: the dotted callee joined by ``_`` (``self.c_proj`` →
-``self_c_proj``), or its last attribute for a computed receiver
-(``x.view(...).transpose`` → ``transpose``), numbered per name in evaluation
-order (``self_c_proj_0``, ``self_c_proj_1``). The rewritten code is compiled
-with the original file name and line numbers, so tracebacks and debuggers still
-point at the library's own source.
+``f(a, b=c)`` in its body into ``__nnsight_op__("f_0", f)(a, b=c)``, and
+every assignment to one name, attribute or subscript ``x = v`` into
+``x = __nnsight_op__("x_0", None)(v)`` (its input and output are the assigned
+value). Tuple targets and augmented assignments (``a, b = ...``, ``x += 1``)
+are not operations, as in nnsight 0.8.
+
+Names follow nnsight: the dotted callee or target joined by ``_``
+(``self.c_proj`` → ``self_c_proj``), or its last attribute for a computed
+receiver (``x.view(...).transpose`` → ``transpose``), numbered per name in
+evaluation order. Two numberings exist, and both work:
+
+* a call's own name counts only the calls of that name (``attention_interface_0``
+  is GPT-2's attention call, as nnsight's documentation has always shown it);
+* nnsight 0.8 counts calls and assignments of a name together, so there the
+  same call is ``attention_interface_1`` (``attention_interface = ...`` is
+  ``_0``). That name reaches the call too, unless it is another call's own name.
+
+An assignment keeps its 0.8 name unless a call owns it; it then takes the next
+free number of its name (GPT-2's ``attention_interface = ...`` is
+``attention_interface_2``). ``print(envoy.source)`` shows each operation's own name.
+
+The rewritten code is compiled with the original file name and line numbers,
+so tracebacks and debuggers still point at the library's own source.
 
 :func:`build` makes a fresh function from it whose ``__nnsight_op__`` is an
 :class:`OpHook`: while its interleaver runs, each call ``op`` offers three
 providers in order: ``<prefix>.<op>.fn`` (the callee, swapped by recursive
 ``.source``), ``<prefix>.<op>.input`` (``(args, kwargs)``) and
-``<prefix>.<op>.output``. Otherwise the callee is called directly.
+``<prefix>.<op>.output``; ``op.skip(value)`` makes the callee not run.
+Otherwise the callee is called directly.
 
 The rewritten forward of a module is used by the interleaver only for the
 duration of an execution (``Interleaver.sources``); the model itself is never
@@ -25,7 +42,10 @@ import textwrap
 import types
 import weakref
 from collections import defaultdict
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
+
+from .errors import SourceNotAvailable
+from .interleaver import _combine_skips
 
 OP = "__nnsight_op__"
 _FACTORY = "__nnsight_factory__"
@@ -33,21 +53,25 @@ _FACTORY = "__nnsight_factory__"
 _FRAME_BUILTINS = frozenset({"super", "locals", "globals", "vars", "dir", "eval", "exec", "breakpoint"})
 
 
-class SourceError(Exception):
+class SourceError(SourceNotAvailable):
     """The function's source can't be found or rewritten."""
 
 
 class Injected:
     """A function's rewritten code, shared by every :func:`build` of it."""
 
-    __slots__ = ("name", "filename", "def_line", "source", "operations", "factory", "decorators", "freevars")
+    __slots__ = ("name", "filename", "def_line", "source", "operations", "aliases", "assignments", "factory",
+                 "decorators", "freevars")
 
-    def __init__(self, name, filename, def_line, source, operations, factory, decorators, freevars):
+    def __init__(self, name, filename, def_line, source, operations, aliases, assignments, factory, decorators,
+                 freevars):
         self.name = name
         self.filename = filename
         self.def_line = def_line  # file line of the ``def``
         self.source = source  # the function's source from its ``def`` line, dedented
         self.operations: List[Tuple[str, int]] = operations  # (op name, file line), in order
+        self.aliases: Dict[str, str] = aliases  # nnsight 0.8 name -> op name, where they differ
+        self.assignments: FrozenSet[str] = assignments  # op names that are assignments, not calls
         self.factory = factory  # code object: (__nnsight_op__, *freevars) -> function
         self.decorators = decorators  # code objects of decorator expressions, innermost first
         self.freevars = freevars
@@ -68,38 +92,116 @@ def _callee_name(func: ast.expr) -> str:
     return "unknown"
 
 
-class _WrapCalls(ast.NodeTransformer):
+def _target_name(target: ast.expr) -> Optional[str]:
+    """The name of an assignment's target (``self.state["k"]`` → ``self_state``); None for tuples."""
+    while isinstance(target, ast.Subscript):
+        target = target.value
+    if isinstance(target, (ast.Name, ast.Attribute)):
+        return _callee_name(target)
+    return None
+
+
+class _WrapOperations(ast.NodeTransformer):
+    """Wraps calls and single-target assignments; names them once the whole body is seen."""
+
     def __init__(self) -> None:
-        self.counts: Dict[str, int] = defaultdict(int)
-        self.operations: List[Tuple[str, int]] = []
+        self.call_counts: Dict[str, int] = defaultdict(int)
+        self.shared_counts: Dict[str, int] = defaultdict(int)  # nnsight 0.8: calls and assignments
+        # (is_call, base, own number, 0.8 number, line, the name constant to fill in)
+        self.found: List[Tuple[bool, str, int, int, int, ast.Constant]] = []
+
+    def _record(self, is_call: bool, base: str, line: int) -> ast.Constant:
+        constant = ast.Constant(value=None)
+        own = self.call_counts[base] if is_call else -1
+        if is_call:
+            self.call_counts[base] += 1
+        self.found.append((is_call, base, own, self.shared_counts[base], line, constant))
+        self.shared_counts[base] += 1
+        return constant
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)  # inner calls first: they run first
         if isinstance(node.func, ast.Name) and node.func.id in _FRAME_BUILTINS:
             return node
-        base = _callee_name(node.func)
-        name = f"{base}_{self.counts[base]}"
-        self.counts[base] += 1
-        self.operations.append((name, node.lineno))
-        hook = ast.Call(func=ast.Name(id=OP, ctx=ast.Load()),
-                        args=[ast.Constant(value=name), node.func], keywords=[])
+        constant = self._record(True, _callee_name(node.func), node.lineno)
+        hook = ast.Call(func=ast.Name(id=OP, ctx=ast.Load()), args=[constant, node.func], keywords=[])
         ast.copy_location(hook, node.func)
         ast.copy_location(hook.func, node.func)
-        ast.copy_location(hook.args[0], node.func)
+        ast.copy_location(constant, node.func)
         node.func = hook
         return node
 
+    def _wrap_value(self, node, target: ast.expr) -> ast.AST:
+        node.value = self.visit(node.value)  # the value runs before the target's own expressions
+        target = self.visit(target)
+        name = _target_name(target)
+        if name is None:
+            return node
+        constant = self._record(False, name, node.lineno)
+        hook = ast.Call(func=ast.Name(id=OP, ctx=ast.Load()), args=[constant, ast.Constant(value=None)],
+                        keywords=[])
+        call = ast.Call(func=hook, args=[node.value], keywords=[])
+        for made in (call, hook, hook.func, hook.args[1], constant):
+            ast.copy_location(made, node.value)
+        node.value = call
+        return node
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST:
+        if len(node.targets) != 1:
+            return self.generic_visit(node)
+        node = self._wrap_value(node, node.targets[0])
+        node.targets = [node.targets[0]]
+        return node
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
+        if node.value is None:
+            return node
+        return self._wrap_value(node, node.target)
+
+    def finish(self) -> Tuple[List[Tuple[str, int]], Dict[str, str], FrozenSet[str]]:
+        """Fill in the names: ``(operations, aliases, assignments)`` as :class:`Injected` keeps them."""
+        taken = {f"{base}_{own}" for is_call, base, own, _, _, _ in self.found if is_call}
+        names = []
+        for is_call, base, own, shared, _, _ in self.found:
+            if is_call:
+                names.append(f"{base}_{own}")
+                continue
+            name = f"{base}_{shared}"
+            if name in taken:  # a call owns the 0.8 name: the next free number of this name
+                n = self.shared_counts[base]
+                while f"{base}_{n}" in taken:
+                    n += 1
+                name = f"{base}_{n}"
+            taken.add(name)
+            names.append(name)
+        aliases = {}
+        for (is_call, base, _, shared, _, _), name in zip(self.found, names):
+            old = f"{base}_{shared}"
+            if is_call and old != name and old not in taken:
+                aliases[old] = name
+        operations = []
+        for (_, _, _, _, line, constant), name in zip(self.found, names):
+            constant.value = name
+            operations.append((name, line))
+        assignments = frozenset(name for (is_call, *_), name in zip(self.found, names) if not is_call)
+        return operations, aliases, assignments
+
 
 def _plain_function(fn: Callable) -> types.FunctionType:
+    """The Python function behind ``fn``; for a function :func:`build` made, the one it was made from."""
     fn = inspect.unwrap(fn)
     if isinstance(fn, types.MethodType):
         fn = fn.__func__
+    built = getattr(fn, _BUILT, None)
+    if built is not None:
+        fn = built[0]
     if not isinstance(fn, types.FunctionType):
         raise SourceError(f"{fn!r} is not a Python function; its source can't be traced.")
     return fn
 
 
 _cache: Dict[types.CodeType, Injected] = {}
+_BUILT = "__nnsight_built__"  # on a function build() made: (the original plain function, its hook)
 
 
 def inject(fn: Callable) -> Injected:
@@ -142,8 +244,9 @@ def _inject(fn: types.FunctionType) -> Injected:
         if a is not None:
             a.annotation = None
 
-    wrapper = _WrapCalls()
+    wrapper = _WrapOperations()
     funcdef.body = [wrapper.visit(stmt) for stmt in funcdef.body]
+    operations, aliases, assignments = wrapper.finish()
 
     freevars = code.co_freevars
     factory = ast.FunctionDef(
@@ -168,7 +271,7 @@ def _inject(fn: types.FunctionType) -> Injected:
 
     def_line = funcdef.lineno
     source_lines = text.splitlines()[def_line - first_line:]
-    return Injected(fn.__name__, filename, def_line, "\n".join(source_lines), wrapper.operations,
+    return Injected(fn.__name__, filename, def_line, "\n".join(source_lines), operations, aliases, assignments,
                     factory_code, decorators, freevars)
 
 
@@ -180,6 +283,12 @@ def build(fn: Callable, hook: "OpHook", injected: Optional[Injected] = None) -> 
     the same object.
     """
     bound_to = fn.__self__ if isinstance(fn, types.MethodType) else None
+    given = fn.__func__ if isinstance(fn, types.MethodType) else fn
+    built = getattr(given, _BUILT, None)
+    if built is not None and built[1] is hook:  # already this hook's (another invoke swapped it in)
+        return fn
+    if built is not None:
+        fn = given = built[0] if bound_to is None else types.MethodType(built[0], bound_to)
     plain = _plain_function(fn)
     injected = injected or inject(plain)
     cells = []
@@ -197,7 +306,7 @@ def build(fn: Callable, hook: "OpHook", injected: Optional[Injected] = None) -> 
     new.__doc__ = plain.__doc__
     new.__dict__.update(getattr(plain, "__dict__", {}))
     new.__dict__.pop("__wrapped__", None)
-    given = fn.__func__ if isinstance(fn, types.MethodType) else fn
+    new.__dict__[_BUILT] = (plain, hook)
     if given is not plain and injected.decorators:  # ``fn`` was the decorated function
         env = dict(zip(injected.freevars, cells))
         for deco_code in injected.decorators:
@@ -227,7 +336,9 @@ class OpHook:
         self._interleaver = weakref.ref(interleaver)
         self._keys: Dict[str, Tuple[str, str, str]] = {}
 
-    def __call__(self, name: str, fn: Callable) -> Callable:
+    def __call__(self, name: str, fn: Optional[Callable]) -> Callable:
+        if fn is None:  # an assignment: its value passes through
+            fn = _assigned
         interleaver = self._interleaver()
         if interleaver is None or not interleaver.active:
             return fn
@@ -235,23 +346,35 @@ class OpHook:
         if keys is None:
             base = f"{self.prefix}.{name}"
             keys = self._keys[name] = (base + ".fn", base + ".input", base + ".output")
-        return _Operation(interleaver.handle, keys, fn)
+        return _Operation(interleaver, keys, fn)
+
+
+def _assigned(value):
+    """The "callee" of an assignment operation: its input is its output."""
+    return value
 
 
 class _Operation:
-    __slots__ = ("handle", "keys", "fn")
+    __slots__ = ("interleaver", "keys", "fn")
 
-    def __init__(self, handle, keys, fn) -> None:
-        self.handle = handle
+    def __init__(self, interleaver, keys, fn) -> None:
+        self.interleaver = interleaver
         self.keys = keys
         self.fn = fn
 
     def __call__(self, *args, **kwargs):
-        handle = self.handle
+        interleaver = self.interleaver
+        handle = interleaver.handle
         fn_key, in_key, out_key = self.keys
         fn = handle(fn_key, self.fn)
         args, kwargs = handle(in_key, (args, kwargs))
-        return handle(out_key, fn(*args, **kwargs))
+        skips = interleaver._skips
+        skipped = skips.pop(in_key, None) if skips else None
+        if skipped is None:
+            output = fn(*args, **kwargs)
+        else:  # `op.skip(value)` in every invoke: the callee does not run
+            output = _combine_skips(skipped, interleaver.batcher.total)
+        return handle(out_key, output)
 
 
 def activate(interleaver, path: str, module, forward: Callable) -> None:

@@ -11,11 +11,11 @@ from ..envoy import TREE_VERSION, Envoy
 from ..tracing.editing import EditingMixin
 from ..tracing.generation import MethodDelegationMixin
 from ..tracing.interleaving import InterleavingTracer
-from ..tracing.iteration import end_steps
+from ..tracing.iteration import ModelIterationMixin, end_steps
 from ..tracing.session import SessionMixin
 
 
-class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, Envoy, Batchable):
+class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, ModelIterationMixin, Envoy, Batchable):
     """The root envoy of a model: adds ``trace`` and the batching hooks.
 
     Subclasses customise how inputs become a batch through

@@ -10,12 +10,17 @@ A cache is an observer on the interleaver: every provider value that passes
 the batch rows of the invoke that created it (a cache made outside any invoke
 sees the whole batch). Options: ``modules=[envoy or path, ...]`` (default:
 all), ``include_output`` (default True), ``include_inputs`` (default False),
-``detach`` (default True), ``device`` / ``dtype`` (move/convert tensors).
+``detach`` (default True), ``device`` / ``dtype`` / ``non_blocking`` (move or
+convert tensors, as ``tensor.to`` does).
 
 A module called once has one entry, and ``.output`` / ``.inputs`` / ``.input``
 are its values; a module called several times (generation) has one entry per
-call and those properties return lists (in call order). The cache is saved
+call and those properties return lists (in call order), whatever the values
+(a module returning ``None`` three times has three entries). The cache is saved
 automatically: it is available after the trace without ``.save()``.
+
+Navigation follows the envoy tree, so ``rename=`` aliases reach the same
+entries (``cache.layers[0]`` for ``cache.model.transformer.h[0]``).
 """
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -29,11 +34,12 @@ from runtime.mediator import current_mediator
 class Entry:
     """One call of a module: its output and/or its ``(args, kwargs)`` inputs."""
 
-    __slots__ = ("output", "inputs")
+    __slots__ = ("output", "inputs", "has_output")
 
-    def __init__(self, output: Any = None, inputs: Any = None) -> None:
+    def __init__(self, output: Any = None, inputs: Any = None, has_output: bool = False) -> None:
         self.output = output
         self.inputs = inputs
+        self.has_output = has_output  # an output of None is an output
 
     @property
     def input(self) -> Any:
@@ -58,14 +64,15 @@ class Cache:
 
     def __init__(self, model, modules=None, include_output: bool = True, include_inputs: bool = False,
                  detach: bool = True, device: Optional[torch.device] = None,
-                 dtype: Optional[torch.dtype] = None) -> None:
+                 dtype: Optional[torch.dtype] = None, non_blocking: bool = False) -> None:
         self.model = model
-        self.targets = None if modules is None else {m if isinstance(m, str) else m.path for m in modules}
+        self.targets = None if modules is None else {_target_path(model, m) for m in modules}
         self.include_output = include_output
         self.include_inputs = include_inputs
         self.detach = detach
         self.device = device
         self.dtype = dtype
+        self.non_blocking = non_blocking
         self.entries: Dict[str, List[Entry]] = {}
 
     def wants(self, key: str) -> Optional[Tuple[str, str]]:
@@ -90,18 +97,22 @@ class Cache:
         path, slot = wanted
         value = self._transform(value)
         entries = self.entries.setdefault(path, [])
-        # A call's input comes before its output: an output completes the last call's entry.
-        if slot == "output" and entries and entries[-1].output is None:
-            entries[-1].output = value
+        # A call's input comes before its output: an output completes the entry its input began.
+        if slot == "output":
+            if entries and entries[-1].inputs is not None and not entries[-1].has_output:
+                entries[-1].output = value
+                entries[-1].has_output = True
+            else:
+                entries.append(Entry(output=value, has_output=True))
         else:
-            entries.append(Entry(**{slot: value}))
+            entries.append(Entry(inputs=value))
 
     def _transform(self, value: Any) -> Any:
         def fn(t: torch.Tensor) -> torch.Tensor:
             if self.detach:
                 t = t.detach()
             if self.device is not None or self.dtype is not None:
-                t = t.to(device=self.device, dtype=self.dtype)
+                t = t.to(device=self.device, dtype=self.dtype, non_blocking=self.non_blocking)
             return t
 
         return _map(value, fn)
@@ -150,10 +161,19 @@ class CacheView:
     # -------------------------------------------------------------- navigation
 
     def _child(self, name: str) -> "CacheView":
-        path = name if self._path is None else f"{self._path}.{name}"
-        root = self._cache.model.path
-        if self._path is None and name != root:
-            path = f"{root}.{name}"  # short form: cache.transformer.h[0]
+        root = self._cache.model
+        if self._path is None and name == root.path:
+            path = root.path
+        else:
+            # Through the envoy tree, so aliases (`rename=`) lead to the module's own path.
+            parent = root if self._path is None else _envoy_at(root, self._path)
+            child = _envoy_child(parent, name) if parent is not None else None
+            if child is not None:
+                path = child.path
+            elif self._path is None:
+                path = f"{root.path}.{name}"  # short form: cache.transformer.h[0]
+            else:
+                path = f"{self._path}.{name}"
         if not any(k == path or k.startswith(path + ".") for k in self._cache.entries):
             raise AttributeError(f"Nothing under {path!r} was cached.")
         return CacheView(self._cache, path)
@@ -182,7 +202,7 @@ class CacheView:
             return CacheView(self._cache, key)
         view = self if self._path is not None else CacheView(self._cache)
         for part in key.split("."):
-            view = view._child(part)
+            view = view[int(part)] if part.lstrip("-").isdigit() else view._child(part)
         return view
 
     def __contains__(self, key: str) -> bool:
@@ -205,16 +225,53 @@ class CacheView:
         return f"CacheView({self._path or 'root'}, {len(self.keys())} cached modules)"
 
 
+def _target_path(root, module) -> str:
+    """The path ``modules=[...]`` means: an envoy's, or a string's through the envoy tree (aliases too)."""
+    if not isinstance(module, str):
+        return module.path
+    envoy = _envoy_at(root, module)
+    if envoy is None and not module.startswith(root.path + "."):
+        envoy = _envoy_at(root, f"{root.path}.{module}")
+    return envoy.path if envoy is not None else module
+
+
+def _envoy_at(root, path: str):
+    """The envoy whose path is ``path`` (a real path, as the cache keys are), or None."""
+    if path == root.path:
+        return root
+    if not path.startswith(root.path + "."):
+        return None
+    envoy = root
+    for part in path[len(root.path) + 1:].split("."):
+        envoy = _envoy_child(envoy, part)
+        if envoy is None:
+            return None
+    return envoy
+
+
+def _envoy_child(envoy, name: str):
+    """``envoy``'s child called ``name``: a module name, a ``rename=`` alias or a position."""
+    children = envoy.__dict__.get("_children") or {}
+    if name in children:
+        return children[name]
+    aliases = envoy.__dict__.get("_aliases") or {}
+    if name in aliases:
+        return aliases[name]
+    if name.lstrip("-").isdigit() and -len(children) <= int(name) < len(children):
+        return list(children.values())[int(name)]
+    return None
+
+
 class CacheMixin:
     """``tracer.cache(...)``."""
 
     def cache(self, modules=None, include_inputs: bool = False, include_output: bool = True,
-              detach: bool = True, device=None, dtype=None) -> CacheView:
+              detach: bool = True, device=None, dtype=None, non_blocking: bool = False) -> CacheView:
         """Record module values (outputs by default) of this invoke, or of the whole batch."""
         model = self.model
         interleaver = model._interleaver
         cache = Cache(model, modules, include_output=include_output, include_inputs=include_inputs,
-                      detach=detach, device=device, dtype=dtype)
+                      detach=detach, device=device, dtype=dtype, non_blocking=non_blocking)
         mediator = current_mediator()
         group = mediator.batch_group if mediator is not None else None
         # Outside an invoke (a trace body that collects invokes) the run hasn't started: the

@@ -19,11 +19,18 @@ module, its weights, the envoy tree and the interleaver with the original, and
 has its own list of edits (a copy of the original's, so edits stack). The
 original keeps its own list. Values read in an edit body are never written
 back; ``.save()`` there is pointless.
+
+nnsight 0.8's spelling ``with model.edit() as (tracer, edited):`` works too
+(with a ``NNsightDeprecationWarning``): the with-statement's target is read
+from the caller's bytecode, and a two-name target gets ``(tracer, edited)``.
 """
-from typing import Any, Dict, List, Tuple
+import dis
+import warnings
+from typing import Any, Dict, List, Optional, Tuple
 
 from runtime.mediator import Mediator
 
+from ..deprecation import NNsightDeprecationWarning
 from .base import Tracer
 
 
@@ -33,9 +40,20 @@ class EditingTracer(Tracer):
     def __init__(self, model, *, inplace: bool = False) -> None:
         super().__init__(model)
         self._target = model if inplace else model._shallow_copy()
+        self._pair: Optional[bool] = None  # `as (tracer, edited)`: decided on the first call
 
     def _as_target(self):
-        return self._target
+        if self._pair is None:  # first called from __enter__, while the frame is at the with
+            frame = self._frame
+            self._pair = frame is not None and _unpacks_pair(frame)
+            if self._pair:
+                warnings.warn_explicit(
+                    "`with model.edit() as (tracer, edited):` is the nnsight 0.8 spelling; "
+                    "`with model.edit() as edited:` binds the edited model directly.",
+                    NNsightDeprecationWarning, frame.f_code.co_filename, frame.f_lineno,
+                    module=frame.f_globals.get("__name__", "__main__"),
+                    registry=frame.f_globals.setdefault("__warningregistry__", {}))
+        return (self, self._target) if self._pair else self._target
 
     def execute(self, ns: Dict[str, Any]) -> None:
         self._target._add_edit(self._code(), ns)
@@ -77,3 +95,18 @@ class EditingMixin:
         if not edits:
             return []
         return [Mediator(code, {**ns, **edit_ns}, None, name="edit") for code, edit_ns in edits]
+
+
+_SKIPPED = frozenset({"CACHE", "EXTENDED_ARG"})
+
+
+def _unpacks_pair(frame) -> bool:
+    """Is the with-statement ``frame`` is entering written ``as (a, b)``?
+
+    The instruction after the one calling ``__enter__`` stores its result: a
+    two-name target unpacks it first (``UNPACK_SEQUENCE 2``).
+    """
+    for inst in dis.get_instructions(frame.f_code):
+        if inst.offset > frame.f_lasti and inst.opname not in _SKIPPED:
+            return inst.opname == "UNPACK_SEQUENCE" and inst.arg == 2
+    return False

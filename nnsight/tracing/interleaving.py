@@ -111,6 +111,7 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
         targets = modules_to_patch(model, mediators) if mediators else None
         interleaver.patch(model._patch_list() if targets is None else targets)
         output = None
+        model.__dict__["_running_tracer"] = self  # `model.iter[...]` / `model.all()` (nnsight 0.8)
         try:
             try:
                 interleaver.start(mediators, total)
@@ -121,6 +122,7 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
                 pass
         finally:
             interleaver.stop()
+            model.__dict__.pop("_running_tracer", None)
         return output
 
     def _call_model(self, args: tuple, kwargs: dict) -> Any:

@@ -30,10 +30,13 @@ See docs/features.md for the reasoning.
 import ast
 import sys
 import textwrap
+import warnings
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from runtime import claims, events
 from runtime.mediator import current_mediator
+
+from ..deprecation import NNsightDeprecationWarning
 
 Selector = Union[int, slice, List[int], Tuple[int, ...], range]
 
@@ -238,6 +241,46 @@ class IterationMixin:
         mediator = require_mediator("tracer.next()")
         mediator.iteration += _check_index(step, "next() step")
         return self
+
+
+class ModelIterationMixin:
+    """``model.iter[...]`` / ``model.all()``: nnsight 0.8's spellings of ``tracer.iter`` / ``tracer.all()``.
+
+    They act on the trace running this model (the same steps, the same cursor),
+    with a ``NNsightDeprecationWarning`` pointing at the tracer's spelling.
+    """
+
+    @property
+    def iter(self) -> IterationProxy:
+        _warn_model_spelling("model.iter[...]", "tracer.iter[...]")
+        return IterationProxy(_running_tracer(self))
+
+    def all(self) -> Steps:
+        _warn_model_spelling("model.all()", "tracer.all()")
+        return Steps(_running_tracer(self), slice(None))
+
+
+class _NoRunningTracer:
+    """Stands in for the tracer when this model is not the one being traced: the step count is unknown."""
+
+    _steps = None
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+
+def _running_tracer(model):
+    tracer = model.__dict__.get("_running_tracer")
+    return tracer if tracer is not None else _NoRunningTracer(model)
+
+
+def _warn_model_spelling(old: str, new: str) -> None:
+    frame = sys._getframe(2)  # the user's line (compiled trace code keeps its file and line)
+    warnings.warn_explicit(
+        f"`{old}` is the nnsight 0.8 spelling; use `{new}` (the tracer of `with model.trace(...) as tracer:`).",
+        NNsightDeprecationWarning, frame.f_code.co_filename, frame.f_lineno,
+        module=frame.f_globals.get("__name__", "__main__"),
+        registry=frame.f_globals.setdefault("__warningregistry__", {}))
 
 
 # ----------------------------------------------------------------------------- helpers

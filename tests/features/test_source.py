@@ -41,7 +41,7 @@ def test_print_lists_operations_with_names_and_lines(gpt2):
         assert number.isdigit() or number == "+"
     proj = next(line for line in lines if line.lstrip().startswith("self_c_proj_0 "))
     assert "self.c_proj(attn_output)" in proj
-    names = list(gpt2.transformer.h[0].attn.source)
+    names = gpt2.transformer.h[0].attn.source.names
     assert names.index("attention_interface_0") < names.index("self_c_proj_0")
     op = gpt2.transformer.h[0].attn.source.self_c_proj_0
     assert "-->" in str(op) and "self.c_proj(attn_output)" in str(op)
@@ -91,7 +91,7 @@ def test_recursive_source_into_the_attention_function(gpt2_path):
     model = LanguageModel(gpt2_path, dispatch=True, attn_implementation="eager")
     with model.trace("Hello world"):
         eager = model.transformer.h[0].attn.source.attention_interface_0.source
-        names = nnsight.save(list(eager))
+        names = nnsight.save(eager.names)
         probs = eager.nn_functional_softmax_0.output.save()
         weights = model.transformer.h[0].attn.source.attention_interface_0.output[1].save()
     assert "nn_functional_softmax_0" in names and "torch_matmul_1" in names
@@ -135,7 +135,7 @@ def test_source_on_a_user_module_and_nothing_stays_installed():
     net = torch.nn.Sequential(Block(), torch.nn.Linear(4, 2))
     x = torch.randn(3, 4)
     model = NNsight(net)
-    assert list(model[0].source) == ["self_a_0", "torch_relu_0", "self_b_0", "__getattr___0", "unknown_0"]
+    assert model[0].source.names == ("self_a_0", "torch_relu_0", "h_0", "self_b_0", "__getattr___0", "unknown_0")
     with model.trace(x):
         relu = model[0].source.torch_relu_0.output.save()
         model[0].source.self_b_0.output = model[0].source.self_b_0.output * 0
