@@ -18,7 +18,7 @@ from ..errors import IRDecodeError
 from ..limits import DecodeLimits, limits_or_default
 from . import arrays, instances
 from .common import ATOMS, short_repr
-from .refs import refuse_references
+from .refs import check_reference, check_resolved, refuse_references
 
 Resolve = Callable[[Any], Any]
 MayBuild = Callable[[type], bool]
@@ -92,13 +92,16 @@ class _Decoder:
         return [self.dec(x) for x in t[start:]]
 
     def ref(self, t: list) -> Any:
+        check_reference(t[1])
         try:
-            return self.resolve(t[1])
+            obj = self.resolve(t[1])
         except IRDecodeError:
             raise
         except Exception as e:  # the hook refused (a policy error, an unknown name...)
             raise IRDecodeError("value tree: %r node names %s, refused: %s: %s" % (
                 t[0], short_repr(t[1]), type(e).__name__, e)) from None
+        check_resolved(t[1], obj)
+        return obj
 
     def buildable(self, t: list) -> type:
         cls = self.ref(t)

@@ -10,16 +10,77 @@ refused.
 """
 from __future__ import annotations
 
+import re
+import types
 from typing import Any, Dict, Iterator
 
+from ... import policy
 from ..errors import IRDecodeError
 from .common import REF_TAGS, short_repr
+
+_NAME_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
 def refuse_references(ref: Any) -> Any:
     """The default ``resolve`` hook: a tree decoded without one may hold data only."""
     raise IRDecodeError("value tree names %s, but this decoder resolves no references (pass the resolve hook "
                         "of the request the value belongs to)" % short_repr(ref))
+
+
+def check_reference(ref: Any) -> None:
+    """Refuse, before any hook sees it, a reference no policy could allow.
+
+    Whatever the hook's table says, a value tree never names: a module the
+    server policy calls dangerous (``os``, ``subprocess``, ``importlib``,
+    ``pickle``...), a dangerous builtin (``builtins:eval``), or a dunder
+    attribute (``__globals__``, ``__subclasses__``, ``__builtins__``...).
+    """
+    if isinstance(ref, str):
+        if len(ref) > 512 or not _NAME_REF.match(ref):
+            raise IRDecodeError("value tree: malformed reference %s (expected 'module:qualname')" % short_repr(ref))
+        mod, qual = ref.split(":")
+        _check_module(mod, ref)
+        parts = qual.split(".")
+        _check_parts(parts, ref)
+        if mod == "builtins" and policy.is_dangerous_builtin(parts[0]):
+            raise IRDecodeError("value tree names builtin %r, which is never available: %s" % (
+                parts[0], policy.DANGEROUS_BUILTINS[parts[0]]))
+        return
+    if type(ref) is list and ref and type(ref[0]) is str:
+        if ref[0] == "module" and len(ref) == 2 and type(ref[1]) is str:
+            _check_module(ref[1], ref)
+        elif ref[0] == "def":
+            _check_parts(ref[2:], ref)
+        return
+    if type(ref) is not list:
+        raise IRDecodeError("value tree: malformed reference %s" % short_repr(ref))
+
+
+def check_resolved(ref: Any, obj: Any) -> None:
+    """Refuse what a hook answered if it is a module (or a module's function or class) the policy
+    calls dangerous -- an allowed module's attribute can lead to a refused one (``torch.os``)."""
+    if isinstance(obj, types.ModuleType):
+        name = obj.__dict__.get("__name__")
+    elif isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+        name = getattr(obj, "__module__", None)
+    else:
+        return
+    if isinstance(name, str) and name and policy.classify_module(name) == policy.DANGEROUS:
+        raise IRDecodeError("value tree names %s, which leads to module %r: %s" % (
+            short_repr(ref), name, policy.module_reason(name)))
+
+
+def _check_module(mod: Any, ref: Any) -> None:
+    if type(mod) is not str or not mod or policy.classify_module(mod) == policy.DANGEROUS:
+        raise IRDecodeError("value tree names %s: module %r is never available on the wire (%s)" % (
+            short_repr(ref), mod, policy.module_reason(mod) if type(mod) is str and mod else "no name"))
+
+
+def _check_parts(parts: Any, ref: Any) -> None:
+    for part in parts:
+        if type(part) is not str or not part or (part.startswith("__") and part.endswith("__")):
+            raise IRDecodeError("value tree names %s: attribute %s is never reachable through a reference" % (
+                short_repr(ref), short_repr(part)))
 
 
 def ref_key(ref: Any) -> Any:
