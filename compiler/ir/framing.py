@@ -117,7 +117,7 @@ def decompress(frame: Any, what: str, limits: Optional[DecodeLimits] = None) -> 
     except zstandard.ZstdError as e:
         raise IRDecodeError("%s is corrupt: %s" % (what, e)) from e
     if declared > cap:
-        raise lim.exceeded("max_decompressed_bytes", "%s declares a decompressed size" % what, declared)
+        raise lim.exceeded("max_decompressed_bytes", "%s: declared decompressed size" % what, declared)
     dctx = zstandard.ZstdDecompressor()
     try:
         if declared >= 0:
@@ -130,6 +130,6 @@ def decompress(frame: Any, what: str, limits: Optional[DecodeLimits] = None) -> 
                     return out
                 out += chunk
                 if len(out) > cap:
-                    raise lim.exceeded("max_decompressed_bytes", "%s decompresses past" % what, "%d bytes" % cap)
+                    raise lim.exceeded("max_decompressed_bytes", "%s: decompressed size" % what, "over %d" % cap)
     except zstandard.ZstdError as e:
         raise IRDecodeError("%s is corrupt: %s" % (what, e)) from e

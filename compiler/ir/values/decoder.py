@@ -89,7 +89,10 @@ class _Decoder:
         return obj
 
     def items(self, t: list, start: int = 1) -> list:
-        return [self.dec(x) for x in t[start:]]
+        out = []  # plain loops, not comprehensions: one stack frame less per level of nesting
+        for x in t[start:]:
+            out.append(self.dec(x))
+        return out
 
     def ref(self, t: list) -> Any:
         check_reference(t[1])
@@ -153,7 +156,8 @@ class _Decoder:
 
     def d_list(self, t: list, k: Any) -> Any:
         obj = self.bind(k, [])
-        obj.extend(self.dec(x) for x in t[1:])
+        for x in t[1:]:
+            obj.append(self.dec(x))
         return obj
 
     def d_dict(self, t: list, k: Any) -> Any:
