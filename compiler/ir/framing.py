@@ -30,6 +30,9 @@ from .limits import DecodeLimits, limits_or_default
 ZSTD_LEVEL = 9
 _LEN = struct.Struct(">I")
 _CHUNK = 1 << 20  # streaming decompression step
+# msgpack's refusal -> the DecodeLimits field behind it (ext types are simply not part of the format)
+_MSGPACK_LIMITS = (("max_str_len", "max_str_bytes"), ("max_bin_len", "max_bytes_len"),
+                   ("max_array_len", "max_items"), ("max_map_len", "max_items"))
 
 
 def pack(obj: Any) -> bytes:
@@ -49,11 +52,11 @@ def unpack(data: Any, what: str, limits: Optional[DecodeLimits] = None) -> Any:
             max_str_len=min(lim.max_str_bytes, len(data)), max_bin_len=min(lim.max_bytes_len, len(data)),
             max_array_len=items, max_map_len=items, max_ext_len=0)
     except ValueError as e:
-        if "exceeds max_" in str(e):
-            raise IRLimitError("%s: %s (limits: max_str_bytes=%d, max_bytes_len=%d, max_items=%d; pass "
-                               "limits=DecodeLimits(...) to raise them)" % (
-                                   what, e, lim.max_str_bytes, lim.max_bytes_len, lim.max_items),
-                               "max_items") from None
+        field = next((f for key, f in _MSGPACK_LIMITS if key in str(e)), None)
+        if field is not None:
+            raise IRLimitError("%s: %s, over the decoding limit %s=%d; if this payload is legitimate, pass "
+                               "limits=DecodeLimits(%s=...) with a larger value" % (
+                                   what, e, field, getattr(lim, field), field), field) from None
         raise IRDecodeError("%s is corrupt: %s" % (what, e)) from e
     except RecursionError:
         raise lim.exceeded("max_depth", "%s nesting" % what, "too deep") from None
