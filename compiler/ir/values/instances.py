@@ -96,7 +96,7 @@ def neutralize(objs: List[Any]) -> None:
     for obj in objs:
         try:
             object.__getattribute__(obj, "__dict__").clear()
-            obj.__class__ = HalfBuilt
+            object.__setattr__(obj, "__class__", HalfBuilt)  # never the class's own __setattr__
         except Exception:  # the layout was checked; nothing else to do
             pass
 
