@@ -57,15 +57,18 @@ def check_reference(ref: Any) -> None:
 
 
 def check_resolved(ref: Any, obj: Any) -> None:
-    """Refuse what a hook answered if it is a module (or a module's function or class) the policy
-    calls dangerous -- an allowed module's attribute can lead to a refused one (``torch.os``)."""
+    """Refuse what a hook answered if it leads to a refused module: an allowed module's attribute
+    can be one (``torch:os``, ``logging:sys``), or a function or class of one (``torch:os.system``)."""
     if isinstance(obj, types.ModuleType):
         name = obj.__dict__.get("__name__")
+        refused = isinstance(name, str) and bool(name) and policy.classify_module(name) == policy.DANGEROUS
     elif isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+        # by the package it comes from: C helpers of harmless modules (``_operator``) stay usable
         name = getattr(obj, "__module__", None)
+        refused = isinstance(name, str) and name.split(".", 1)[0] in policy.DANGEROUS_MODULES
     else:
         return
-    if isinstance(name, str) and name and policy.classify_module(name) == policy.DANGEROUS:
+    if refused:
         raise IRDecodeError("value tree names %s, which leads to module %r: %s" % (
             short_repr(ref), name, policy.module_reason(name)))
 
