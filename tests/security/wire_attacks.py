@@ -23,6 +23,27 @@ from compiler.ir.values import decode_value
 from runtime.loader import Loader
 
 MEMORY_BOUND = 64 << 20  # bytes: what one hostile payload may make the decoder allocate
+_PROCESS_EVENTS = ("os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+                   "ctypes.dlopen", "socket.connect")
+
+
+class _AuditLog:
+    """Audit events (files opened, processes started...) seen while an attack is decoded.
+
+    Python cannot remove an audit hook, so one hook is installed once and records only
+    while a :func:`no_trace` block is active.
+    """
+
+    def __init__(self):
+        self.events = None
+        sys.addaudithook(self.hook)
+
+    def hook(self, event, args):
+        if self.events is not None and (event == "open" or event.startswith(_PROCESS_EVENTS)):
+            self.events.append((event, args[0] if args else None))
+
+
+_AUDIT = _AuditLog()
 
 
 def shell(marker):
@@ -41,15 +62,19 @@ def no_trace(tmp_path, bound=MEMORY_BOUND):
     if not tracing:
         tracemalloc.start()
     tracemalloc.reset_peak()
+    _AUDIT.events = events = []
     try:
         yield marker
     finally:
+        _AUDIT.events = None
         _, peak = tracemalloc.get_traced_memory()
         if not tracing:
             tracemalloc.stop()
         grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss
         assert not marker.exists(), "the payload ran code: %s exists" % marker
         assert not list(tmp_path.glob("pwned*")), "the payload wrote a file"
+        outside = [(e, a) for e, a in events if e != "open" or not str(a).startswith(str(tmp_path))]
+        assert not outside, "decoding opened files or started processes: %s" % outside[:5]
         new = set(sys.modules) - modules
         assert not new, "decoding imported modules: %s" % sorted(new)
         started = {p.pid for p in psutil.Process().children(recursive=True)} - children
