@@ -37,11 +37,13 @@ Sets are sorted when their items allow it, so trees are deterministic.
 
 Decoding is data only (the trees come from another machine):
 
-* the decoder imports nothing and calls nothing named by the tree: every
-  ``ref`` goes to the caller's ``resolve`` hook (default: refuse), which
-  answers from its own table -- the server's loader (by-value definitions,
-  modules and objects its policy allows), the client's :class:`SentRefs` (what
-  its request sent, by identity);
+* the decoder imports nothing and calls nothing named by the tree: a ``ref``
+  naming a dangerous module or builtin, or a dunder attribute, is refused
+  outright (:mod:`.refs`); any other goes to the caller's ``resolve`` hook
+  (default: refuse), which answers from its own table -- the server's loader
+  (by-value definitions, modules and objects its policy allows), the client's
+  ``compiler.closure.reply.ReplyResolver`` or a :class:`SentRefs` (what that
+  side sent, by identity);
 * ``object``/``state``/``namedtuple`` nodes rebuild instances only of classes
   the ``may_build`` hook accepts (the request's by-value classes) or of the
   fixed server types (:data:`~.instances.SERVER_TYPE_MODULES`), field by field:

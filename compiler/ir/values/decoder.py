@@ -107,13 +107,18 @@ class _Decoder:
         return obj
 
     def buildable(self, t: list) -> type:
+        """The class of an ``object``/``state`` node, if its instances may be rebuilt here."""
         cls = self.ref(t)
         instances.check_buildable(cls, t[0])
-        if not (instances.may_build_server_type(cls) or (self.may_build_hook is not None and self.may_build_hook(cls))):
-            raise IRDecodeError("value tree: %r node would rebuild an instance of %s, which is neither defined by "
-                                "value in this request nor one of the server types the wire may carry" % (
-                                    t[0], _qualname(cls)))
+        self.check_permitted(cls, t[0])
         return cls
+
+    def check_permitted(self, cls: type, tag: str) -> None:
+        if instances.may_build_server_type(cls) or (self.may_build_hook is not None and self.may_build_hook(cls)):
+            return
+        raise IRDecodeError("value tree: %r node would rebuild an instance of %s, which is neither defined by "
+                            "value in this request nor one of the server types the wire may carry" % (
+                                tag, _qualname(cls)))
 
     def instance(self, cls: type, k: Any) -> Any:
         obj = self.bind(k, instances.new_instance(cls))
@@ -221,17 +226,10 @@ class _Decoder:
     def d_namedtuple(self, t: list, k: Any) -> Any:
         if len(t) < 2:
             _arity(t, 2)
-        cls = self.buildable_tuple(t)
-        instances.check_namedtuple(cls, len(t) - 2)
-        return self.bind(k, tuple.__new__(cls, self.items(t, 2)))
-
-    def buildable_tuple(self, t: list) -> type:
         cls = self.ref(t)
-        if isinstance(cls, type) and not (instances.may_build_server_type(cls) or (
-                self.may_build_hook is not None and self.may_build_hook(cls))):
-            raise IRDecodeError("value tree: 'namedtuple' node would rebuild %s, which is neither defined by value "
-                                "in this request nor one of the server types the wire may carry" % _qualname(cls))
-        return cls
+        instances.check_namedtuple(cls, len(t) - 2)
+        self.check_permitted(cls, t[0])
+        return self.bind(k, tuple.__new__(cls, self.items(t, 2)))
 
     def d_object(self, t: list, k: Any) -> Any:
         _arity(t, 4)
