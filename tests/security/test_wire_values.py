@@ -45,6 +45,8 @@ NAMING_ATTACKS = {
     "objref torch:save.__globals__": (["objref", "torch:save.__globals__"], "never reachable"),
     "objref dunder chain": (["objref", "logging:Logger.__init__.__globals__"], "never reachable"),
     "objref def __globals__": (["objref", ["def", 0, "__globals__"]], "never reachable"),
+    "objref envoy path through dunders": (["objref", ["model", "model.__class__.__init__.__globals__"]],
+                                          "never reachable"),
     "objref malformed name": (["objref", "os.path:join;rm -rf /"], "malformed reference"),
     "namedtuple torch:save (allowed function, not a class)": (
         ["namedtuple", "torch:save", ["dict"], "/tmp/x"], "not a named tuple class"),

@@ -51,6 +51,8 @@ def check_reference(ref: Any) -> None:
             _check_module(ref[1], ref)
         elif ref[0] == "def":
             _check_parts(ref[2:], ref)
+        elif ref[0] == "model" and len(ref) == 2 and type(ref[1]) is str:
+            _check_parts(ref[1].split("."), ref)
         return
     if type(ref) is not list:
         raise IRDecodeError("value tree: malformed reference %s" % short_repr(ref))
