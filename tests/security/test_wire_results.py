@@ -16,7 +16,7 @@ import pytest
 from compiler.closure import close_program
 from compiler.frontend import lower
 from compiler.ir.errors import IRDecodeError, IRLimitError
-from compiler.ir.request import Request, decode_result, encode_request, encode_result
+from compiler.ir.request import Request, encode_request, encode_result
 from wire_attacks import bomb_frame, client_decode, no_trace, result_bytes, server_decode, shell
 
 USERLIB = '''
