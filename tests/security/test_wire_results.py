@@ -104,7 +104,7 @@ HOSTILE_RESULTS = {
     "objref def out of range": (["dict", ["f", ["objref", ["def", 10 ** 6]]]], "did not send"),
     "objref def attribute chain not sent": (["dict", ["f", ["objref", ["def", 0, "mro"]]]], "did not send"),
     "objref def __globals__": (["dict", ["f", ["objref", ["def", 0, "__globals__"]]]], "never reachable"),
-    "objref envoy dunder path": (["dict", ["f", ["objref", ["model", "model.__class__"]]]], "refused"),
+    "objref envoy dunder path": (["dict", ["f", ["objref", ["model", "model.__class__"]]]], "never reachable"),
     "objref a module on disk, not loaded": (["dict", ["f", ["objref", "wire_client_sentinel:x"]]], "not loaded"),
     "enumvalue importlib": (["dict", ["f", ["enumvalue", "importlib:import_module", "os"]]], "importlib"),
     "tensor with an object ndarray": (["dict", ["f", ["ndarray", "|O", [10 ** 8], b""]]], "object dtypes"),
