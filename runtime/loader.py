@@ -526,7 +526,20 @@ class Loader:
         raise LoadError("binding %r has unknown kind %r" % (b.name, kind))
 
     def decode(self, tree: Any) -> Any:
-        return decode_value(tree, resolve=self.resolve_ref)
+        return decode_value(tree, resolve=self.resolve_ref, may_build=self.defined_here)
+
+    def defined_here(self, cls: type) -> bool:
+        """Was ``cls`` defined by this request's by-value code? (value trees may rebuild only those)"""
+        if id(cls) in self.ids and self.objs[self.ids[id(cls)]] is cls:
+            return True
+        module = self.modules.get(getattr(cls, "__module__", None))  # type: ignore[arg-type]
+        qual = getattr(cls, "__qualname__", "")
+        if module is None or not isinstance(qual, str) or "<" in qual:
+            return False
+        obj: Any = module
+        for part in qual.split("."):
+            obj = getattr(obj, "__dict__", {}).get(part)
+        return obj is cls
 
     def resolve_ref(self, ref: Any) -> Any:
         """The ``resolve`` hook of value trees on the server."""

@@ -30,8 +30,6 @@ torch-free and runs on the client only.
 from __future__ import annotations
 
 import builtins
-import importlib
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, List, Mapping, Optional, Sequence
 
@@ -40,6 +38,7 @@ from ..ir.verifier import verify
 from . import sources  # noqa: F401
 from .capture import Closer, default_model_path
 from .errors import CaptureRejected, Where
+from .reply import ReplyResolver
 from .scan import analyze
 
 __all__ = ["Closure", "close_program", "default_model_path"]
@@ -60,31 +59,20 @@ class Closure:
     inputs: List[Any] = field(default_factory=list)
     envoy_at: Optional[Callable[[str], Any]] = None
     tracer: Any = None
+    _reply: Optional[ReplyResolver] = field(default=None, repr=False, compare=False)
 
     def resolve(self, ref: Any) -> Any:
-        """Client-side ``resolve`` hook for value trees coming back from the server."""
-        if isinstance(ref, str):
-            mod, _, qual = ref.partition(":")
-            obj: Any = importlib.import_module(mod)
-            for part in qual.split("."):
-                obj = getattr(obj, part)
-            return obj
-        if isinstance(ref, list) and ref:
-            tag = ref[0]
-            if tag == "def":
-                obj = self.objects[ref[1]]
-                for part in ref[2:]:
-                    obj = getattr(obj, part)
-                return obj
-            if tag == "module":
-                return importlib.import_module(ref[1])
-            if tag == "model" and self.envoy_at is not None:
-                return self.envoy_at(ref[1])
-            if tag == "tracer":
-                return self.tracer
-            if tag == "logger":
-                return logging.getLogger(ref[1])
-        raise ValueError("cannot resolve reference %r on the client" % (ref,))
+        """Client-side ``resolve`` hook for the server's reply: only what this request sent."""
+        return self.reply_resolver().resolve(ref)
+
+    def may_build(self, cls: type) -> bool:
+        """Client-side ``may_build`` hook: instances only of classes this request sent."""
+        return self.reply_resolver().may_build(cls)
+
+    def reply_resolver(self) -> ReplyResolver:
+        if self._reply is None:
+            self._reply = ReplyResolver(self.program, self.objects, self.inputs, self.envoy_at, self.tracer)
+        return self._reply
 
 
 def close_program(

@@ -29,4 +29,5 @@ from .parser import parse_program  # noqa: F401
 from .printer import print_program  # noqa: F401
 from .values import decode_value, encode_value  # noqa: F401
 from .verifier import verify  # noqa: F401
+from .limits import DecodeLimits  # noqa: F401
 from .version import IR_VERSION  # noqa: F401

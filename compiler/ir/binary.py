@@ -14,11 +14,12 @@ value, and zstd runs single-threaded at a fixed level.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from . import framing
 from .errors import IRDecodeError, IRError
 from .framing import ZSTD_LEVEL  # noqa: F401  (re-exported)
+from .limits import DecodeLimits, limits_or_default
 from .nodes import Header, Program
 from .upgraders import check_version, from_record, to_record, upgrade
 from .values import plain_problem
@@ -43,11 +44,13 @@ def encode(p: Program) -> bytes:
     return framing.wrap(MAGIC, header, framing.compress(framing.pack(record)))
 
 
-def decode(data: bytes) -> Program:
-    """Parse a binary program; raise IRVersionError for newer versions, IRDecodeError if malformed."""
-    header, offset = _read_header(data)
+def decode(data: bytes, *, limits: Optional[DecodeLimits] = None) -> Program:
+    """Parse a binary program; raise IRVersionError for newer versions, IRDecodeError (IRLimitError
+    when over a :class:`~.limits.DecodeLimits` bound) if malformed."""
+    lim = limits_or_default(limits)
+    header, offset = _read_header(data, lim)
     check_version(header.get("ir_version"))
-    record = framing.read_body(data, offset, _WHAT)
+    record = framing.read_body(data, offset, _WHAT, lim)
     if not isinstance(record, dict):
         raise IRDecodeError("IR payload body is not a map")
     return from_record(upgrade(dict(record, header=header)))
@@ -61,5 +64,5 @@ def read_header(data: bytes) -> Header:
                         "envoys": [], "dynamic": True}).header
 
 
-def _read_header(data: bytes) -> Tuple[Dict[str, Any], int]:
-    return framing.read_header(data, MAGIC, _WHAT)
+def _read_header(data: bytes, limits: Optional[DecodeLimits] = None) -> Tuple[Dict[str, Any], int]:
+    return framing.read_header(data, MAGIC, _WHAT, limits)

@@ -22,6 +22,17 @@ class IRDecodeError(IRError):
     """A binary payload, record or value tree is malformed."""
 
 
+class IRLimitError(IRDecodeError):
+    """A payload exceeds one of the decoding limits (:class:`compiler.ir.limits.DecodeLimits`).
+
+    ``limit`` is the name of the field that was exceeded, so the message can say how to raise it.
+    """
+
+    def __init__(self, message: str, limit: str = ""):
+        self.limit = limit
+        super().__init__(message)
+
+
 class IRVersionError(IRError):
     """The program's ``ir_version`` is newer than, or unknown to, this runtime."""
 

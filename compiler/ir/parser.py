@@ -3,7 +3,9 @@
 The first line (``nnsight-ir N``) is checked by the version gate before
 anything else is read. The rest is parsed into a record, upgraded if it is
 older, and built into a Program (see :mod:`.upgraders`). Errors raise
-:class:`~compiler.ir.errors.IRParseError` with a 1-based line and column.
+:class:`~compiler.ir.errors.IRParseError` with a 1-based line and column;
+text longer than ``max_str_bytes`` characters or literals nested deeper than
+``max_depth`` (:class:`~.limits.DecodeLimits`) raise IRLimitError.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import struct
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import IRParseError
+from .limits import DecodeLimits, limits_or_default
 from .nodes import Program
 from .printer import NO_NEWLINE
 from .upgraders import check_version, from_record, upgrade
@@ -28,18 +31,29 @@ _HEX_BODY = re.compile(r"(?:[0-9a-f]{2})*")
 _HEADER_LINE = re.compile(r"nnsight-ir (\S+)\Z")
 
 
-def parse_program(text: str) -> Program:
-    """Parse the text form of a program; raise IRParseError / IRVersionError."""
-    return from_record(upgrade(_Parser(text).record()))
+def parse_program(text: str, *, limits: Optional[DecodeLimits] = None) -> Program:
+    """Parse the text form of a program; raise IRParseError / IRVersionError / IRLimitError."""
+    lim = limits_or_default(limits)
+    if not isinstance(text, str):
+        raise IRParseError("expected the text form as a str, got %s" % type(text).__name__, 1)
+    if len(text) > lim.max_str_bytes:
+        raise lim.exceeded("max_str_bytes", "program text length", len(text))
+    try:
+        record = _Parser(text, lim).record()
+    except RecursionError:  # the caller was already deep in the stack
+        raise lim.exceeded("max_depth", "program text literal nesting", "too deep for this stack") from None
+    return from_record(upgrade(record))
 
 
 class _Cursor:
     """A position in one line of text, with token readers."""
 
-    def __init__(self, text: str, lineno: int, pos: int = 0):
+    def __init__(self, text: str, lineno: int, pos: int = 0, limits: Optional[DecodeLimits] = None):
         self.text = text
         self.lineno = lineno
         self.pos = pos
+        self.limits = limits_or_default(limits)
+        self.depth = 0
 
     def error(self, message: str, pos: Optional[int] = None) -> IRParseError:
         return IRParseError(message, self.lineno, (self.pos if pos is None else pos) + 1)
@@ -114,10 +128,15 @@ class _Cursor:
         """A plain-data literal: None True False ints floats strings bytes [..] {..}."""
         self.ws()
         text, pos = self.text, self.pos
-        if text.startswith("[", pos):
-            return self._list()
-        if text.startswith("{", pos):
-            return self._dict()
+        if text.startswith("[", pos) or text.startswith("{", pos):
+            if self.depth >= 2 * self.limits.max_depth:  # a value tree level takes one or two brackets
+                raise self.limits.exceeded("max_depth", "line %d: literal nesting" % self.lineno,
+                                           "over %d brackets" % self.depth)
+            self.depth += 1
+            try:
+                return self._list() if text[pos] == "[" else self._dict()
+            finally:
+                self.depth -= 1
         if text.startswith('"', pos):
             return self.string()
         if text.startswith('b"', pos):
@@ -197,7 +216,8 @@ class _Cursor:
 class _Parser:
     """Line-driven parser producing a current-version record."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, limits: Optional[DecodeLimits] = None):
+        self.limits = limits_or_default(limits)
         if "\r\n" in text:  # the printer never writes a raw CR: undo CRLF checkouts
             text = text.replace("\r\n", "\n")
         self.lines = text.split("\n")
@@ -223,7 +243,7 @@ class _Parser:
         }
 
     def _cursor(self) -> _Cursor:
-        return _Cursor(self.lines[self.i], self.i + 1)
+        return _Cursor(self.lines[self.i], self.i + 1, 0, self.limits)
 
     def _version_line(self) -> int:
         first = self.lines[0] if self.lines else ""

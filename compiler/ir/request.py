@@ -19,11 +19,12 @@ Binary layouts (deterministic, like :mod:`.binary`)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, List, Optional
 
 from . import framing
 from .binary import check_plain
 from .errors import IRDecodeError, IRError
+from .limits import DecodeLimits, limits_or_default
 from .nodes import Program
 from .printer import format_literal, print_program, quote
 from .upgraders import check_version, from_record, to_record, upgrade
@@ -84,11 +85,13 @@ def _level(size: int) -> int:
     return 3
 
 
-def decode_request(data: bytes) -> Request:
-    """Parse a binary request; IRVersionError for newer programs, IRDecodeError if malformed."""
-    header, offset = framing.read_header(data, REQUEST_MAGIC, "request")
+def decode_request(data: bytes, *, limits: Optional[DecodeLimits] = None) -> Request:
+    """Parse a binary request; IRVersionError for newer programs, IRDecodeError (IRLimitError for
+    an oversized one) if malformed. Only plain data is built: the argument trees stay trees."""
+    lim = limits_or_default(limits)
+    header, offset = framing.read_header(data, REQUEST_MAGIC, "request", lim)
     check_version(header.get("ir_version"))
-    body = framing.read_body(data, offset, "request")
+    body = framing.read_body(data, offset, "request", lim)
     if not isinstance(body, dict) or not isinstance(body.get("program"), dict):
         raise IRDecodeError("request body is not a map with a program")
     for key, kind in (("model", str), ("method", str)):
@@ -108,10 +111,11 @@ def encode_result(saved_tree: Any) -> bytes:
     return RESULT_MAGIC + framing.compress(raw, _level(len(raw)))
 
 
-def decode_result(data: bytes) -> Any:
-    """The value tree of the saved variables from a binary reply."""
+def decode_result(data: bytes, *, limits: Optional[DecodeLimits] = None) -> Any:
+    """The value tree of the saved variables from a binary reply (still a tree: decode it with
+    :func:`~compiler.ir.values.decode_value` and the request's own references)."""
     framing.check_magic(data, RESULT_MAGIC, "result")
-    body = framing.read_body(data, len(RESULT_MAGIC), "result")
+    body = framing.read_body(data, len(RESULT_MAGIC), "result", limits_or_default(limits))
     if not isinstance(body, dict) or "saved" not in body:
         raise IRDecodeError("result is not a map with saved values")
     if body.get("version") != RESULT_VERSION:

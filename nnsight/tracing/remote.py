@@ -207,7 +207,7 @@ def run_remote(tracer: Any, frame: Any) -> Dict[str, Any]:
     server.host(request.model, tracer.model)
     reply = server.handle(payload)
     tracer.remote_result = reply
-    saved = decode_value(decode_result(reply), resolve=closure.resolve)
+    saved = decode_value(decode_result(reply), resolve=closure.resolve, may_build=closure.may_build)
     if not isinstance(saved, dict):
         raise LoadError("the server's reply is not a dict of saved variables")
     return saved

@@ -112,7 +112,8 @@ def unpack(prepared: Prepared, reply: Optional[dict]) -> Dict[str, Any]:
         raise errors[0]
     if reply.get("saved") is None:
         return {}
-    saved = transport.decode_saves(reply["saved"], prepared.closure.resolve, prepared.outputs)
+    saved = transport.decode_saves(reply["saved"], prepared.closure.resolve, prepared.outputs,
+                                    prepared.closure.may_build)
     if not isinstance(saved, dict):
         raise RuntimeError("the vLLM worker's reply is not a dict of saved variables")
     return saved

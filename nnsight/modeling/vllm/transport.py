@@ -9,7 +9,7 @@ processes (and is never pickled by nnsight):
   (:func:`compiler.ir.request.encode_result`), plus each failed intervention's
   error (type, message, the user's frames).
 """
-import importlib
+import sys
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
@@ -19,14 +19,27 @@ from compiler.ir.values import decode_value, encode_value
 RESULT_REF = "vllm_result"  # ["vllm_result", invoke]: a RequestOutput the client already has
 
 
+_OUTPUT_MODULES = ("vllm", "builtins", "collections")
+
+
 def _vllm_class(ref: Any) -> Any:
-    if isinstance(ref, str) and ref.partition(":")[0].split(".")[0] in ("vllm", "builtins", "collections"):
+    """A class of vLLM's request outputs, from modules already loaded (nothing is imported)."""
+    if isinstance(ref, str) and ref.count(":") == 1 and ref.partition(":")[0].split(".")[0] in _OUTPUT_MODULES:
         mod, _, qual = ref.partition(":")
-        obj: Any = importlib.import_module(mod)
+        obj: Any = sys.modules.get(mod)
         for part in qual.split("."):
-            obj = getattr(obj, part)
-        return obj
+            if obj is None or part.startswith("_"):
+                break
+            obj = getattr(obj, part, None)
+        else:
+            if isinstance(obj, type):
+                return obj
     raise ValueError(f"unexpected reference {ref!r} in request outputs")
+
+
+def _vllm_output_type(cls: type) -> bool:
+    """May a value tree rebuild instances of ``cls``? vLLM's own output classes only."""
+    return getattr(cls, "__module__", "").split(".")[0] == "vllm"
 
 
 def encode_outputs(outputs: Dict[int, Any]) -> bytes:
@@ -37,7 +50,7 @@ def encode_outputs(outputs: Dict[int, Any]) -> bytes:
 def decode_outputs(data: Optional[bytes]) -> Dict[int, Any]:
     if not data:
         return {}
-    return decode_value(decode_result(data), resolve=_vllm_class)
+    return decode_value(decode_result(data), resolve=_vllm_class, may_build=_vllm_output_type)
 
 
 def encode_saves(saved: Dict[str, Any], classref: Callable, objref: Callable,
@@ -53,13 +66,17 @@ def encode_saves(saved: Dict[str, Any], classref: Callable, objref: Callable,
     return encode_result(encode_value(saved, where="the saved values", classref=classref, objref=ref))
 
 
-def decode_saves(data: bytes, resolve: Callable, outputs: Dict[int, Any]) -> Dict[str, Any]:
+def decode_saves(data: bytes, resolve: Callable, outputs: Dict[int, Any],
+                 may_build: Optional[Callable[[type], bool]] = None) -> Dict[str, Any]:
     def hook(ref: Any) -> Any:
         if isinstance(ref, list) and len(ref) == 2 and ref[0] == RESULT_REF:
             return outputs[ref[1]]
         return resolve(ref)
 
-    return decode_value(decode_result(data), resolve=hook)
+    def buildable(cls: type) -> bool:
+        return _vllm_output_type(cls) or (may_build is not None and may_build(cls))
+
+    return decode_value(decode_result(data), resolve=hook, may_build=buildable)
 
 
 # ------------------------------------------------------------------------------------ errors
@@ -96,8 +113,11 @@ def decode_error(data: Dict[str, Any]) -> BaseException:
 
 
 def _import(module: str, qualname: str) -> Any:
-    obj: Any = importlib.import_module(module)
+    """The exception class, from modules already loaded here (the reply never makes us import)."""
+    obj: Any = sys.modules[module]
     for part in qualname.split("."):
+        if part.startswith("_"):
+            raise AttributeError(part)
         obj = getattr(obj, part)
     return obj
 
