@@ -669,7 +669,8 @@ class Loader:
             mod, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
             if mod in self.modules:
                 raise ValueError("function %s was created on the server and cannot be sent back" % qual)
-            if isinstance(mod, str) and isinstance(qual, str) and "<" not in qual:
+            if isinstance(mod, str) and isinstance(qual, str) and "<" not in qual \
+                    and policy.classify_module(mod) == policy.SERVER:
                 module = sys.modules.get(mod)
                 target: Any = module
                 for part in qual.split("."):

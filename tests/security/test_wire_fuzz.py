@@ -34,7 +34,14 @@ PROGRAM = encode(parse_program(program_text({"v": '["list", 1, ["tuple", "x"]]'}
 RESULT = encode_result(["dict", ["out", VALUE]])
 TEXT = print_program(parse_program(program_text({"v": '["dict", ["k", ["tensor", "float32", [1], x"00000000", '
                                                       'False, "cpu"]]]'})))
-START_RSS = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+_RSS = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _rss_at_start():
+    """The high-water mark when this module's first test starts (not at collection: other files run between)."""
+    _RSS["start"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    yield
 
 
 def _body_mutation(frame, offset, data):
@@ -145,7 +152,7 @@ def test_random_result_trees_through_the_wire(tree):
 
 def test_fuzzing_kept_memory_bounded():
     """Runs after the fuzz tests in this file: the process high-water mark grew by less than 256 MiB."""
-    grew_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - START_RSS
+    grew_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - _RSS["start"]
     assert grew_kib < 256 * 1024
 
 
