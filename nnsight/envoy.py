@@ -14,6 +14,8 @@ from runtime import events
 from runtime.interleaver import Interleaver, original_forward
 from runtime.mediator import current_mediator
 
+from .suggestions import misspelled_attribute
+
 VALUE = events.VALUE
 
 _EMPTY = object()
@@ -126,6 +128,10 @@ class Envoy:
     def __len__(self) -> int:
         return len(self._children)
 
+    def __bool__(self) -> bool:
+        """Always true: ``if model.fc:`` tests that the module is there, not that it has children."""
+        return True
+
     # ---------------------------------------------------------------- values
 
     def _mediator(self):
@@ -230,7 +236,7 @@ class Envoy:
         try:
             value = getattr(module, name)
         except AttributeError:
-            raise AttributeError(f"{module} has no attribute {name}") from None
+            raise AttributeError(misspelled_attribute(self, module, name)) from None
         if isinstance(value, torch.nn.Module):
             return self._add_envoy(value, name)
         return value

@@ -54,5 +54,5 @@ class WorkerTracer(InterleavingTracer):
     def _steps(self) -> Optional[int]:
         return self.limits.get(current_mediator())
 
-    def _add_invoke(self, args: tuple, kwargs: dict, code) -> None:
+    def _add_invoke(self, args: tuple, kwargs: dict, code, **scope) -> None:
         pass
