@@ -108,3 +108,27 @@ def test_invokes_see_their_own_prompt_with_cross_invoker_off(model, monkeypatch)
             with tracer.invoke(x):
                 seen.append(x.sum().item())
     assert seen == [3.0, 6.0]
+
+
+def test_invoke_in_a_function_defined_in_the_trace_body(model):
+    net = model._module
+    with model.trace() as tracer:
+        outs = nnsight.save([])
+
+        def run_one(x):
+            with tracer.invoke(x):
+                outs.append(model[0].output)
+
+        for x in XS[:2]:
+            run_one(x)
+    for saved, x in zip(outs, XS[:2]):
+        torch.testing.assert_close(saved, net[0](x))
+
+
+def test_comprehension_in_an_invoke_sees_the_invokes_value(model):
+    with model.trace() as tracer:
+        got = nnsight.save([])
+        for k in [1, 2]:
+            with tracer.invoke(XS[0]):
+                got.append([k * j for j in range(3)])
+    assert got == [[0, 1, 2], [0, 2, 4]]
