@@ -132,3 +132,12 @@ def test_comprehension_in_an_invoke_sees_the_invokes_value(model):
             with tracer.invoke(XS[0]):
                 got.append([k * j for j in range(3)])
     assert got == [[0, 1, 2], [0, 2, 4]]
+
+
+def test_loop_variable_binding_under_remote_local(model):
+    with model.trace(remote="local") as tracer:
+        seen = nnsight.save([])
+        for x in XS:
+            with tracer.invoke(x):
+                seen.append(x.sum().item())
+    assert seen == [3.0, 6.0, 9.0]

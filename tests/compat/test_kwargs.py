@@ -147,3 +147,34 @@ def test_bart_decoder_input_ids_batch_across_invokes(bart_path):
         with torch.no_grad():
             expected = ref(**tok(prompt, return_tensors="pt"), decoder_input_ids=decoder).logits
         torch.testing.assert_close(saved, expected, rtol=1e-5, atol=1e-5)
+
+
+class Scaled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+
+    def forward(self, x, scale=1.0):
+        return self.fc(x) * scale
+
+
+def test_plain_module_keywords_reach_forward_and_batch_when_equal():
+    from nnsight import NNsight
+
+    torch.manual_seed(0)
+    net = Scaled()
+    model = NNsight(net)
+    a, b = torch.randn(1, 3), torch.randn(2, 3)
+    with model.trace() as tracer:
+        with tracer.invoke(a, scale=3.0):
+            out_a = model.output.save()
+        with tracer.invoke(b, scale=3.0):
+            out_b = model.output.save()
+    torch.testing.assert_close(out_a, net(a, scale=3.0))
+    torch.testing.assert_close(out_b, net(b, scale=3.0))
+    with pytest.raises(NotImplementedError, match="scale"):
+        with model.trace() as tracer:
+            with tracer.invoke(a, scale=3.0):
+                pass
+            with tracer.invoke(b, scale=2.0):
+                pass
