@@ -1,7 +1,7 @@
 """``with model.trace(...)``: run the model once, interleaved with the body's interventions."""
 from typing import Any, List, Tuple
 
-from runtime import claims, saves
+from runtime import saves
 from runtime.errors import EarlyStopException
 from runtime.interleaver import RESULT
 from runtime.mediator import Mediator, current_mediator
@@ -109,8 +109,7 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
         try:
             output = self._interleave(mediators, total, batched[0], {**batched[1], **config})
         except NameError as error:  # a name another invoke sets: say how to share it
-            cross_invoke_hint(error, [claims.unit_for_code(m.code) and claims.unit_for_code(m.code).unit
-                                      for m in mediators], isolated)
+            cross_invoke_hint(error, [mediator.code for mediator in mediators], isolated)
             raise
         if isolated:  # saved values still come back to the caller
             for mediator in mediators:

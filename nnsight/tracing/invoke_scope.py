@@ -9,6 +9,8 @@ shared between invokes (``CONFIG.APP.CROSS_INVOKER``).
 """
 from typing import Any, Dict, Tuple
 
+from runtime import claims
+
 _names_cache: Dict[Tuple[int, int], Tuple[Any, Tuple[str, ...]]] = {}
 
 
@@ -43,12 +45,27 @@ def own_values(frame, compiled, unit_id: int) -> Dict[str, Any]:
     return {name: scope[name] for name in names if name in scope}
 
 
-def cross_invoke_hint(error: NameError, invoke_units, isolated: bool) -> None:
-    """Explain a NameError for a name another invoke sets (it runs later, or not shared)."""
+def cross_invoke_hint(error: NameError, codes, isolated: bool) -> None:
+    """Explain a NameError for a name another invoke sets (it runs later, or not shared).
+
+    ``codes``: the code objects of the trace's mediators, in invoke order.
+    """
     name = getattr(error, "name", None)
     if not name or getattr(error, "__nnsight_hinted__", False):
         return
-    setters = [unit for unit in invoke_units if unit is not None and name in unit.assigned]
+    raised_in = set()
+    tb = error.__traceback__
+    while tb is not None:
+        raised_in.add(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    setters = []
+    for code in dict.fromkeys(codes):
+        built = claims.unit_for_code(code)
+        if built is None or name not in built.unit.assigned:
+            continue
+        if code in raised_in and codes.count(code) == 1:
+            continue  # the failing invoke sets it itself, later: an ordinary NameError
+        setters.append(built.unit)
     if not setters:
         return
     where = ", ".join(f"line {unit.header[0]}" for unit in setters)

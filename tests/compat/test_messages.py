@@ -92,3 +92,11 @@ def test_name_from_another_invoke_with_cross_invoker_off(model, monkeypatch):
                 first = model[0].output
             with tracer.invoke(x):
                 second = model[2].output + first
+
+
+def test_name_the_failing_invoke_sets_itself_is_an_ordinary_name_error(model):
+    with pytest.raises(NameError) as info:
+        with model.trace() as tracer:
+            with tracer.invoke(torch.ones(1, 3)):
+                total = total + model[0].output  # noqa: F821 - the user's own mistake
+    assert "another invoke" not in str(info.value)
