@@ -4,7 +4,8 @@
 weights, instant) and loads real weights on the first trace or on
 ``dispatch()``; ``dispatch=True`` loads them immediately. Keyword arguments go
 to ``from_pretrained``. Inputs may be text, token ids, tensors, a
-``BatchEncoding`` or a dict; several invokes are left-padded into one batch.
+``BatchEncoding`` or a dict; several invokes are padded into one batch on the tokenizer's
+padding side (left by default), keyword arguments included (see ``token_batch``).
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -122,7 +123,7 @@ class LanguageModel(GenerationMixin, NNsight):
         if isinstance(value, str):
             value = [value]
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-            options = {"padding": True, "padding_side": self._padding_side(), **(to_tokenizer or {})}
+            options = {"padding": True, **(to_tokenizer or {})}
             enc = self._tokenizer()(list(value), return_tensors="pt", **options)
             return {k: v for k, v in enc.items() if k in INPUT_KEYS}
         if to_tokenizer:
