@@ -15,6 +15,7 @@ from runtime.interleaver import Interleaver, original_forward
 from runtime.mediator import current_mediator
 
 from .envoy_classes import EnvoyClasses, build as build_envoy_classes
+from .suggestions import misspelled_attribute
 
 VALUE = events.VALUE
 
@@ -146,6 +147,10 @@ class Envoy:
     def __len__(self) -> int:
         return len(self._children)
 
+    def __bool__(self) -> bool:
+        """Always true: ``if model.fc:`` tests that the module is there, not that it has children."""
+        return True
+
     # ---------------------------------------------------------------- values
 
     def _mediator(self):
@@ -250,7 +255,7 @@ class Envoy:
         try:
             value = getattr(module, name)
         except AttributeError:
-            raise AttributeError(f"{module} has no attribute {name}") from None
+            raise AttributeError(misspelled_attribute(self, module, name)) from None
         if isinstance(value, torch.nn.Module):
             return self._add_envoy(value, name)
         return value

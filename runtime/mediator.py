@@ -19,6 +19,7 @@ _VALUE, _SWAP, _SKIP, _EXCEPTION = events.VALUE, events.SWAP, events.SKIP, event
 # Mediators a barrier released while a provider is being handled: each gets that value too if it
 # asks for it next, even if it comes before the releasing mediator in invoke order.
 _released: list = []
+_UNBOUND = object()
 
 
 class _Worker(greenlet):
@@ -46,10 +47,14 @@ class Mediator:
     """
 
     __slots__ = ("code", "namespace", "batch_group", "name", "iteration", "event", "done",
-                 "interleaver", "_worker", "caches", "__weakref__")
+                 "interleaver", "_worker", "caches", "bindings", "__weakref__")
 
-    def __init__(self, code, namespace: Dict[str, Any], batch_group=None, name: str = "invoke"):
+    def __init__(self, code, namespace: Dict[str, Any], batch_group=None, name: str = "invoke",
+                 bindings: Optional[Dict[str, Any]] = None):
         self.code = code
+        # Names whose values are this invoke's own (a loop variable as it was when the invoke's
+        # `with` was reached): put into the shared namespace while its code runs (see `_switch`).
+        self.bindings = bindings or None
         self.namespace = namespace
         self.batch_group = batch_group
         self.name = name
@@ -82,10 +87,35 @@ class Mediator:
             return (events.EXCEPTION, None, 0, exc)
         return _END
 
+    def _switch(self, worker, method, arg):
+        """Run the worker with this invoke's own bindings in the namespace, then put back the others.
+
+        Whatever the namespace held before (another invoke's values, when an intervention calls a
+        hooked module) returns, except where the intervention rebound a name: like any assignment,
+        that one stays, and is this invoke's value from then on.
+        """
+        ns, bindings = self.namespace, self.bindings
+        before = {name: ns.get(name, _UNBOUND) for name in bindings}
+        ns.update(bindings)
+        try:
+            return method(arg)
+        finally:
+            for name, value in before.items():
+                current = ns.get(name, _UNBOUND)
+                if current is not bindings[name]:  # rebound (or deleted) by the intervention
+                    if current is _UNBOUND:
+                        del bindings[name]
+                    else:
+                        bindings[name] = current
+                elif value is _UNBOUND:
+                    del ns[name]
+                else:
+                    ns[name] = value
+
     def _resume(self, response: Any) -> None:
         worker = self._worker
         worker.parent = getcurrent()  # the worker's final return comes back here
-        event = worker.switch(response)
+        event = worker.switch(response) if self.bindings is None else self._switch(worker, worker.switch, response)
         # The common case, inlined: a request for a value the model has not produced yet.
         if event[0] <= _SKIP and self.interleaver.counts.get(event[1], 0) <= event[2]:
             self.event = event
@@ -95,7 +125,7 @@ class Mediator:
     def _throw(self, exc: BaseException) -> None:
         worker = self._worker
         worker.parent = getcurrent()
-        self._settle(worker.throw(exc))
+        self._settle(worker.throw(exc) if self.bindings is None else self._switch(worker, worker.throw, exc))
 
     def _settle(self, event: Event) -> None:
         """Record the worker's next event; a request for a value already gone by fails now."""
@@ -109,10 +139,11 @@ class Mediator:
             if kind <= events.SKIP and self.interleaver.counts.get(event[1], 0) > event[2]:  # provided
                 worker = self._worker
                 worker.parent = getcurrent()
-                event = worker.throw(OutOfOrderError(
+                missed = OutOfOrderError(
                     f"Value was missed for {event[1]}.i{event[2]}. Did you call an Envoy out of "
                     f"order? (the model already computed it before this line asked for it; access "
-                    f"modules in forward-pass order, or use a separate invoke)"))
+                    f"modules in forward-pass order, or use a separate invoke)")
+                event = worker.throw(missed) if self.bindings is None else self._switch(worker, worker.throw, missed)
                 continue
             if kind == events.BARRIER and event[3].ready():
                 # The last participant arrived: release the others (invoke order), then this one.
@@ -122,7 +153,7 @@ class Mediator:
                         _released.append(other)
                 worker = self._worker
                 worker.parent = getcurrent()
-                event = worker.switch(None)
+                event = worker.switch(None) if self.bindings is None else self._switch(worker, worker.switch, None)
                 continue
             return
 

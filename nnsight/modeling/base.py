@@ -86,6 +86,8 @@ class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, ModelIterationM
         def cat(a, b, where):
             if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape[1:] == b.shape[1:]:
                 return torch.cat([a, b], dim=0)
+            if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor) and _equal(a, b):
+                return a  # an option every invoke gives the same value (`flag=True`)
             raise NotImplementedError(
                 f"{type(self).__name__} can't batch the inputs of several invokes ({where} is "
                 f"{type(a).__name__}). Use one input invoke plus empty invokes, or implement "
@@ -102,3 +104,11 @@ class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, ModelIterationM
         output = self._module(*args, **kwargs)
         end_steps(self._interleaver)  # unbounded tracer.iter loops end with the run
         return output
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Are two non-tensor invoke arguments the same option? (False where == doesn't say)"""
+    try:
+        return a is b or bool(a == b)
+    except Exception:
+        return False

@@ -4,13 +4,15 @@
 weights, instant) and loads real weights on the first trace or on
 ``dispatch()``; ``dispatch=True`` loads them immediately. Keyword arguments go
 to ``from_pretrained``. Inputs may be text, token ids, tensors, a
-``BatchEncoding`` or a dict; several invokes are left-padded into one batch.
+``BatchEncoding`` or a dict; several invokes are padded into one batch on the tokenizer's
+padding side (left by default), keyword arguments included (see ``token_batch``).
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from . import peft_adapter
+from . import token_batch
 from .base import NNsight
 from .generator import GenerationMixin
 
@@ -109,10 +111,16 @@ class LanguageModel(GenerationMixin, NNsight):
     # --------------------------------------------------------------- batching
 
     def _split_inputs(self, args: tuple, kwargs: Dict[str, Any]):
-        inputs = {k: v for k, v in kwargs.items() if k in INPUT_KEYS}
-        config = {k: v for k, v in kwargs.items() if k not in INPUT_KEYS}
+        """The trace's own input (with its tokenizer options) apart from the options of the call."""
+        to_tokenizer, rest = token_batch.split_tokenizer_options(kwargs)
+        inputs = {k: v for k, v in rest.items() if k in INPUT_KEYS}
+        config = {k: v for k, v in rest.items() if k not in INPUT_KEYS}
         if args or inputs:
-            return (args, inputs), config
+            return (args, {**inputs, **to_tokenizer}), config
+        if to_tokenizer:
+            raise TypeError(
+                f"Tokenizer option(s) {', '.join(sorted(to_tokenizer))} were given to a trace without "
+                f"an input: pass them to each `tracer.invoke(text, ...)` whose text they apply to.")
         return None, config
 
     def _tokenizer(self):
@@ -123,23 +131,34 @@ class LanguageModel(GenerationMixin, NNsight):
         return self.tokenizer
 
     def _prepare_input(self, *inputs, **kwargs) -> Tuple[tuple, dict, int]:
-        """Any supported input format → ``((), {"input_ids", "attention_mask"}, rows)``."""
+        """One invoke's input → ``((), {"input_ids", "attention_mask", ...its keywords}, rows)``.
+
+        Tokenizer options go to the tokenizer with the text; every other keyword (``labels``,
+        ``decoder_input_ids``, ...) goes on to the model with the encoded input.
+        """
+        to_tokenizer, kwargs = token_batch.split_tokenizer_options(kwargs)
         if inputs:
             if len(inputs) > 1:
                 raise TypeError(f"LanguageModel takes one positional input per invoke, got {len(inputs)}.")
-            encoded = self._encode(inputs[0])
+            encoded = self._encode(inputs[0], to_tokenizer)
         elif "input_ids" in kwargs or "inputs_embeds" in kwargs:
-            encoded = self._encode({k: kwargs.pop(k) for k in list(kwargs) if k in INPUT_KEYS})
+            encoded = self._encode({k: kwargs.pop(k) for k in list(kwargs) if k in INPUT_KEYS}, to_tokenizer)
         else:
             return (), kwargs, 0
-        return (), encoded, int(next(iter(encoded.values())).shape[0])
+        return (), {**encoded, **kwargs}, int(next(iter(encoded.values())).shape[0])
 
-    def _encode(self, value: Any) -> Dict[str, torch.Tensor]:
+    def _encode(self, value: Any, to_tokenizer: Optional[Dict[str, Any]] = None) -> Dict[str, torch.Tensor]:
         if isinstance(value, str):
             value = [value]
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-            enc = self._tokenizer()(list(value), return_tensors="pt", padding=True)
-            return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+            options = {"padding": True, **(to_tokenizer or {})}
+            enc = self._tokenizer()(list(value), return_tensors="pt", **options)
+            return {k: v for k, v in enc.items() if k in INPUT_KEYS}
+        if to_tokenizer:
+            raise TypeError(
+                f"Tokenizer option(s) {', '.join(sorted(to_tokenizer))} apply to text, but this input "
+                f"is already tokenized ({type(value).__name__}): tokenize it with those options "
+                f"yourself, or pass the text.")
         if isinstance(value, torch.Tensor):
             return self._rows([value] if value.dim() == 1 else list(value))
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
@@ -166,28 +185,37 @@ class LanguageModel(GenerationMixin, NNsight):
             pad = getattr(getattr(self._module, "config", None), "pad_token_id", None) or 0
         return int(pad)
 
-    def _rows(self, rows: List[torch.Tensor], masks: Optional[List[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
-        """Left-pad 1-D id rows into ``input_ids`` and ``attention_mask``."""
+    def _padding_side(self) -> str:
+        """The tokenizer's padding side (left when there is no tokenizer: causal LMs read the last token)."""
+        side = getattr(self.tokenizer, "padding_side", None)
+        return side if side in ("left", "right") else "left"
+
+    def _rows(self, rows: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Pad 1-D id rows into ``input_ids`` and ``attention_mask`` (tokenizer's padding side)."""
         width = max(int(r.shape[0]) for r in rows)
         ids = torch.full((len(rows), width), self._pad_id(), dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
+        left = self._padding_side() == "left"
         for i, row in enumerate(rows):
             n = int(row.shape[0])
             if n:
-                ids[i, width - n:] = row
-                mask[i, width - n:] = 1 if masks is None else masks[i]
+                place = slice(width - n, width) if left else slice(0, n)
+                ids[i, place] = row
+                mask[i, place] = 1
         return {"input_ids": ids, "attention_mask": mask}
 
     def _batch(self, batched: Tuple[tuple, dict], *args, **kwargs) -> Tuple[tuple, dict]:
-        """Re-pad the rows so far and the new invoke's rows together (left padding)."""
+        """Pad the rows so far and the new invoke's rows to one width, keywords included."""
         _, old = batched
-        if "input_ids" not in old or "input_ids" not in kwargs:
+        if not ("input_ids" in old or "inputs_embeds" in old) or not ("input_ids" in kwargs or "inputs_embeds" in kwargs):
             return super()._batch(batched, *args, **kwargs)
-        rows = []
-        for enc in (old, kwargs):
-            for ids, mask in zip(enc["input_ids"], enc["attention_mask"]):
-                rows.append(ids[mask.bool()])
-        return (), self._rows(rows)
+        causal = not getattr(getattr(self._module, "config", None), "is_encoder_decoder", False)
+        return (), token_batch.merge(old, kwargs, self._pad_id(), self._padding_side(), causal)
 
     def _execute(self, *args, **kwargs) -> Any:
+        """Run the model; rows of a padded batch get positions counted from their first token."""
+        mask = kwargs.get("attention_mask")
+        if ("position_ids" not in kwargs and kwargs.get("past_key_values") is None
+                and token_batch.padded(mask) and token_batch.accepts_position_ids(self._module)):
+            kwargs["position_ids"] = token_batch.positions_from_mask(mask)
         return super()._execute(*args, **kwargs)

@@ -15,6 +15,7 @@ from runtime.frames import release_locals, write_back
 
 from .compile import compile_call_site
 from .tracebacks import clean, register_program_sources
+from .unsaved import placeholders
 
 
 class Tracer:
@@ -67,7 +68,8 @@ class Tracer:
             if self._remote is not None and not self._nested:
                 from .remote import run_remote
 
-                write_back(frame, run_remote(self, frame))
+                saved = run_remote(self, frame)
+                write_back(frame, {**self._placeholders(frame, saved), **saved})
             else:
                 ns = self._namespace()
                 self.execute(ns)
@@ -126,9 +128,18 @@ class Tracer:
         return found
 
     def _write_back(self, ns: Dict[str, Any]) -> None:
-        """Copy saved variables back into the user's frame (top-level tracers only)."""
+        """Copy saved variables back into the user's frame (top-level tracers only).
+
+        Names the body set without saving them get a placeholder that says to save them.
+        """
         if not self._nested:
-            write_back(self._frame, self._saved(ns))
+            saved = self._saved(ns)
+            write_back(self._frame, {**self._placeholders(self._frame, saved), **saved})
+
+    def _placeholders(self, frame, saved: Dict[str, Any]) -> Dict[str, Any]:
+        """For each name the body set but did not save (and the caller has no variable of)."""
+        where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        return placeholders(self._compiled.writeback_names(self._unit_id), saved, frame.f_locals, where)
 
     def execute(self, ns: Dict[str, Any]) -> None:
         """Run the body (``self._code()``) with globals ``ns``."""

@@ -182,6 +182,12 @@ def modules_to_patch(model, mediators) -> Optional[List[Tuple[str, Any]]]:
             if roots is None:
                 return None
             names_of[id(ns)] = roots
+        own = getattr(mediator, "bindings", None)  # an invoke's own values of names (loop variables)
+        if own:
+            extra = _model_names(model, own)
+            if extra is None:
+                return None
+            roots = {**roots, **extra}
         plans.append((report, roots))
         key.append(id(report))
         for name, envoy in roots.items():

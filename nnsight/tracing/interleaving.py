@@ -11,8 +11,13 @@ from .barrier import BarrierMixin
 from .base import Tracer
 from .cache import CacheMixin
 from .hookplan import modules_to_patch
+from .invoke_scope import cross_invoke_hint
 from .invoker import Invoker, body_has_invokes
 from .iteration import IterationMixin, request_at
+
+
+class _Invoke(tuple):
+    """``(args, kwargs, code)`` of an invoke, with its ``bindings`` and ``namespace`` attributes."""
 
 
 class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
@@ -50,8 +55,12 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
 
     # ------------------------------------------------------------ execution
 
-    def _add_invoke(self, args: tuple, kwargs: dict, code) -> None:
-        self._invokes.append((args, kwargs, code))
+    def _add_invoke(self, args: tuple, kwargs: dict, code, bindings=None, namespace=None) -> None:
+        """One batch entry. ``bindings``: the invoke's own values of trace-body names;
+        ``namespace``: its own globals (an invoke opened in a helper function)."""
+        entry = _Invoke((args, kwargs, code))
+        entry.bindings, entry.namespace = bindings, namespace
+        self._invokes.append(entry)
 
     def execute(self, ns) -> None:
         model = self.model
@@ -73,7 +82,8 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
         total = 0
         # CONFIG.APP.CROSS_INVOKER = False: each invoke gets its own copy of the namespace.
         isolated = not CONFIG.APP.CROSS_INVOKER and sum(c is not None for _, _, c in self._invokes) > 1
-        for args, kwargs, code in self._invokes:
+        for entry in self._invokes:
+            args, kwargs, code = entry
             if args or kwargs:
                 p_args, p_kwargs, size = model._prepare_input(*args, **kwargs)
             else:
@@ -85,7 +95,10 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
                 total += size
                 batched = (p_args, p_kwargs) if batched is None else model._batch(batched, *p_args, **p_kwargs)
             if code is not None:
-                mediators.append(Mediator(code, dict(ns) if isolated else ns, group))
+                own_ns = getattr(entry, "namespace", None)
+                if own_ns is None:
+                    own_ns = dict(ns) if isolated else ns
+                mediators.append(Mediator(code, own_ns, group, bindings=getattr(entry, "bindings", None)))
         edits = getattr(model, "_edit_mediators", None)
         if edits is not None:  # persistent interventions (model.edit()) come first, whole batch
             mediators[:0] = edits(ns)
@@ -93,7 +106,11 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
             raise ValueError(
                 "The trace has no input: empty invokes need at least one invoke with an input. "
                 "Pass the input to `model.trace(input)` or to `tracer.invoke(input)`.")
-        output = self._interleave(mediators, total, batched[0], {**batched[1], **config})
+        try:
+            output = self._interleave(mediators, total, batched[0], {**batched[1], **config})
+        except NameError as error:  # a name another invoke sets: say how to share it
+            cross_invoke_hint(error, [mediator.code for mediator in mediators], isolated)
+            raise
         if isolated:  # saved values still come back to the caller
             for mediator in mediators:
                 if mediator.namespace is not ns:

@@ -82,7 +82,35 @@ values = st.recursive(
 @given(values)
 def test_plain_values_roundtrip(obj):
     assert same(roundtrip(obj), obj)
-    assert encode_value(obj) == encode_value(obj)
+
+
+_ENCODE_UNDER_SEED = """
+import sys, msgpack
+from compiler.ir.values import encode_value
+values = [
+    {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"},
+    frozenset({"x", "y", "z", ("t", 1), 3.5, b"raw"}),
+    {"k1": {"a", "b", "c"}, "k2": [frozenset({"q", "r", "s"})], ("tuple", "key"): None},
+    [set(), {1, 2, 3}, {"mixed", 1, 2.0, b"bytes", ("n", ("e", "s"))}],
+]
+sys.stdout.buffer.write(b"".join(msgpack.packb(encode_value(v), use_bin_type=True) for v in values))
+"""
+
+
+def test_encoding_does_not_depend_on_the_hash_seed():
+    """Set and dict encodings must not follow hash order: two processes, two seeds, same bytes."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    outputs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": root}
+        done = subprocess.run([sys.executable, "-c", _ENCODE_UNDER_SEED], env=env, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr.decode()
+        outputs.append(done.stdout)
+    assert outputs[0] and outputs[0] == outputs[1]
 
 
 @pytest.mark.parametrize("x", [0.0, -0.0, math.inf, -math.inf, math.nan, -math.nan,

@@ -138,9 +138,16 @@ def test_4_5_the_problem(gpt2_path, llama_path):
     gpt2 = LanguageModel(gpt2_path, dispatch=True)
     llama = LanguageModel(llama_path, dispatch=True)
     # GPT-2
-    gpt2.transformer.h[0].attn
+    gpt2_attn = gpt2.transformer.h[0].attn
     # LLaMA
-    llama.model.layers[0].self_attn
+    llama_attn = llama.model.layers[0].self_attn
+    # the same component lives at different paths, under different names
+    assert gpt2_attn.path == "model.transformer.h.0.attn"
+    assert llama_attn.path == "model.model.layers.0.self_attn"
+    assert type(gpt2_attn._module).__name__ == "GPT2Attention"
+    assert type(llama_attn._module).__name__ == "LlamaAttention"
+    with pytest.raises(AttributeError):
+        llama.transformer  # GPT-2's path does not exist on Llama
 
 
 def test_4_5_the_solution(gpt2_path):

@@ -146,10 +146,15 @@ def test_5_3_next_with_enough_steps(model):
 
 def test_5_3_step_index(model):
     with model.generate("Hello", max_new_tokens=5) as tracer:
+        norms = nnsight.save([])
         for step_idx in tracer.iter[:]:
             if step_idx == 2:
                 # Only intervene on step 2
                 model.transformer.h[0].output[0][:] = 0
+            norms.append(model.transformer.h[0].output[0].abs().sum().item())
+    assert len(norms) == 5
+    assert norms[2] == 0  # zeroed at step 2 only
+    assert all(norm > 0 for i, norm in enumerate(norms) if i != 2)
 
 
 def test_5_3_footgun_example_now_runs_the_code_after_the_loop(model):
@@ -359,6 +364,12 @@ def test_5_11_trace_result(model):
         result = tracer.result.save()
 
     print(result.logits.shape)
+    enc = model.tokenizer("Hello", return_tensors="pt")
+    with torch.no_grad():
+        expected = model._module(**enc, output_hidden_states=True)
+    torch.testing.assert_close(result.logits, expected.logits)
+    block0 = expected.hidden_states[1]  # the output of block 0
+    torch.testing.assert_close(hidden, block0[0] if hidden.dim() == 2 else block0)
 
 
 def test_5_11_generation_result(model):
@@ -398,11 +409,16 @@ def test_6_2_input_and_empty_invokes(model):
 def test_6_2_how_batching_works(model):
     with model.trace() as tracer:
         with tracer.invoke("Hello"):    # Input invoke
-            ...
+            hello = model.transformer.wte.input.save()
         with tracer.invoke("World"):    # Input invoke (triggers _batch)
-            ...
+            world = model.transformer.wte.input.save()
         with tracer.invoke():           # Empty invoke (no _batch needed)
-            ...
+            batch = model.transformer.wte.input.save()
+    # one batch of both prompts; each input invoke sees its own row, the empty one both
+    assert batch.shape[0] == 2
+    assert torch.equal(batch[0:1], hello) and torch.equal(batch[1:2], world)
+    assert hello[0, -1].item() == model.tokenizer("Hello")["input_ids"][-1]
+    assert world[0, -1].item() == model.tokenizer("World")["input_ids"][-1]
 
 
 def test_6_2_custom_batchable_model():

@@ -1,5 +1,6 @@
 """Sessions (design §8.6, §10.4 #5): traces inside `model.session()` share variables without
 .save(); only saved values survive the session."""
+import pytest
 import torch
 
 import nnsight
@@ -19,7 +20,8 @@ def test_traces_share_unsaved_values_and_only_saved_ones_survive(llama):
             with tracer.invoke("Shaquille O'Neal plays the sport of"):
                 model.model.layers[1].output[:, 6, :] = hs
                 out_patched = model.lm_head.output[0][-1].save()
-    assert "hs" not in dir()
+    with pytest.raises(NameError, match="`hs` .* not saved"):
+        str(hs)
     assert out_clean.dim() == 0 and out_patched.shape == (model.config.vocab_size,)
 
     # the same patch done by hand with hooks
@@ -60,7 +62,9 @@ def test_plain_code_between_traces_and_a_generation():
         total = nnsight.save(n_traces)
     assert total == 2
     assert torch.allclose(out, net[3:](net[:3](x).mean(0, keepdim=True).expand(2, 8)))
-    assert "h" not in dir() and "mean" not in dir()
+    for unsaved in ("h", "mean"):
+        with pytest.raises(NameError, match=f"`{unsaved}` .* not saved"):
+            str(locals()[unsaved])
 
 
 def test_session_with_generation_and_edit(gpt2):
@@ -111,7 +115,8 @@ def test_values_saved_in_an_inner_trace_survive_while_the_session_runs():
             c = model[0].output.save()
         same = nnsight.save(bool(torch.equal(a, c)))
     assert same and torch.allclose(a, net[0](x))
-    assert "b" not in dir()
+    with pytest.raises(NameError, match="`b` .* not saved"):
+        str(b)
 
 
 def test_a_session_is_one_remote_local_request():
@@ -125,4 +130,5 @@ def test_a_session_is_one_remote_local_request():
             model[0].output = h * 0
             out = model.output.save()
     assert torch.allclose(out, net[1:](torch.zeros(2, 8)))
-    assert "h" not in dir()
+    with pytest.raises(NameError, match="`h` .* not saved"):
+        str(h)

@@ -144,6 +144,16 @@ def test_shared_saved_list_across_invokes(model):
     assert firsts["b"] == tracer.result[1].outputs[0].token_ids[0]
 
 
+def test_loop_variable_of_the_body_is_each_invokes_own(model):
+    prompts = ["Hello", "The cat sat on the mat."]
+    with model.trace(temperature=0.0, max_tokens=1) as tracer:
+        seen = list().save()
+        for i, prompt in enumerate(prompts):
+            with tracer.invoke(prompt):
+                seen.append((i, prompt, int(model.samples.output.reshape(-1)[0])))
+    assert sorted(seen) == [(i, p, tracer.result[i].outputs[0].token_ids[0]) for i, p in enumerate(prompts)]
+
+
 def test_intervention_error_is_raised_with_its_type(model):
     with pytest.raises(IndexError) as info:
         with model.trace("Hello", temperature=0.0, max_tokens=2):

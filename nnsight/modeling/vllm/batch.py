@@ -74,8 +74,11 @@ def prepare(tracer, ns: Dict[str, Any], stream: bool = False) -> Prepared:
                 "body only collects the invokes, each of which is a request). Call tracer.stop() inside "
                 "the `with tracer.invoke(...)` whose request should stop.") from None
     units = {id(unit.code): unit_id for unit_id, unit in enumerate(tracer._compiled.units)}
-    prompts, params, unit_of = [], [], []
-    for args, kwargs, code in tracer._invokes:
+    prompts, params, unit_of, entry_of = [], [], [], []
+    # The body's invokes, in the order it reached them; the worker runs the body again and reaches
+    # them in the same order, so it can give each request that invoke's own values of the body's names.
+    first_block = 1 if inputs is not None else 0  # entry 0 is then the trace's own input
+    for index, (args, kwargs, code) in enumerate(tracer._invokes):
         if not args:
             raise ValueError(
                 "Each vLLM invoke is one request and needs a prompt: `tracer.invoke(\"text\")`. "
@@ -92,12 +95,13 @@ def prepare(tracer, ns: Dict[str, Any], stream: bool = False) -> Prepared:
             prompts.append(prompt)
             params.append(p)
             unit_of.append(None if code is None else units[id(code)])
+            entry_of.append(index - first_block if index >= first_block else None)
     if not prompts:
         raise ValueError(
             "The trace has no input: pass a prompt to `model.trace(prompt)` or to `tracer.invoke(prompt)`.")
     trace_id = uuid.uuid4().hex
     for i, p in enumerate(params):
-        sampling.tag(p, payload, trace_id, i, unit_of[i], len(params))
+        sampling.tag(p, payload, trace_id, i, unit_of[i], len(params), entry_of[i])
     return Prepared(trace_id, prompts, params, closure, request, may_stop=may_stop(tracer._compiled, request.program))
 
 

@@ -81,7 +81,7 @@ class RequestHelper:
             self.requests[data.req_id] = (trace_id, invoke)
             if unit is None or ctx.error is not None or invoke in ctx.mediators:
                 continue
-            self._start(ctx, invoke, unit, data.sampling_params.max_tokens)
+            self._start(ctx, invoke, unit, data.sampling_params.max_tokens, sampling.entry_of(data.sampling_params))
 
     def _load(self, ctx: TraceContext, payload: bytes, setup: bool) -> None:
         try:
@@ -109,10 +109,13 @@ class RequestHelper:
         except BaseException as error:  # noqa: B902 - reported at collect time
             ctx.error = error
 
-    def _start(self, ctx: TraceContext, invoke: int, unit: int, max_tokens: Optional[int]) -> None:
+    def _start(self, ctx: TraceContext, invoke: int, unit: int, max_tokens: Optional[int],
+               entry: Optional[int] = None) -> None:
         shared = CONFIG.APP.CROSS_INVOKER or ctx.expected == 1
+        entries = ctx.tracer.entries
+        own = entries[entry] if entry is not None and entry < len(entries) else None
         mediator = ThreadMediator(ctx.compiled.units[unit].code, ctx.ns if shared else dict(ctx.ns),
-                            None, name=f"invoke {invoke}")
+                                  None, name=f"invoke {invoke}", bindings=dict(own) if own else None)
         ctx.mediators[invoke] = mediator
         ctx.tracer.limits[mediator] = max_tokens
         with ctx.loader.installed():

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 REQUEST = "nnsight_request"
 TRACE_ID = "nnsight_trace_id"
 INVOKE = "nnsight_invoke"
+ENTRY = "nnsight_entry"  # which `with tracer.invoke` of the body (in the order the body reached them)
 UNIT = "nnsight_unit"
 EXPECTED = "nnsight_expected"
 
@@ -74,9 +75,16 @@ def split_prompts(args: tuple) -> List[Any]:
     return [prompt_of(value)]
 
 
-def tag(params, payload: bytes, trace_id: str, invoke: int, unit: Optional[int], expected: int) -> None:
+def tag(params, payload: bytes, trace_id: str, invoke: int, unit: Optional[int], expected: int,
+        entry: Optional[int] = None) -> None:
     params.extra_args = {**(params.extra_args or {}), REQUEST: payload, TRACE_ID: trace_id, INVOKE: invoke,
-                         UNIT: unit, EXPECTED: expected}
+                         UNIT: unit, EXPECTED: expected, ENTRY: entry}
+
+
+def entry_of(params) -> Optional[int]:
+    """Which invoke block of the trace body made this request (None: the trace's own input)."""
+    entry = (getattr(params, "extra_args", None) or {}).get(ENTRY)
+    return None if entry is None else int(entry)
 
 
 def untag(params) -> Optional[Tuple[bytes, str, int, Optional[int], int]]:

@@ -7,7 +7,7 @@ patched once, when the model is loaded; the patches only act while a phase of
 an engine step with interventions is running. Under tensor parallelism the
 interleaver knows which providers are sharded on this rank (:mod:`.tensor_parallel`).
 """
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -49,10 +49,12 @@ class WorkerTracer(InterleavingTracer):
     def __init__(self, model: WorkerModel) -> None:
         super().__init__(model)
         self.limits: Dict[Mediator, Optional[int]] = {}
+        # each `with tracer.invoke` the body reached: its own values of the body's names
+        self.entries: List[Optional[Dict[str, Any]]] = []
 
     @property
     def _steps(self) -> Optional[int]:
         return self.limits.get(current_mediator())
 
-    def _add_invoke(self, args: tuple, kwargs: dict, code) -> None:
-        pass
+    def _add_invoke(self, args: tuple, kwargs: dict, code, bindings=None, namespace=None) -> None:
+        self.entries.append(bindings)
