@@ -42,13 +42,13 @@ if CONFIG.APP.PYMOUNT:
         pass
     _pymount.mount()
 
-_backwards.install()  # `with loss.backward():` opens a backward tracer (design §5.6)
+_backwards.install()  # `with loss.backward():` opens a backward tracer
 
 from . import repl as _repl  # noqa: E402
 from .tracing import tracebacks as _tracebacks  # noqa: E402
 
-_tracebacks.install()  # tracebacks of errors in traces show the user's code only (design §7)
-_repl.install()  # traces typed at the classic `python` prompt (design §2.1, case 4)
+_tracebacks.install()  # tracebacks of errors in traces show the user's code only
+_repl.install()  # traces typed at the classic `python` prompt
 
 # Load what the first trace would otherwise import on the way (source tracing, syntax passes):
 # importing here keeps the first trace at a call site as cheap as later ones.

@@ -1,4 +1,4 @@
-"""Module aliases: ``NNsight(model, rename={...})`` gives modules extra names (design §4.5).
+"""Module aliases: ``NNsight(model, rename={...})`` gives modules extra names.
 
     model = LanguageModel(path, rename={".transformer.h": ".layers",   # mount a deep path at the root
                                         "attn": "attention",            # rename wherever it appears

@@ -1,4 +1,4 @@
-"""``Batchable``: how a model class turns each invoke's input into one batch (design §6.2).
+"""``Batchable``: how a model class turns each invoke's input into one batch.
 
 A trace runs all its invokes as one forward pass. For each invoke with an
 input, ``_prepare_input(*args, **kwargs)`` normalizes it and says how many

@@ -2,7 +2,7 @@
 
 ``model.transformer.h[0]`` is an Envoy wrapping the first GPT-2 block; its
 ``.output``, ``.input`` and ``.inputs`` ask the running intervention's mediator
-for the module's values (design §4). Other attributes fall through to the
+for the module's values. Other attributes fall through to the
 module.
 """
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -214,7 +214,7 @@ class Envoy:
         mediator.swap(self._input_key, with_first_input(*mediator.request(self._input_key), value))
 
     def skip(self, value: Any) -> None:
-        """Don't run this module in this execution; ``value`` is its output (design §5.5).
+        """Don't run this module in this execution; ``value`` is its output.
 
         With several invokes, every invoke must skip the module.
         """
@@ -225,7 +225,7 @@ class Envoy:
 
     @property
     def source(self):
-        """The operations of this module's forward (design §4.3); ``print`` it to list them."""
+        """The operations of this module's forward; ``print`` it to list them."""
         source = self._source
         if source is None:
             from .source import envoy_source
@@ -327,7 +327,7 @@ _preserved: Dict[Tuple[type, str], type] = {}
 
 def _mount_conflict(envoy: Envoy, name: str) -> None:
     """A child named ``output``/``input``/...: the child keeps the name, the property moves
-    to ``nns_<name>`` (design §4.6)."""
+    to ``nns_<name>``."""
     import warnings
 
     warnings.warn(

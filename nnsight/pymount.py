@@ -1,4 +1,4 @@
-"""``obj.save()`` on every Python object (design §5.1, "pymount").
+"""``obj.save()`` on every Python object.
 
 CPython keeps the attributes of ``object`` in a dict that Python code can't
 normally change. We reach it through ``gc.get_referents`` on its mappingproxy,

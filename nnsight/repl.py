@@ -1,4 +1,4 @@
-"""Traces typed at the classic ``python`` prompt (design §2.1, case 4).
+"""Traces typed at the classic ``python`` prompt.
 
 The classic REPL (3.12 and earlier; ``PYTHON_BASIC_REPL`` on 3.13+) compiles
 each statement with the file name ``<stdin>`` and keeps no copy of its text,

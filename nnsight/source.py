@@ -1,4 +1,4 @@
-"""``envoy.source``: the operations inside a module's forward, as envoys (design §4.3).
+"""``envoy.source``: the operations inside a module's forward, as envoys.
 
     print(model.transformer.h[0].attn.source)       # operation names and line numbers
     with model.trace("Hello"):

@@ -11,6 +11,6 @@ BARRIER = 3  # wait at barrier payload until all its participants arrive
 END = 4  # the intervention finished
 EXCEPTION = 5  # the intervention raised payload
 STEP = 6  # wait until the model starts step `iteration` (key: the root input); answered True,
-#           or False when the model finished without it (tracer.iter / tracer.all(), §5.3)
+#           or False when the model finished without it (tracer.iter / tracer.all())
 
 NAMES = {VALUE: "VALUE", SWAP: "SWAP", SKIP: "SKIP", BARRIER: "BARRIER", END: "END", EXCEPTION: "EXCEPTION", STEP: "STEP"}

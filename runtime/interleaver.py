@@ -29,7 +29,7 @@ def _combine_skips(skips: List[Tuple[Any, Any]], total: int) -> Any:
     if total and covered != total:
         raise ValueError(
             f"A module was skipped in invokes covering {covered} of the {total} batch rows. With "
-            f"several invokes, `.skip(value)` must be called in every invoke (design §5.5), each "
+            f"several invokes, `.skip(value)` must be called in every invoke, each "
             f"with a value for its own rows.")
     if len(skips) == 1:
         return skips[0][1]
@@ -62,7 +62,7 @@ class Interleaver:
         self._repatch: Dict[str, tuple] = {}
         # module -> its forward rewritten for `.source` (runtime/source.py), used instead of its own
         self.sources: Dict[torch.nn.Module, Any] = {}
-        # (cache, batch group) observers fed every provider's final value (tracer.cache(), §5.10)
+        # (cache, batch group) observers fed every provider's final value (tracer.cache())
         self.caches: List[Tuple[Any, Any]] = []
 
     # ------------------------------------------------------------- providers

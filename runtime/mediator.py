@@ -2,7 +2,7 @@
 
 The worker is a greenlet: only one side runs at a time, and a hand-off costs a
 stack switch instead of an OS-thread wake-up (see docs/performance.md for the
-measurement behind this choice). The protocol is the one of design §3.2: the
+measurement behind this choice). The protocol: the
 worker sends events (VALUE, SWAP, SKIP, END, EXCEPTION), the interleaver
 answers them as the model reaches the matching providers.
 """

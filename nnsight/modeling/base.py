@@ -19,7 +19,7 @@ class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, ModelIterationM
     """The root envoy of a model: adds ``trace`` and the batching hooks.
 
     Subclasses customise how inputs become a batch through
-    ``_prepare_input`` / ``_batch`` (design §6.2) and how the model runs
+    ``_prepare_input`` / ``_batch`` and how the model runs
     through ``_execute``.
     """
 
@@ -27,7 +27,7 @@ class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, ModelIterationM
                  envoys: Optional[Dict[Any, type]] = None) -> None:
         super().__init__(module, path="model", envoys=envoys)
         self.__dict__["_patch_cache"] = None
-        self.__dict__["_alias"] = aliasing.bind(self, rename)  # `rename=` aliases (design §4.5)
+        self.__dict__["_alias"] = aliasing.bind(self, rename)  # `rename=` aliases
         # The interleaver's cached forward wrappers refer back to it: drop them with the model,
         # so the interleaver is freed as soon as the model is, without waiting for the gc.
         forget = getattr(self._interleaver, "forget_wrappers", None)
@@ -41,7 +41,7 @@ class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, ModelIterationM
         return InterleavingTracer(self, *inputs, **kwargs)
 
     def scan(self, *inputs, **kwargs):
-        """``with model.scan(input):`` — run on fake tensors: shapes without computation (design §5.9)."""
+        """``with model.scan(input):`` — run on fake tensors: shapes without computation."""
         from ..tracing.scan import ScanningTracer
 
         return ScanningTracer(self, *inputs, **kwargs)
@@ -91,7 +91,7 @@ class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, ModelIterationM
             raise NotImplementedError(
                 f"{type(self).__name__} can't batch the inputs of several invokes ({where} is "
                 f"{type(a).__name__}). Use one input invoke plus empty invokes, or implement "
-                f"`_prepare_input` and `_batch` on a subclass (design §6.2).")
+                f"`_prepare_input` and `_batch` on a subclass.")
 
         if len(b_args) != len(args) or set(b_kwargs) != set(kwargs):
             raise NotImplementedError(

@@ -1,4 +1,4 @@
-"""``DiffusionModel``: a diffusers pipeline wrapped for tracing (design §6.4).
+"""``DiffusionModel``: a diffusers pipeline wrapped for tracing.
 
 ``DiffusionModel(path_or_id)`` loads a pipeline (``diffusers.DiffusionPipeline``
 by default, ``automodel=`` to choose another class; keyword arguments go to
@@ -106,7 +106,7 @@ def _rewrap(current: Any, value: Any) -> Any:
 
 
 class SampleOutput:
-    """``.output`` is the denoiser's noise prediction tensor (design §6.4 examples)."""
+    """``.output`` is the denoiser's noise prediction tensor."""
 
     @property
     def output(self) -> Any:

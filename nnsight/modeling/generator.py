@@ -1,4 +1,4 @@
-"""Generation support for language models: ``model.generator`` and its streamer (design §6.3).
+"""Generation support for language models: ``model.generator`` and its streamer.
 
 ``with model.generate(...) as tracer:`` calls ``__nnsight_generate__``, which
 runs Hugging Face ``generate`` with

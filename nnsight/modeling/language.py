@@ -1,4 +1,4 @@
-"""``LanguageModel``: a Hugging Face causal LM with its tokenizer (design §6.3).
+"""``LanguageModel``: a Hugging Face causal LM with its tokenizer.
 
 ``LanguageModel(path_or_id)`` builds the model on the meta device (no
 weights, instant) and loads real weights on the first trace or on

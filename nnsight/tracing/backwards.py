@@ -1,4 +1,4 @@
-"""``with loss.backward():`` — a separate interleaving session over the backward pass (design §5.6).
+"""``with loss.backward():`` — a separate interleaving session over the backward pass.
 
 Importing nnsight replaces ``torch.Tensor.backward`` with a function that
 looks at its caller: when the call is the context expression of a

@@ -1,4 +1,4 @@
-"""``tracer.barrier(n)``: synchronise invokes that share values at the same module (design §5.8).
+"""``tracer.barrier(n)``: synchronise invokes that share values at the same module.
 
     with model.trace() as tracer:
         barrier = tracer.barrier(2)

@@ -1,4 +1,4 @@
-"""``tracer.cache(...)``: record module activations during a trace (design §5.10).
+"""``tracer.cache(...)``: record module activations during a trace.
 
     with model.trace("Hello") as tracer:
         cache = tracer.cache()                         # every module's output

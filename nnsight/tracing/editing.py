@@ -1,4 +1,4 @@
-"""Model editing: persistent interventions (design §5.4).
+"""Model editing: persistent interventions.
 
     with model.edit() as model_edited:          # a copy; `model` is unchanged
         model.transformer.h[0].output[0][:] = 0

@@ -1,6 +1,6 @@
 """``with model.generate(...)`` (and any other method of the model) as a tracing context.
 
-Design §4.4: accessing a method of the wrapped module through the model
+Accessing a method of the wrapped module through the model
 (``model.generate``) gives a function that traces when its call opens a
 with-statement and simply calls the method otherwise::
 
@@ -11,7 +11,7 @@ with-statement and simply calls the method otherwise::
 Whether the call opens a ``with`` is read from the caller's bytecode (the
 instruction after the call is ``BEFORE_WITH`` / ``SETUP_WITH``), once per call
 site. A model class can customise the traced call with
-``__nnsight_<method>__`` (design §6.1): ``LanguageModel.__nnsight_generate__``
+``__nnsight_<method>__``: ``LanguageModel.__nnsight_generate__``
 streams tokens through ``model.generator`` and returns the generated ids.
 """
 import dis

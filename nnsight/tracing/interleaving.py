@@ -50,7 +50,7 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
         return self._output
 
     def stop(self) -> None:
-        """End the model's execution here (design §5.7)."""
+        """End the model's execution here."""
         raise EarlyStopException()
 
     # ------------------------------------------------------------ execution

@@ -82,8 +82,7 @@ def body_has_invokes(compiled, unit_id: int) -> bool:
     """Does unit ``unit_id`` directly contain ``with ....invoke(...)`` blocks? (read from the IR)
 
     A trace given an input whose body also opens invokes (``with model.generate("Hello") as
-    tracer: with tracer.invoke(): ...``) uses the input as one more batch entry (design 0.6,
-    "smarter trace vs invoke detection") instead of running its body as the implicit invoke.
+    tracer: with tracer.invoke(): ...``) uses the input as one more batch entry instead of running its body as the implicit invoke.
     """
     hit = _has_invokes.get((id(compiled), unit_id))
     if hit is not None and hit[0] is compiled:

@@ -1,4 +1,4 @@
-"""Multi-step iteration: ``tracer.iter[...]``, ``tracer.all()``, ``tracer.next()`` (design §5.3).
+"""Multi-step iteration: ``tracer.iter[...]``, ``tracer.all()``, ``tracer.next()``.
 
 Every module called several times in one execution (once per generated token,
 typically) provides ``key.i0``, ``key.i1``, ...; an intervention asks for the

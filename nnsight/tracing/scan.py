@@ -1,4 +1,4 @@
-"""``with model.scan(input):`` — a trace on fake tensors (design §5.9).
+"""``with model.scan(input):`` — a trace on fake tensors.
 
 The model runs under ``torch._subclasses.FakeTensorMode``: every tensor has
 its real shape, dtype and device but no data, so a scan costs no memory and

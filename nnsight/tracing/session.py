@@ -1,4 +1,4 @@
-"""``with model.session():`` — several traces as one program (design §8.6, §10.4 #5).
+"""``with model.session():`` — several traces as one program.
 
 A session's body runs on the main side (not as an intervention): ordinary
 Python between traces works, and every trace, generation or edit inside it is

@@ -1,4 +1,4 @@
-"""Exceptions from traced code, shown against the user's own source (design §7).
+"""Exceptions from traced code, shown against the user's own source.
 
 IR units are compiled with the user's file name, line and column numbers
 (``runtime/builder.py``), so the frames that ran user code already read right.

@@ -1,4 +1,4 @@
-"""One test per common error of design §7.7: its message, and a traceback that ends at the user's line.
+"""One test per common error a new user commonly makes: its message, and a traceback that ends at the user's line.
 
 The messages must stay at least as helpful as the ones quoted in the design;
 ``scripts/errors.py`` renders the same errors for the golden files.

@@ -1,4 +1,4 @@
-"""Exceptions raised in traces, rebuilt against the user's source at every depth (design §7).
+"""Exceptions raised in traces, rebuilt against the user's source at every depth.
 
 Most cases run in one subprocess (``scripts/errors.py``) and are rendered by
 ``sys.excepthook``, as users see them; their text is kept as golden files.

@@ -1,4 +1,4 @@
-"""The design's §6.4 examples, as written (model name replaced by the tiny pipeline's path)."""
+"""The documented DiffusionModel examples, as written (model name replaced by the tiny pipeline's path)."""
 import numpy as np
 import torch
 

@@ -1,4 +1,4 @@
-"""`negative_prompt` per invoke and per trace (design §6.4), against plain diffusers with the same
+"""`negative_prompt` per invoke and per trace, against plain diffusers with the same
 seed and the same per-prompt negative prompts (a list matching the prompts)."""
 import numpy as np
 import pytest

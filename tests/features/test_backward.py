@@ -1,4 +1,4 @@
-"""Gradients (design §5.6, §7.7): `with loss.backward():` inside a trace and standalone,
+"""Gradients: `with loss.backward():` inside a trace and standalone,
 checked against torch.autograd and plain tensor hooks."""
 import pytest
 import torch

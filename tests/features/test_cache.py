@@ -1,4 +1,4 @@
-"""tracer.cache() (design §5.10): module activations recorded during a trace, by path and by
+"""tracer.cache(): module activations recorded during a trace, by path and by
 attribute, with include_inputs / include_output / modules — checked against forward hooks."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Control flow across invokes: tracer.stop() (§5.7), .skip(value) (§5.5), tracer.barrier(n) (§5.8),
+"""Control flow across invokes: tracer.stop(), .skip(value), tracer.barrier(n),
 checked against plain PyTorch."""
 import pytest
 import torch

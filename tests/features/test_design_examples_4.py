@@ -1,4 +1,5 @@
-"""Every example of design doc sections 4.1-4.11, 5.5, 5.6, 5.9 and 6.1, run as written.
+"""Every documented example of envoys, module access, skipping, gradients, scanning and method
+tracing, run as written.
 
 Adaptations (and only these): the model is the offline tiny GPT-2 (4 layers, hidden size 64) or
 Llama (2 layers) instead of the hub ids, so layer indices are adapted (`h[5]` -> `h[2]`) and

@@ -1,4 +1,5 @@
-"""Every example of design doc sections 5.1-5.4, 5.7, 5.8, 5.10, 5.11, 6.2 and 6.3, run as written.
+"""Every documented example of saving, iteration, editing, stopping, barriers, caching, results,
+batching and LanguageModel, run as written.
 
 Adaptations (and only these): the model is the offline tiny GPT-2 (4 layers) or Llama (2 layers)
 instead of the hub ids, so layer counts in loops are adapted (`range(5)` -> `range(3)`), and

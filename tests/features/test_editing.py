@@ -1,4 +1,4 @@
-"""Model editing (design §5.4): model.edit() returns an edited copy, edit(inplace=True) edits the
+"""Model editing: model.edit() returns an edited copy, edit(inplace=True) edits the
 model itself, clear_edits() removes edits — checked against forward hooks."""
 import pytest
 import torch

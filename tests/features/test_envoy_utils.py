@@ -1,5 +1,5 @@
-"""Envoy utilities: aliases (§4.5), conflicts (§4.6), devices (§4.9), navigation (§4.10),
-the underlying module (§4.11) and printing the envoy tree."""
+"""Envoy utilities: aliases, conflicts, devices, navigation,
+the underlying module and printing the envoy tree."""
 import warnings
 
 import pytest

@@ -1,4 +1,4 @@
-"""Multi-token generation (design §4.4, §5.3, §6.3; 0.6 notes): model.generate as a tracing
+"""Multi-token generation: model.generate as a tracing
 context, tracer.iter / all / next, the generator and its streamer, tracer.result — checked
 against plain Hugging Face generate and forward hooks."""
 import pytest
@@ -59,7 +59,7 @@ def test_per_step_logits_equal_hf_scores(lm):
 
 
 def test_batched_invokes_with_config_only_kwargs(gpt2):
-    # max_new_tokens is configuration: the body's invokes are the batch (0.6 notes)
+    # max_new_tokens is configuration: the body's invokes are the batch
     with gpt2.generate(max_new_tokens=4) as tracer:
         with tracer.invoke("Hello world"):
             short = tracer.result.save()

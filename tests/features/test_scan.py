@@ -1,4 +1,4 @@
-"""model.scan (design §5.9): fake tensors give shapes without computing; fake values stay on envoys."""
+"""model.scan: fake tensors give shapes without computing; fake values stay on envoys."""
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensor

@@ -1,4 +1,4 @@
-"""Sessions (design §8.6, §10.4 #5): traces inside `model.session()` share variables without
+"""Sessions: traces inside `model.session()` share variables without
 .save(); only saved values survive the session."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Source tracing (design §4.3): operations inside a forward, checked against module hooks."""
+"""Source tracing: operations inside a forward, checked against module hooks."""
 import pytest
 import torch
 

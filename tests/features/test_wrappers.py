@@ -1,4 +1,4 @@
-"""Several wrappers of one model, freeing wrappers (no leaks), and custom batching (§6.2)."""
+"""Several wrappers of one model, freeing wrappers (no leaks), and custom batching."""
 import gc
 import types
 import weakref

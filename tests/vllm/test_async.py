@@ -18,7 +18,7 @@ def model(gpt2_path):
 
 
 def test_spec_async_example(model, capsys):
-    """§6.5 "Usage: Async (streaming)", as written."""
+    """The documented async (streaming) vLLM usage, as written."""
     async def main():
         with model.trace("Hello", temperature=0.0, max_tokens=5) as tracer:
             logits = model.logits.output.save()

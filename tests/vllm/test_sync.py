@@ -20,7 +20,7 @@ def hf_logits(hf, ids):
 
 
 def test_spec_example(model, hf_llama):
-    """§6.5 "Usage: Sync", as written."""
+    """The documented sync vLLM usage, as written."""
     with model.trace("Hello", temperature=0.0, max_tokens=5) as tracer:
         logits = list().save()
 

@@ -1,4 +1,4 @@
-"""nnsight on vLLM: ``from nnsight.modeling.vllm import VLLM`` (design §6.5, docs/vllm.md).
+"""nnsight on vLLM: ``from nnsight.modeling.vllm import VLLM``.
 
 Client side: :mod:`.model` (``VLLM``), :mod:`.tracer` (sync), :mod:`.async_backend`
 (``mode="async"``), :mod:`.batch` / :mod:`.sampling` (a trace → requests),

@@ -1,4 +1,4 @@
-"""``VLLM(path)``: a vLLM engine whose generations run nnsight interventions (design §6.5).
+"""``VLLM(path)``: a vLLM engine whose generations run nnsight interventions.
 
     model = VLLM("path/or/hub-id", dispatch=True)          # mode="async" for AsyncLLM
     with model.trace("Hello", temperature=0.0, max_tokens=5) as tracer:

@@ -161,7 +161,7 @@ def prints():
     print("after the trace")
 
 
-# ------------------------------------------------------------ common errors (design §7.7)
+# ------------------------------------------------------------ common errors
 
 @case
 def out_of_order():
