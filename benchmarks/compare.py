@@ -375,7 +375,7 @@ def main(argv=None):
         print(markdown(rows, args, metas))
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"args": vars(args), "rows": rows, "metas": metas, "entries": entries,
+            json.dump({"args": vars(args), "rows": rows, "summary": summary, "metas": metas, "entries": entries,
                        "fast_path_fallbacks": fallbacks, "spread_limit": V.SPREAD_LIMIT}, f, default=str)
     if args.plots:
         import plots
