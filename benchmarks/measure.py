@@ -5,7 +5,7 @@
     python benchmarks/measure.py --list
 
 Each timed case is measured *interleaved with its baseline* (the bare forward of the same
-model and batch): `--chunks` blocks of [baseline x k, case x k], so slow drifts of this noisy
+model and batch): `--chunks` blocks of [baseline x k, case x k] (which goes first alternates), so slow drifts of this noisy
 machine hit both alike. Per-iteration times come from `time.perf_counter_ns`; warmup calls run
 first; the garbage collector is disabled inside each block and run between blocks.
 
@@ -62,19 +62,20 @@ def time_interleaved(fn, base, repeat: int, warmup: int, chunks: int):
     chunks = max(1, min(chunks, repeat))
     per = max(1, repeat // chunks)
     tf, tb = [], []
-    for _ in range(chunks):
+    for i in range(chunks):
         gc.collect()
         gc.disable()
+        # Which side runs first alternates: the first calls after gc.collect() run on cold
+        # caches, and with few calls per block that would bias whichever always went first.
+        order = ((base, tb), (fn, tf)) if i % 2 == 0 else ((fn, tf), (base, tb))
         try:
-            if base is not None:
+            for f, out in order:
+                if f is None:
+                    continue
                 for _ in range(per):
                     t0 = now()
-                    base()
-                    tb.append(now() - t0)
-            for _ in range(per):
-                t0 = now()
-                fn()
-                tf.append(now() - t0)
+                    f()
+                    out.append(now() - t0)
         finally:
             gc.enable()
     return tf, tb
@@ -149,7 +150,7 @@ def run_cold(names, args, results):
 
 def run_import(args, results):
     """Wall time of `python -c "import nnsight"` minus `python -c "import torch"` (fresh processes)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = dict(os.environ)  # PYTHONPATH kept: compare.py sets it for ours only (--ours-tree)
     cwd = tempfile.mkdtemp(prefix="nnsight-bench-import-")  # never a dir holding nnsight/
     res = {"times_ns": [], "baseline": "import torch", "baseline_times_ns": [], "error": None, "extra": {}}
 
@@ -190,6 +191,17 @@ def _payload_probe(ctx):
     return None
 
 
+def fallback_counts():
+    """Our fast paths' fallback counters (compiler.fallbacks), or None for a package without them."""
+    mod = sys.modules.get("compiler.fallbacks")
+    if mod is None and "nnsight" in sys.modules:
+        try:
+            mod = importlib.import_module("compiler.fallbacks")
+        except ImportError:
+            return None
+    return mod.FALLBACKS.counts() if mod is not None else None
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -205,6 +217,7 @@ def main(argv=None):
     ap.add_argument("--cold-sites", type=int, default=20, help="new call sites per cold process")
     ap.add_argument("--import-samples", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0, help="shape seed for cold call sites")
+    ap.add_argument("--rounds", type=int, default=5, help=argparse.SUPPRESS)  # for vllm.py; ignored here
     ap.add_argument("--json", action="store_true", help="print JSON (default: a short text summary)")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args(argv)
@@ -213,7 +226,8 @@ def main(argv=None):
 
     if args.list:
         for name, c in C.CASES.items():
-            print(f"{name:22s} group={c.group:7s} baseline={c.baseline or '-':18s} target={c.target} {c.note}")
+            tgt = "-" if c.target is None else f"{c.kind}{'>=' if c.at_least else '<='}{c.target}"
+            print(f"{name:22s} group={c.group:7s} baseline={c.baseline or '-':18s} target={tgt:12s} {c.note}")
         return 0
 
     import torch
@@ -227,12 +241,17 @@ def main(argv=None):
     cold = [n for n in names if C.CASES[n].group == "cold"]
     if cold:  # first, while the process is still cold
         run_cold(cold, args, results)
+    mem = [n for n in names if C.CASES[n].group == "mem"]
+    if mem:
+        from memory import run_memory
+
+        results.update(run_memory(mem, _err))
 
     # Plain-torch parts first, and the bare forward timed before `import nnsight`: a package
     # that slows every torch forward globally would otherwise hide that in its baseline.
     contexts = {}
     for g in dict.fromkeys(C.CASES[n].group for n in names):
-        if g.startswith("mlp") or g == "gpt2":
+        if g.startswith("mlp") or g in ("gpt2", "gpt2s"):
             try:
                 ctx = contexts[g] = C.Context(g)
                 if "nnsight" not in sys.modules:
@@ -249,7 +268,7 @@ def main(argv=None):
         if name in results:
             continue
         case = C.CASES[name]
-        if case.group in ("cold",):
+        if case.group in ("cold", "mem", "vllm") or case.derived:
             continue
         if case.group == "import":
             run_import(args, results)
@@ -283,6 +302,7 @@ def main(argv=None):
     except Exception as exc:  # noqa: BLE001
         meta["nnsight_import_error"] = _err(exc)
     meta["transformers"] = getattr(sys.modules.get("transformers"), "__version__", None)
+    meta["fast_path_fallbacks"] = fallback_counts()
 
     for res in results.values():
         res.setdefault("chunk", 0)
@@ -299,7 +319,7 @@ def main(argv=None):
         res["overhead_ns"] = (res["median_ns"] - res["baseline_median_ns"]
                               if res["median_ns"] is not None and res["baseline_median_ns"] is not None else None)
 
-    for g in ("mlp64", "mlp512", "gpt2"):
+    for g in ("mlp64", "mlp512", "gpt2", "gpt2s"):
         pre = meta.get(f"{g}_bare_preimport_ns")
         post = _median([t for n, r in results.items() if C.CASES[n].baseline == f"{g}_bare"
                         for t in r["baseline_times_ns"]] or results.get(f"{g}_bare", {}).get("times_ns", []))

@@ -44,6 +44,10 @@ if CONFIG.APP.PYMOUNT:
 
 _backwards.install()  # `with loss.backward():` opens a backward tracer
 
+from . import fallback_report as _fallback_report  # noqa: E402
+
+_fallback_report.install()  # in debug mode, fast paths that fall back say so
+
 from . import repl as _repl  # noqa: E402
 from .tracing import tracebacks as _tracebacks  # noqa: E402
 

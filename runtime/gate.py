@@ -34,7 +34,10 @@ class LanguageLevelError(NNsightError):
 def _feature_versions():
     try:
         from compiler.frontend.features import features_table
-    except Exception:  # the frontend (libcst) is optional on a server: fall back to the header alone
+    except Exception as exc:  # the frontend (libcst) is optional on a server: fall back to the header alone
+        from compiler.fallbacks import FALLBACKS, reason_of
+
+        FALLBACKS.note("gate.features_table", reason_of(exc))
         return {}
     return dict(features_table())
 

@@ -22,6 +22,8 @@ tuples) fall back to the first line event that is not a NOP.
 import dis
 import sys
 
+from compiler.fallbacks import FALLBACKS
+
 _NOP = dis.opmap["NOP"]
 _ALWAYS_OPCODES = sys.version_info < (3, 12)
 
@@ -78,6 +80,7 @@ class Trap:
         if event == "opcode":
             frame.f_trace_opcodes = False
             if not _bind_target(frame, self.target):
+                FALLBACKS.note("skip.opcode_target", f"{frame.f_code.co_filename}:{frame.f_lineno}")
                 return self  # an unusual `as` target: fall back to the line event below
         elif event == "line":
             if frame.f_trace_opcodes:

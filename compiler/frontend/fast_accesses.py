@@ -16,6 +16,7 @@ import io
 import tokenize
 from typing import List, Optional, Sequence, Set
 
+from ..fallbacks import FALLBACKS, reason_of
 from .accesses import AccessReport
 from .fast_names import Decline, visit_children
 
@@ -56,10 +57,12 @@ def try_scan(texts: Sequence[str]):
         scanner = _Scanner()
         for text in texts:
             if "\x0c" in text or text.startswith("\ufeff"):
+                FALLBACKS.note("frontend.accesses", "form feed / BOM")
                 return None
             scanner.lines = text.splitlines(True)
             scanner.visit(ast.parse(text))
-    except Exception:  # Decline, SyntaxError, or a bug here: the libcst path decides
+    except Exception as exc:  # Decline, SyntaxError, or a bug here: the libcst path decides
+        FALLBACKS.note("frontend.accesses", reason_of(exc))
         return None
     return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic))
 
@@ -74,7 +77,8 @@ def scan_statements(body: Sequence[ast.stmt], lines: Sequence[str]):
         scanner = _Scanner()
         scanner.lines = lines
         scanner.visit_all(body)
-    except Exception:
+    except Exception as exc:  # the caller scans the unit's text instead
+        FALLBACKS.note("frontend.accesses", reason_of(exc))
         return None
     return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic))
 

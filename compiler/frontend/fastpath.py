@@ -32,6 +32,7 @@ import sys
 import tokenize
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
+from ..fallbacks import FALLBACKS, reason_of
 from ..ir.nodes import BIND_RUNTIME, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
 from ..ir.version import MIN_PYTHON, producer_nnsight, producer_python
 from .bodytext import cut_body, strip_eol
@@ -80,8 +81,8 @@ def lower_with_accesses(text: str, filename: str, lineno: int, *, first_line: in
     if enabled():
         try:
             return _lower(text, filename, lineno, first_line, accesses=True, lines=lines)
-        except Exception:  # Decline, SyntaxError, or a bug here: the libcst path decides
-            pass
+        except Exception as exc:  # Decline, SyntaxError, or a bug here: the libcst path decides
+            FALLBACKS.note("frontend.lower", f"{filename}:{lineno}: {reason_of(exc)}")
     from .lower import lower as lower_libcst
 
     return lower_libcst(text, filename, lineno, first_line=first_line), None
@@ -91,7 +92,8 @@ def try_lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> 
     """The program, or None when the fast path declines."""
     try:
         return _lower(text, filename, lineno, first_line)
-    except Exception:  # Decline, SyntaxError, or a bug here: the libcst path decides
+    except Exception as exc:  # Decline, SyntaxError, or a bug here: the libcst path decides
+        FALLBACKS.note("frontend.lower", f"{filename}:{lineno}: {reason_of(exc)}")
         return None
 
 
@@ -138,8 +140,8 @@ def _lower(text: str, filename: str, lineno: int, first_line: int, accesses: boo
     if chunk is not None:
         try:  # parse only the with-statement; anything unexpected: parse the whole text
             return _lower_at(src, _parse_chunk(lines, *chunk), filename, line, first_line, accesses)
-        except Exception:
-            pass
+        except Exception as exc:
+            FALLBACKS.note("frontend.with_chunk", f"{filename}:{lineno}: {reason_of(exc)}")
     tree = _parse(text, filename)
     top = None
     for stmt in tree.body:

@@ -20,6 +20,8 @@ import sys
 import types
 from typing import Any, Dict, Optional, Tuple
 
+from compiler.fallbacks import FALLBACKS
+
 from .interleaving import InterleavingTracer
 from .iteration import end_steps, ensure_root_patched
 
@@ -37,6 +39,7 @@ def opens_with(frame) -> bool:
     if hit is None:
         hit = _next_opens_with(code, lasti)
     if hit is None:
+        FALLBACKS.note("generation.bytecode", f"{code.co_filename}:{code.co_firstlineno} offset {lasti}")
         instructions = _instructions.get(code)
         if instructions is None:
             instructions = _instructions[code] = list(dis.get_instructions(code))

