@@ -59,6 +59,10 @@ CODES: Dict[str, Code] = {
         "warning", "getattr with a dunder or introspection name",
         "access the attribute directly; the server blocks dunder tricks that reach interpreter "
         "internals"),
+    "NN404": Code(
+        "error", "assignment to the server's modules, classes or functions",
+        "the server's modules are shared by every request and read-only to it: keep the value in a "
+        "variable of your own instead"),
 }
 
 

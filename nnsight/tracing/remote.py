@@ -31,7 +31,6 @@ from compiler.ir.request import Request, decode_request, decode_result, encode_r
 from compiler.ir.values import decode_value, encode_value
 from compiler.ir.verifier import verify
 from runtime import gate
-from runtime.builder import CompiledProgram
 from runtime.loader import LoadError, Loader, block_user_modules
 
 from .irdump import dump_request
@@ -128,7 +127,7 @@ class LocalServer:
                 tracer = server_tracer(model, request.method, tuple(args), dict(kwargs))
                 loader.tracer = tracer
                 ns = loader.namespace()
-                saved = tracer.run_program(CompiledProgram(program), ns)
+                saved = tracer.run_program(loader.compile(program), ns)
                 tree = encode_value(saved, where="the saved values", classref=loader.classref, objref=loader.objref)
         return encode_result(tree)
 
