@@ -52,13 +52,14 @@ CODES: Dict[str, Code] = {
         "error", "attribute reaches a module not available on the server",
         "do not reach a refused module through an allowed one; remove the access"),
     "NN402": Code(
-        "warning", "introspection attribute",
-        "the server blocks interpreter internals (function globals, code objects, frames, "
-        "subclass lists); remove the access"),
+        "error", "attribute that reaches interpreter internals",
+        "the server blocks interpreter internals (dunder attributes other than a documented safe "
+        "few, function globals, code objects, frames, the subclass list, private attributes of "
+        "its own objects); remove the access"),
     "NN403": Code(
-        "warning", "getattr with a dunder or introspection name",
-        "access the attribute directly; the server blocks dunder tricks that reach interpreter "
-        "internals"),
+        "error", "getattr with a dunder or introspection name",
+        "access the attribute directly; the server checks the names given to getattr, setattr, "
+        "delattr and hasattr as it checks attributes written in code"),
     "NN404": Code(
         "error", "assignment to the server's modules, classes or functions",
         "the server's modules are shared by every request and read-only to it: keep the value in a "

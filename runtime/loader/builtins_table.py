@@ -3,8 +3,9 @@
 * refused builtins (``eval``, ``open``, ``help``, ``exit``, ... -- the
   policy's table) raise :class:`ServerRefusal` when called;
 * ``getattr``, ``setattr``, ``delattr``, ``hasattr``, ``vars``, ``dir`` and
-  ``locals`` apply the guard's checks to the names they are given;
-  ``globals()`` is refused (it would hand out the namespace the guards live in);
+  ``locals`` / ``globals`` apply the guard's checks to the names they are given;
+  ``globals()``, ``locals()`` and ``vars()`` return a copy without the
+  interpreter's names (``__builtins__`` would hand out the guards' own table);
 * ``__import__`` is the loader's importer (server modules come back as
   read-only views), ``__build_class__`` records the classes the request makes
   (its own classes, whose private attributes it may use);
@@ -28,9 +29,9 @@ def _refused(name: str, reason: str) -> Callable:
     return refused
 
 
-def _caller_names() -> Dict[str, Any]:
+def _caller_names(scope: str = "f_locals") -> Dict[str, Any]:
     frame = sys._getframe(2)
-    return {k: v for k, v in frame.f_locals.items() if not access.reserved_name(k)}
+    return {k: v for k, v in getattr(frame, scope).items() if not access.reserved_name(k)}
 
 
 def make_builtins(importer: Callable, guard_factory: Callable[[Dict[str, Any]], Guard]) -> Dict[str, Any]:
@@ -76,6 +77,9 @@ def make_builtins(importer: Callable, guard_factory: Callable[[Dict[str, Any]], 
     def locals() -> Dict[str, Any]:  # noqa: A001
         return _caller_names()
 
+    def globals() -> Dict[str, Any]:  # noqa: A001
+        return _caller_names("f_globals")
+
     def dir(*args: Any) -> Any:  # noqa: A001
         if not args:
             return sorted(_caller_names())
@@ -85,7 +89,7 @@ def make_builtins(importer: Callable, guard_factory: Callable[[Dict[str, Any]], 
         return [n for n in names if access.attribute_class(n) == access.PUBLIC
                 or (own and access.attribute_class(n) == access.PRIVATE)]
 
-    for fn in (__build_class__, getattr, hasattr, setattr, delattr, vars, locals, dir):
+    for fn in (__build_class__, getattr, hasattr, setattr, delattr, vars, locals, globals, dir):
         fn.__qualname__ = fn.__name__
         table[fn.__name__] = fn
     table.update(guard.hooks)

@@ -24,9 +24,9 @@ class ServerImportError(ModuleNotFoundError):
     code = "NN401"
 
 
-def refused_entry(name: str, reason: str) -> ServerImportError:
+def refused_entry(name: str, reason: str, where: str = "") -> ServerImportError:
     """The one diagnostic for a refused module and a refused entry of an allowed module."""
     from compiler import policy
 
     what = "module %r" % name if policy.classify_module(name) == policy.DANGEROUS else repr(name)
-    return ServerImportError("%s is not available on the server: %s" % (what, reason), name=name)
+    return ServerImportError("%s%s is not available on the server: %s" % (where, what, reason), name=name)

@@ -48,7 +48,8 @@ def _where() -> str:
 
 
 def refuse(code: str, message: str) -> ServerRefusal:
-    return ServerRefusal(_where() + message, code=code)
+    """A refusal naming the user's file:line and the checker's code."""
+    return ServerRefusal("%s%s %s" % (_where(), code, message), code=code)
 
 
 class Guard:
@@ -308,10 +309,10 @@ class Guard:
         """Check that ``obj.name`` may be assigned or deleted; returns ``obj``."""
         kind = self.check_name(obj, name)
         if isinstance(obj, ModuleView):
-            raise read_only(module_of(obj), name)
+            raise refuse("NN404", read_only(module_of(obj), name).args[0])
         own = self.is_own(obj)
         if isinstance(obj, _MODULE) and not own:
-            raise read_only(obj, name)
+            raise refuse("NN404", read_only(obj, name).args[0])
         if access.is_dunder(name) and not own:
             raise refuse("NN404", "cannot assign %r on %s: only your own objects' special attributes can be "
                                   "changed" % (name, _describe(obj)))
@@ -345,9 +346,7 @@ def _peek(obj: Any, name: str) -> Any:
 
 
 def _entry(path: str, reason: str) -> Exception:
-    error = refused_entry(path, reason)
-    error.args = (_where() + error.args[0],)
-    return error
+    return refused_entry(path, reason, _where())
 
 
 def _describe(obj: Any) -> str:

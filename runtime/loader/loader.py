@@ -51,6 +51,7 @@ from compiler.ir.nodes import (
 )
 from compiler.ir.values import decode_value, default_classref
 
+from .blocking import is_user_module
 from .builtins_table import make_builtins
 from .errors import LoadError, ServerImportError, refused_entry
 from .guard import Guard
@@ -97,6 +98,17 @@ def _refill(shell: Any, value: Any) -> bool:
     return True
 
 
+def _server_name(name: Any) -> bool:
+    """A module name a request cannot use for its own code: the server's (or the policy's)."""
+    if not isinstance(name, str):
+        return True
+    if policy._policy_kind(name) is not None or name in sys.builtin_module_names:
+        return True
+    existing = sys.modules.get(name)
+    return existing is not None and name not in ("__main__", "__mp_main__") and \
+        not is_user_module(name, existing)
+
+
 class Loader:
     """Builds the objects of one program (see the module docstring)."""
 
@@ -107,10 +119,10 @@ class Loader:
         self.tracer = tracer
         self.module_defs: Dict[str, int] = {}
         for i, d in enumerate(self.defs):
+            if _server_name(d.module):  # by-value modules are installed in sys.modules while it runs
+                raise LoadError("the program carries module %r by value, but that name belongs to the "
+                                "server" % d.module)
             if d.kind == DEF_MODULE:
-                if policy._policy_kind(d.module) is not None or d.module in ("builtins",):
-                    raise LoadError("the program carries module %r by value, but that name belongs to the "
-                                    "server" % d.module)
                 self.module_defs[d.module] = i
         self.modules: Dict[str, types.ModuleType] = {}
         self.mstate: Dict[str, str] = {}

@@ -68,5 +68,5 @@ def module_name(module: types.ModuleType) -> str:
 
 def read_only(module: Any, name: str) -> ServerRefusal:
     what = module_name(module) if isinstance(module, types.ModuleType) else repr(module)
-    return ServerRefusal("cannot assign or delete %s.%s: the server's modules are shared by every request, "
+    return ServerRefusal("NN404 cannot assign or delete %s.%s: the server's modules are shared by every request, "
                          "so a request cannot change them" % (what, name), code="NN404")
