@@ -79,13 +79,15 @@ def attribute_class(name: str) -> str:
     return PRIVATE if name.startswith("_") else PUBLIC
 
 
+_DUNDER_REASONS: Mapping[str, str] = types.MappingProxyType(dict(_TABLE["refused_dunder_reasons"]))
+
+
 def attribute_reason(name: str) -> str:
     """Why attribute ``name`` is refused on every object (one phrase)."""
-    what = INTROSPECTION_ATTRIBUTES.get(name)
+    what = INTROSPECTION_ATTRIBUTES.get(name) or _DUNDER_REASONS.get(name)
     if what is None:
-        what = "interpreter internals"
-    return "it reaches %s; the server blocks interpreter internals (dunder attributes other than " \
-           "a documented safe few, frames, code objects, globals and the subclass list)" % what
+        return "it is an interpreter internal (only a documented set of dunder attributes is available)"
+    return "it reaches %s" % what
 
 
 def reserved_name(name: str) -> bool:

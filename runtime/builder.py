@@ -162,8 +162,9 @@ def _positioned_text(unit: CodeUnit) -> Optional[str]:
 
 def _build_unit(cprog: CompiledProgram, program: Program, unit: CodeUnit) -> CompiledUnit:
     headers = _descendant_headers(program, unit.id)
-    text = None if headers or cprog.rewrite is not None else _positioned_text(unit)
-    code = _code_from_ast(program, unit, headers, cprog.rewrite) if text is None else \
+    rewrite = cprog.rewrite if cprog is not None else None
+    text = None if headers or rewrite is not None else _positioned_text(unit)
+    code = _code_from_ast(program, unit, headers, rewrite) if text is None else \
         compile(text, unit.loc.file, "exec", dont_inherit=True)
     compiled = CompiledUnit(cprog, unit, code, headers)
     claims.register(code, compiled)

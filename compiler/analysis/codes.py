@@ -49,7 +49,7 @@ CODES: Dict[str, Code] = {
         "locals() and vars() do not show your module, and writes to them are not written back; "
         "use the names directly"),
     "NN401": Code(
-        "error", "attribute reaches a module not available on the server",
+        "error", "attribute reaches a module or entry point not available on the server",
         "do not reach a refused module through an allowed one; remove the access"),
     "NN402": Code(
         "error", "attribute that reaches interpreter internals",
