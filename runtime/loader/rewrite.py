@@ -149,6 +149,20 @@ class GuardRewriter(ast.NodeTransformer):
         self.generic_visit(node)
         return node
 
+    def visit_MatchAs(self, node) -> ast.AST:  # capture patterns bind names too (3.10+)
+        self.name(node, node.name)
+        self.generic_visit(node)
+        return node
+
+    def visit_MatchStar(self, node) -> ast.AST:
+        self.name(node, node.name)
+        return node
+
+    def visit_MatchMapping(self, node) -> ast.AST:
+        self.name(node, node.rest)
+        self.generic_visit(node)
+        return node
+
     def visit_MatchClass(self, node) -> ast.AST:  # Python 3.10+
         for attr in node.kwd_attrs:
             if access.attribute_class(attr) != access.PUBLIC:

@@ -70,3 +70,17 @@ def test_nnsight_compile_check_reports_the_server_codes(tmp_path, capsys):
     found = [(d["code"], d["line"]) for d in out["diagnostics"]]
     assert found == [("NN401", 4), ("NN402", 7), ("NN404", 8), ("NN402", 9)], found
     assert all(os.path.basename(d["path"]) == "attack.py" for d in out["diagnostics"])
+
+
+def test_docs_list_every_refused_entry():
+    """docs/security.md carries the whole per-module table (one table: compiler/data/server_access.json)."""
+    from compiler import access
+
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "security.md"), encoding="utf-8").read()
+    for top, entries in access.REFUSED_ENTRIES.items():
+        for path in entries:
+            assert "| `%s` | `%s` |" % (top, path) in doc, (top, path)
+    for name in access.SAFE_DUNDERS:
+        assert "`%s`" % name in doc, name
+    for section in ("## Threat model", "## The loader"):
+        assert section in doc

@@ -133,6 +133,12 @@ CASES = [
     ("default dtype", TORCH, "torch.set_default_dtype(torch.float64)", ServerImportError,
      ["'torch.set_default_dtype'"]),
     ("module view internals", TORCH, "m = type(torch)._view_module", ServerRefusal, ["_view_module"]),
+    ("match capture shadows a guard", "", "match 1:\n    case __nnsight_attr__:\n        pass", ServerRefusal,
+     ["__nnsight_attr__", "attack.py:3"]),
+    ("numpy reads memory", NP, "a = np.lib.stride_tricks.as_strided(np.zeros(1), shape=(9,), strides=(8,))",
+     ServerImportError, ["as_strided"]),
+    ("parameter shadows a guard", "", "def h(__nnsight_store__=None):\n    pass", ServerRefusal,
+     ["__nnsight_store__", "attack.py:2"]),
 ]
 
 
