@@ -127,6 +127,15 @@ def method_refusal(package: str, name: str) -> Optional[str]:
     return table.get(name) if table else None
 
 
+def refused_method_name(name: str) -> Optional[str]:
+    """Why a method of this name is refused on some server package's classes, or None
+    (``save_pretrained``): for a traced call, whose method name comes from the request."""
+    for table in REFUSED_METHODS.values():
+        if name in table:
+            return table[name]
+    return None
+
+
 #: Builtins the server replaces with a refusal -> why (dangerous ones and the table's).
 def refused_builtins() -> Dict[str, str]:
     out = dict(policy.DANGEROUS_BUILTINS)

@@ -38,8 +38,8 @@ CODES: Dict[str, Code] = {
         "server-provided module"),
     "NN301": Code(
         "error", "dangerous builtin",
-        "the server refuses builtins that run arbitrary code or touch files; compute the value "
-        "outside the trace and pass it in"),
+        "the server refuses builtins that run arbitrary code, touch files or stop the server; "
+        "compute the value outside the trace and pass it in"),
     "NN302": Code(
         "warning", "builtin is interactive: works locally, not remotely",
         "remove it before running remotely (there is no terminal on the server)"),
@@ -50,7 +50,8 @@ CODES: Dict[str, Code] = {
         "use the names directly"),
     "NN401": Code(
         "error", "attribute reaches a module or entry point not available on the server",
-        "do not reach a refused module through an allowed one; remove the access"),
+        "do not reach a refused module or entry point (torch.hub, torch.save, numpy.load, ...) "
+        "through an allowed module; remove the access, and do file work outside the trace"),
     "NN402": Code(
         "error", "attribute that reaches interpreter internals",
         "the server blocks interpreter internals (dunder attributes other than a documented safe "

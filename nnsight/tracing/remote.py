@@ -26,6 +26,7 @@ import json
 import sys
 from typing import Any, Dict, Optional, Tuple
 
+from compiler import access
 from compiler.closure import close_program
 from compiler.ir.request import Request, decode_request, decode_result, encode_request, encode_result
 from compiler.ir.values import decode_value, encode_value
@@ -89,7 +90,8 @@ def server_tracer(model: Any, method: str, args: tuple, kwargs: dict) -> Any:
     if method == "session":
         return model.session(**kwargs)
     module = getattr(model, "_module", None)
-    fn = getattr(module, method, None) if not method.startswith("_") else None
+    refused = not isinstance(method, str) or method.startswith("_") or access.refused_method_name(method)
+    fn = getattr(module, method, None) if not refused else None  # (save_pretrained writes files)
     if fn is None or not hasattr(model, "_method_tracer"):
         raise LoadError("the hosted model has no traceable method %r" % method)
     return model._method_tracer(method, fn, args, kwargs)

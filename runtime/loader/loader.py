@@ -498,7 +498,13 @@ class Loader:
         obj = model
         for part in path[len(root) + 1:].split(".") if path != root else ():
             children = getattr(obj, "__dict__", {}).get("_children", {})
-            obj = children[part] if part in children else getattr(obj, part)
+            if part in children:
+                obj = children[part]
+            elif access.attribute_class(part) == access.PUBLIC:
+                obj = self.guard.get(obj, part)
+            else:  # the hosted model's internals (model._module) are not the request's
+                raise LoadError("envoy path %r names %r, which is not a submodule of the hosted model" % (
+                    path, part))
         return obj
 
     # -- sending results back -------------------------------------------------------------------------

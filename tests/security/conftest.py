@@ -17,7 +17,7 @@ from nnsight.tracing.remote import LocalServer, model_key
 PROMPT = "The Eiffel Tower is in"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not session: tests elsewhere check that no model outlives them
 def gpt2(gpt2_path):
     from nnsight import LanguageModel
 
@@ -110,7 +110,7 @@ def logging_logger(name: str):
 LEGIT = ir_text("out = model.transformer.h[0].output[0].sum().save()\n")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def expected_sum(gpt2):
     with gpt2.trace(PROMPT):
         out = gpt2.transformer.h[0].output[0].sum().save()

@@ -228,6 +228,28 @@ def test_library_code_cannot_reach_the_hosted_model_internals(gpt2, no_trace):
         serve(gpt2, payload(gpt2, text))
 
 
+def test_a_traced_method_cannot_be_a_file_writer(gpt2, no_trace):
+    from compiler.ir import parse_program
+    from compiler.ir.request import Request, encode_request
+    from compiler.ir.values import encode_value
+    from nnsight.tracing.remote import LocalServer, model_key
+
+    program = parse_program(ir_text("out = 1\n"))
+    for method in ("save_pretrained", "push_to_hub", "_apply"):
+        data = encode_request(Request(program, model_key(gpt2), method, encode_value((no_trace.marker,)),
+                                      encode_value({})))
+        server = LocalServer()
+        server.host(model_key(gpt2), gpt2)
+        with pytest.raises(LoadError, match=method):
+            server.handle(data)
+
+
+def test_an_envoy_path_cannot_name_model_internals(gpt2, no_trace):
+    text = ir_text("out = m\n", 'binding m model "model._module"')
+    with pytest.raises(LoadError, match="_module"):
+        serve(gpt2, payload(gpt2, text))
+
+
 def test_load_errors_are_typed(gpt2, no_trace):
     text = ir_text("out = 1\n", 'binding h function 0', '''
         definition 0 "h" module="torch" at "lib.py":1:0
