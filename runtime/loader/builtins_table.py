@@ -93,4 +93,5 @@ def make_builtins(importer: Callable, guard_factory: Callable[[Dict[str, Any]], 
         fn.__qualname__ = fn.__name__
         table[fn.__name__] = fn
     table.update(guard.hooks)
+    guard.watch_builtins()
     return table

@@ -61,7 +61,9 @@ class Guard:
         self.modules: Dict[str, types.ModuleType] = {}  # the request's by-value modules
         self.views: Dict[str, ModuleView] = {}
         self.paths: Dict[str, Optional[str]] = {}  # dotted path -> refusal reason (cache)
-        self.refused_ids: Dict[int, Tuple[Any, str, str]] = {}
+        # id -> (object, path, reason): refused entry points; reason None: a builtin the request's
+        # table replaces (the real `open`, `getattr` re-exported by a server module), path = its name
+        self.refused_ids: Dict[int, Tuple[Any, str, Optional[str]]] = {}
         self.members: Dict[str, list] = {}  # method name -> [(class, path, reason)]
         self.methods: Dict[str, Tuple[str, str]] = {}  # method name -> (package, reason)
         self._private_ok: Dict[Tuple[type, str], bool] = {}
@@ -96,6 +98,17 @@ class Guard:
         for package, table in access.REFUSED_METHODS.items():
             for name, reason in table.items():
                 self.methods[name] = (package, reason)
+
+    def watch_builtins(self) -> None:
+        """Once the request's builtins are filled: the real builtins they replace, when a server
+        module hands one out (``torch.builtins.open``, a module's ``from builtins import open``),
+        become the request's version."""
+        import builtins
+
+        for name, real in builtins.__dict__.items():
+            mine = self.builtins.get(name)
+            if mine is not real and callable(real):
+                self.refused_ids[id(real)] = (real, name, None)
 
     # -- whose objects ------------------------------------------------------------------------------
 
@@ -246,6 +259,8 @@ class Guard:
             return self.module_value(value)
         hit = self.refused_ids.get(id(value))
         if hit is not None and hit[0] is value:
+            if hit[2] is None:
+                return self.builtins[hit[1]]
             raise _entry(hit[1], hit[2])
         return value
 

@@ -137,6 +137,8 @@ CASES = [
      ["__nnsight_attr__", "attack.py:3"]),
     ("numpy reads memory", NP, "a = np.lib.stride_tricks.as_strided(np.zeros(1), shape=(9,), strides=(8,))",
      ServerImportError, ["as_strided"]),
+    ("real builtin through a server module", TORCH, 'f = torch.builtins.open("{M}", "w")', ServerRefusal,
+     ["open()"]),
     ("parameter shadows a guard", "", "def h(__nnsight_store__=None):\n    pass", ServerRefusal,
      ["__nnsight_store__", "attack.py:2"]),
 ]
