@@ -112,6 +112,10 @@ CASES = [
     ("logging.config", LOGGING, "logging.config.dictConfig({{}})", ServerImportError, ["'logging.config'"]),
     ("logger handlers", LOGGING, 'logging.getLogger("x").addHandler(None)', ServerImportError,
      ["addHandler"]),
+    ("transformers file utilities", 'binding tf module "transformers"', 'p = tf.utils.cached_file("gpt2", "x")',
+     ServerImportError, ["'transformers.utils'"]),
+    ("transformers loads files", 'binding tf module "transformers"', 'm = tf.AutoModel.from_pretrained("{M}")',
+     ServerImportError, ["'transformers.AutoModel'"]),
     ("tokenizer writes files", "", 'model.tokenizer.save_pretrained("{M}")', ServerImportError,
      ["save_pretrained"]),
     # -- shared state is read-only ---------------------------------------------------------------------
