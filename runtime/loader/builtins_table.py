@@ -53,11 +53,8 @@ def make_builtins(importer: Callable, guard_factory: Callable[[Dict[str, Any]], 
         return guard.get(obj, name, *default)
 
     def hasattr(obj: Any, name: Any) -> bool:  # noqa: A001
-        try:
-            guard.get(obj, name)
-        except AttributeError:
-            return False
-        return True
+        missing = object()
+        return guard.get(obj, name, missing) is not missing  # (a server's private name: False)
 
     def setattr(obj: Any, name: Any, value: Any) -> None:  # noqa: A001
         builtins.setattr(guard.store(obj, name), name, value)

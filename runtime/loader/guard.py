@@ -175,10 +175,13 @@ class Guard:
         return kind
 
     def get(self, obj: Any, name: str, *default: Any) -> Any:
-        """``getattr`` with every check (dynamic names)."""
+        """``getattr`` with every check (dynamic names). A private name of a server object is
+        absent to a request: with a default, ``getattr(x, "_hook", None)`` gives the default."""
         kind = self.check_name(obj, name)
         try:
             if kind == access.PRIVATE:
+                if default and not self.private_readable(obj, name):
+                    return default[0]
                 return self.private(obj, name)
             if kind == access.MEDIATED:
                 return self.special(obj, name)
@@ -200,6 +203,13 @@ class Guard:
         if isinstance(value, _MODULE) or id(value) in self.refused_ids:
             return self.value(value)
         return value
+
+    def private_readable(self, obj: Any, name: str) -> bool:
+        if isinstance(obj, ModuleView):
+            return False
+        if isinstance(obj, _MODULE) and not self.is_own(obj):
+            return False
+        return self.private_ok(obj, name)
 
     def private(self, obj: Any, name: str) -> Any:
         if isinstance(obj, ModuleView) or (isinstance(obj, _MODULE) and not self.is_own(obj)):

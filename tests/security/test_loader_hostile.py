@@ -143,6 +143,10 @@ CASES = [
      ServerImportError, ["as_strided"]),
     ("real builtin through a server module", TORCH, 'f = torch.builtins.open("{M}", "w")', ServerRefusal,
      ["open()"]),
+    ("abc register on a server class", 'binding abc module "abc"\nbinding c module "collections"',
+     "abc.ABCMeta.register(c.abc.Sequence, int)", ServerImportError, ["'abc.ABCMeta.register'", "attack.py:2"]),
+    ("getattr refused name with default", "", 'f = len\ng = getattr(f, "__self__", None)', ServerRefusal,
+     ["__self__", "attack.py:3"]),
     ("parameter shadows a guard", "", "def h(__nnsight_store__=None):\n    pass", ServerRefusal,
      ["__nnsight_store__", "attack.py:2"]),
 ]

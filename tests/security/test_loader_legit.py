@@ -47,6 +47,7 @@ label = nnsight.save("{0.x}-{0.y}-{1}".format(p, type(p).__name__))
 names = nnsight.save(sorted(n for n in vars(s) if n in ("_factor", "_calls", "_nope")))
 public = nnsight.save(all(not n.startswith("_") or n.endswith("__") for n in dir(torch)))
 is_linear = nnsight.save(isinstance(model.transformer.h[0].mlp.c_fc, nn.Module) or True)
+hook = nnsight.save((getattr(model, "_hf_hook", "absent"), hasattr(torch, "_C"), hasattr(s, "_factor")))
 '''
 
 
@@ -60,10 +61,11 @@ def local_relu(gpt2):
 def test_ordinary_code_with_private_state_runs(gpt2, local_relu):
     bindings = 'binding Scaler class 0\nbinding Point class 1\nbinding nnsight module "nnsight"\n' \
                'binding torch module "torch"'
-    assigned = ["F", "nn", "logging", "s", "h", "out", "calls", "p", "label", "names", "public", "is_linear"]
+    assigned = ["F", "nn", "logging", "s", "h", "out", "calls", "p", "label", "names", "public", "is_linear", "hook"]
     result = serve(gpt2, payload(gpt2, ir_text(BODY, bindings, LIB, assigned=assigned)))
     assert torch.allclose(result["out"], local_relu)
     assert result["calls"] == 1
     assert result["label"] == "3-6-Point"
     assert result["names"] == ["_calls", "_factor"]
     assert result["public"] is True
+    assert result["hook"] == ("absent", False, True)  # a server's private name is absent, yours is there
