@@ -84,3 +84,21 @@ def test_docs_list_every_refused_entry():
         assert "`%s`" % name in doc, name
     for section in ("## Threat model", "## The loader"):
         assert section in doc
+
+
+def test_remote_local_reports_a_refused_entry_before_sending(gpt2, no_trace):
+    """The closure pass of remote='local' reports torch.save (NN401) at the user's line, client side."""
+    import inspect
+
+    import torch
+
+    from compiler.diagnostics import DiagnosticError
+
+    marker = no_trace.marker
+    line = inspect.currentframe().f_lineno + 3
+    with pytest.raises(DiagnosticError) as info:
+        with gpt2.trace("The Eiffel Tower is in", remote="local"):
+            torch.save(gpt2.transformer.h[0].output[0], marker)
+    diagnostic = info.value.diagnostics[0] if hasattr(info.value, "diagnostics") else info.value.diagnostic
+    assert diagnostic.code == "NN401" and diagnostic.line == line, diagnostic
+    assert "'torch.save'" in diagnostic.message
