@@ -21,6 +21,7 @@ hooks for every attribute read and write; the guarded builtins
 * writes: a server module, a server class or a server function cannot be
   written; private names only on the request's own objects.
 """
+import os
 import sys
 import types
 import weakref
@@ -41,7 +42,7 @@ _FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, t
 def _where() -> str:
     """``file:line`` of the user code that called a hook (walks out of this package)."""
     frame = sys._getframe(2)
-    here = __file__.rsplit("/", 1)[0]
+    here = os.path.dirname(os.path.abspath(__file__))
     while frame is not None and frame.f_code.co_filename.startswith(here):
         frame = frame.f_back
     return "%s:%d: " % (frame.f_code.co_filename, frame.f_lineno) if frame is not None else ""
@@ -242,6 +243,10 @@ class Guard:
                 if kind == access.PRIVATE and not guard.private_ok(who, rest[0]):
                     raise refuse("NN402", "private attribute %r of %s is not available to a request" % (
                         rest[0], _describe(who)))
+                if kind == access.PUBLIC and rest[0] in guard.special_names:
+                    checked = guard._special_public(who, rest[0])  # str.format, ndarray.tofile, ...
+                    if checked is not None:
+                        return checked
                 return guard.value(real(*args))
             guard.store(who, rest[0])
             return real(*args)
@@ -353,9 +358,10 @@ class Guard:
     # -- the hooks user code calls --------------------------------------------------------------------
 
     def _hooks(self) -> Dict[str, Any]:
-        from .rewrite import ATTR, PRIVATE, SPECIAL, STORE
+        from .rewrite import ATTR, PRIVATE, SPECIAL, STORE, VALUE
 
-        return {ATTR: self.attr, PRIVATE: self.private, SPECIAL: self.special, STORE: self.store}
+        return {ATTR: self.attr, PRIVATE: self.private, SPECIAL: self.special, STORE: self.store,
+                VALUE: self.value}
 
 
 def _peek(obj: Any, name: str) -> Any:

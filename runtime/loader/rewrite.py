@@ -13,8 +13,10 @@ user's file:line:col, with the checker's code:
   or an import alias, NN402;
 * ``getattr(x, "<refused name>")`` and the like with a literal name, NN403;
   ``type(name, bases, dict)`` with three arguments, NN403;
-* a ``match`` class pattern naming a refused or private attribute (the
-  interpreter reads those past any guard), NN402.
+* a ``match`` class pattern naming a refused or private attribute, or
+  matching a nested pattern inside a keyword attribute (the interpreter reads
+  those past any guard), NN402; the subject of a ``match`` goes through the
+  guard (a module becomes its view).
 
 Dynamic part -- every other attribute access is rewritten to a call of the
 request's :class:`runtime.loader.guard.Guard` (its hooks live in the
@@ -35,6 +37,8 @@ from compiler import access
 from .errors import ServerRefusal
 
 ATTR, PRIVATE, SPECIAL, STORE = "__nnsight_attr__", "__nnsight_private__", "__nnsight_special__", "__nnsight_store__"
+VALUE = "__nnsight_value__"
+_PLAIN_PATTERNS = ("MatchValue", "MatchSingleton")
 _LOAD_HOOK = {access.PUBLIC: ATTR, access.PRIVATE: PRIVATE, access.MEDIATED: SPECIAL}
 _ATTR_BUILTINS = frozenset(("getattr", "setattr", "delattr", "hasattr"))
 
@@ -163,13 +167,35 @@ class GuardRewriter(ast.NodeTransformer):
         self.generic_visit(node)
         return node
 
+    def visit_Match(self, node) -> ast.AST:
+        """The subject goes through the guard (a module becomes its view, whose attributes are
+        checked even when a class pattern reads them)."""
+        self.generic_visit(node)
+        node.subject = _located(ast.Call(func=ast.Name(id=VALUE, ctx=ast.Load()), args=[node.subject],
+                                         keywords=[]), node.subject)
+        return node
+
     def visit_MatchClass(self, node) -> ast.AST:  # Python 3.10+
-        for attr in node.kwd_attrs:
+        for attr, pattern in zip(node.kwd_attrs, node.kwd_patterns):
             if access.attribute_class(attr) != access.PUBLIC:
                 raise self.refuse(node, "NN402", "a class pattern cannot read attribute %r on the server "
                                                  "(patterns read attributes past the server's checks)" % attr)
+            if not _plain(pattern):
+                raise self.refuse(pattern, "NN402", "a class pattern cannot match a pattern inside attribute "
+                                                    "%r on the server (patterns read attributes past the "
+                                                    "server's checks): capture it and match it separately" % attr)
         self.generic_visit(node)
         return node
+
+
+def _plain(pattern: ast.AST) -> bool:
+    """A capture, a wildcard, a literal, or an alternative of those (no attribute reads below)."""
+    name = type(pattern).__name__
+    if name == "MatchAs":
+        return pattern.pattern is None or _plain(pattern.pattern)
+    if name == "MatchOr":
+        return all(_plain(p) for p in pattern.patterns)
+    return name in _PLAIN_PATTERNS
 
 
 def _located(new: ast.AST, old: ast.AST) -> ast.AST:
