@@ -154,6 +154,15 @@ def _attribute_trick(call: cst.Call) -> Optional[str]:
     return attr if access.is_dunder(attr) or access.attribute_class(attr) == access.REFUSED else None
 
 
+def _plain_pattern(pattern: cst.CSTNode) -> bool:
+    """A capture, a wildcard, a literal, or an alternative of those (no attribute reads below)."""
+    if isinstance(pattern, cst.MatchAs):
+        return pattern.pattern is None or _plain_pattern(pattern.pattern)
+    if isinstance(pattern, cst.MatchOr):
+        return all(_plain_pattern(p.pattern) for p in pattern.patterns)
+    return isinstance(pattern, (cst.MatchValue, cst.MatchSingleton))
+
+
 class _Scan(cst.CSTVisitor):
     """Pass 1: import findings, the file's import aliases, and candidates for pass 2."""
 
@@ -301,6 +310,18 @@ class _Scan(cst.CSTVisitor):
 
     def visit_Del(self, node: cst.Del) -> None:
         self._store(node.target)
+
+    def visit_MatchClass(self, node: cst.MatchClass) -> None:
+        """The interpreter reads a class pattern's keyword attributes itself, past the server's guards."""
+        for element in node.kwds:
+            name = element.key.value
+            if access.attribute_class(name) != access.PUBLIC:
+                self.finding("NN402", element.key, "a class pattern cannot read attribute '%s' on the server "
+                                                   "(patterns read attributes past the server's checks)" % name)
+            elif not _plain_pattern(element.pattern):
+                self.finding("NN402", element.pattern, "a class pattern cannot match a pattern inside attribute "
+                                                       "'%s' on the server: capture it and match it separately"
+                             % name)
 
     def visit_Call(self, node: cst.Call) -> None:
         if _attribute_trick(node) is not None:
