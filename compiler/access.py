@@ -45,6 +45,10 @@ MEDIATED_DUNDERS: Mapping[str, str] = types.MappingProxyType(dict(_TABLE["mediat
 #: Non-dunder attributes refused on every object -> what they reach.
 INTROSPECTION_ATTRIBUTES: Mapping[str, str] = types.MappingProxyType(dict(_TABLE["introspection_attributes"]))
 
+#: Dunder names a request's code may not define (in a class body or anywhere): protocols through
+#: which numpy and torch read or write raw memory at an address the object names -> why.
+NATIVE_PROTOCOLS: Mapping[str, str] = types.MappingProxyType(dict(_TABLE["native_protocols"]))
+
 #: Names a request may never bind or read as a variable: they change how code itself runs.
 RESERVED_NAMES: FrozenSet[str] = frozenset((
     "__builtins__", "__import__", "__build_class__", "__loader__", "__spec__", "__cached__"))

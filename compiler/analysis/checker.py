@@ -292,7 +292,17 @@ class _Scan(cst.CSTVisitor):
         if isinstance(node.value, (cst.Name, cst.Attribute)):
             self.attributes.append(node)
 
+    def _native(self, node: cst.Name) -> None:
+        if node.value in access.NATIVE_PROTOCOLS:
+            self.finding("NN402", node, "'%s' cannot be defined on the server: %s" % (
+                node.value, access.NATIVE_PROTOCOLS[node.value]))
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._native(node.name)
+
     def _store(self, target: cst.BaseExpression) -> None:
+        if isinstance(target, cst.Name):
+            self._native(target)
         if isinstance(target, cst.Attribute) and isinstance(target.value, (cst.Name, cst.Attribute)):
             self.stores.append(target)
         elif isinstance(target, (cst.Tuple, cst.List)):

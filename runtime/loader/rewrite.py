@@ -67,6 +67,9 @@ class GuardRewriter(ast.NodeTransformer):
         if name and access.reserved_name(name):
             raise self.refuse(node, "NN402", "the name %r is not available on the server: the server "
                                              "blocks interpreter internals" % name)
+        if name in access.NATIVE_PROTOCOLS:
+            raise self.refuse(node, "NN402", "%r cannot be defined on the server: %s" % (
+                name, access.NATIVE_PROTOCOLS[name]))
 
     # -- names -------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ SAME = [
     ("import compiler.policy\n", "NN201"),
     ("f = len\nmatch f:\n    case object(__globals__=g):\n        pass\n", "NN402"),
     ("match 1:\n    case object(real=object(imag=x)):\n        pass\n", "NN402"),
+    ("class Raw:\n    __array_interface__ = {}\n", "NN402"),
 ]
 
 

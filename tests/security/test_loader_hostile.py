@@ -155,6 +155,11 @@ CASES = [
      ["real", "attack.py:3"]),
     ("class pattern on a module", TORCH, "match torch:\n    case object(os=o):\n        pass", ServerImportError,
      ["module 'os'", "attack.py:3"]),
+    ("array interface over raw memory", NP,
+     "class Raw:\n    __array_interface__ = {{'shape': (8,), 'typestr': '|u1', 'data': (id(np), False), 'version': 3}}"
+     "\nx = np.asarray(Raw())", ServerRefusal, ["__array_interface__", "attack.py:3"]),
+    ("array interface as a method", NP, "class Raw:\n    def __dlpack__(self):\n        return 0", ServerRefusal,
+     ["__dlpack__", "attack.py:3"]),
     ("parameter shadows a guard", "", "def h(__nnsight_store__=None):\n    pass", ServerRefusal,
      ["__nnsight_store__", "attack.py:2"]),
 ]
