@@ -22,7 +22,7 @@ import ast
 import builtins
 import dis
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from compiler.ir import CodeUnit, Program
 
@@ -46,11 +46,15 @@ class CompiledUnit:
 class CompiledProgram:
     """All units of a program, built; lookups by unit id and by code object."""
 
-    __slots__ = ("program", "units", "free_names", "trivial", "_accesses", "_writeback")
+    __slots__ = ("program", "units", "free_names", "trivial", "_accesses", "_writeback", "rewrite")
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, rewrite: Optional[Callable[[ast.AST, str], ast.AST]] = None):
+        """``rewrite(tree, file)``: lowers a unit's tree before it is compiled -- the server's
+        guards (:mod:`runtime.loader.rewrite`) for code from a request; None for local traces,
+        whose units compile exactly as written."""
         gate.check(program)  # refuse code newer than this Python before building or running any
         self.program = program
+        self.rewrite = rewrite
         self._accesses = None  # static envoy accesses (see nnsight/tracing/hookplan.py)
         self._writeback: Dict[int, Tuple[str, ...]] = {}
         self.free_names: Tuple[str, ...] = tuple(b.name for b in program.bindings)
@@ -158,15 +162,16 @@ def _positioned_text(unit: CodeUnit) -> Optional[str]:
 
 def _build_unit(cprog: CompiledProgram, program: Program, unit: CodeUnit) -> CompiledUnit:
     headers = _descendant_headers(program, unit.id)
-    text = None if headers else _positioned_text(unit)
-    code = _code_from_ast(program, unit, headers) if text is None else \
+    rewrite = cprog.rewrite if cprog is not None else None
+    text = None if headers or rewrite is not None else _positioned_text(unit)
+    code = _code_from_ast(program, unit, headers, rewrite) if text is None else \
         compile(text, unit.loc.file, "exec", dont_inherit=True)
     compiled = CompiledUnit(cprog, unit, code, headers)
     claims.register(code, compiled)
     return compiled
 
 
-def _code_from_ast(program: Program, unit: CodeUnit, headers: Dict[int, int]):
+def _code_from_ast(program: Program, unit: CodeUnit, headers: Dict[int, int], rewrite=None):
     """Parse, move every node to the user's lines and columns, guard descendant bodies, compile."""
     tree = ast.parse(unit.source, filename=unit.loc.file, mode="exec")
     line_shift = unit.loc.line - 1
@@ -182,6 +187,8 @@ def _code_from_ast(program: Program, unit: CodeUnit, headers: Dict[int, int]):
                     node.col_offset += col_shift
                     if getattr(node, "end_col_offset", None) is not None:
                         node.end_col_offset += col_shift
+    if rewrite is not None:
+        tree = rewrite(tree, unit.loc.file)
     starts = {program.units[uid].header[0]: uid for uid in set(headers.values())}
     if starts:
         tree = _ClaimBodies(starts).visit(tree)

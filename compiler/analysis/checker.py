@@ -26,7 +26,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameSour
 from ..diagnostics import Diagnostic
 from ..frontend.parse import PARSER_CONFIG, split_lines
 from ..ir.version import MIN_PYTHON
-from .. import public_homes, unresolved
+from .. import access, public_homes, unresolved
 from . import codes, modules, rules, server
 from .syntax import Version, newer_syntax, syntax_error
 
@@ -152,7 +152,7 @@ _REPORTED_BUILTINS = rules.INTERACTIVE_BUILTINS | rules.NAMESPACE_BUILTINS
 
 
 def _attribute_trick(call: cst.Call) -> Optional[str]:
-    """The attribute name of ``f(x, "name", ...)`` if it is a dunder or introspection name."""
+    """The attribute name of ``f(x, "name", ...)`` if it is a dunder or refused name."""
     if len(call.args) < 2 or not isinstance(call.args[1].value, cst.SimpleString):
         return None
     try:
@@ -161,8 +161,16 @@ def _attribute_trick(call: cst.Call) -> Optional[str]:
         return None
     if not isinstance(attr, str):
         return None
-    dunder = attr.startswith("__") and attr.endswith("__") and len(attr) > 4
-    return attr if dunder or attr in rules.INTROSPECTION_ATTRIBUTES else None
+    return attr if access.is_dunder(attr) or access.attribute_class(attr) == access.REFUSED else None
+
+
+def _plain_pattern(pattern: cst.CSTNode) -> bool:
+    """A capture, a wildcard, a literal, or an alternative of those (no attribute reads below)."""
+    if isinstance(pattern, cst.MatchAs):
+        return pattern.pattern is None or _plain_pattern(pattern.pattern)
+    if isinstance(pattern, cst.MatchOr):
+        return all(_plain_pattern(p.pattern) for p in pattern.patterns)
+    return isinstance(pattern, (cst.MatchValue, cst.MatchSingleton))
 
 
 class _Scan(cst.CSTVisitor):
@@ -181,6 +189,7 @@ class _Scan(cst.CSTVisitor):
         self.names: List[cst.Name] = []
         self.attributes: List[cst.Attribute] = []
         self.calls: List[cst.Call] = []
+        self.stores: List[cst.Attribute] = []  # attribute assignment / deletion targets
         self.interesting = _REPORTED_BUILTINS | frozenset(server.dangerous_builtins())
 
     def finding(self, code: str, node: cst.CSTNode, message: str) -> None:
@@ -294,6 +303,14 @@ class _Scan(cst.CSTVisitor):
                 self.finding(unresolved.CODE, node, unresolved.message(name))
                 return False
             self.check_extension(name, node)
+        elif kind == server.SERVER:
+            reason = server.entry_refusal(name)  # the per-module table: torch.load, compiler.policy
+            if reason is not None:
+                self.reported.add(name)
+                self.finding("NN401" if submodule else "NN201", node,
+                             "%s'%s' is not available on the server: %s" % (
+                                 "" if submodule else "module ", name, reason))
+                return False
         return True
 
     def check_extension(self, name: str, node: cst.CSTNode) -> None:
@@ -335,13 +352,57 @@ class _Scan(cst.CSTVisitor):
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         self.not_names.add(id(node.attr))
-        if node.attr.value in rules.INTROSPECTION_ATTRIBUTES:
-            self.finding("NN402", node.attr, "attribute '%s' reaches interpreter internals" % node.attr.value)
+        if access.attribute_class(node.attr.value) == access.REFUSED:
+            self.finding("NN402", node.attr, "attribute '%s' is not available on the server: %s" % (
+                node.attr.value, access.attribute_reason(node.attr.value)))
         if isinstance(node.value, (cst.Name, cst.Attribute)):
             self.attributes.append(node)
 
+    def _native(self, node: cst.Name) -> None:
+        if node.value in access.NATIVE_PROTOCOLS:
+            self.finding("NN402", node, "'%s' cannot be defined on the server: %s" % (
+                node.value, access.NATIVE_PROTOCOLS[node.value]))
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._native(node.name)
+
+    def _store(self, target: cst.BaseExpression) -> None:
+        if isinstance(target, cst.Name):
+            self._native(target)
+        if isinstance(target, cst.Attribute) and isinstance(target.value, (cst.Name, cst.Attribute)):
+            self.stores.append(target)
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                self._store(element.value)
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        self._store(node.target)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self._store(node.target)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self._store(node.target)
+
+    def visit_Del(self, node: cst.Del) -> None:
+        self._store(node.target)
+
+    def visit_MatchClass(self, node: cst.MatchClass) -> None:
+        """The interpreter reads a class pattern's keyword attributes itself, past the server's guards."""
+        for element in node.kwds:
+            name = element.key.value
+            if access.attribute_class(name) != access.PUBLIC:
+                self.finding("NN402", element.key, "a class pattern cannot read attribute '%s' on the server "
+                                                   "(patterns read attributes past the server's checks)" % name)
+            elif not _plain_pattern(element.pattern):
+                self.finding("NN402", element.pattern, "a class pattern cannot match a pattern inside attribute "
+                                                       "'%s' on the server: capture it and match it separately"
+                             % name)
+
     def visit_Call(self, node: cst.Call) -> None:
         if _attribute_trick(node) is not None:
+            self.calls.append(node)
+        elif isinstance(node.func, cst.Name) and node.func.value == "type" and len(node.args) == 3:
             self.calls.append(node)
 
     # -- after the walk: which candidates may be real -----------------------------------------
@@ -361,7 +422,7 @@ def _candidates(scan: _Scan, ctx: SourceContext) -> List[Tuple[str, cst.CSTNode]
     """``(what, node)`` pairs that pass 2 must confirm; empty for most clean files."""
     out: List[Tuple[str, cst.CSTNode]] = []
     for node in scan.names:
-        if node.value == "__builtins__":
+        if access.reserved_name(node.value) and node.value != "__import__":
             out.append(("__builtins__", node))
         elif scan.builtin_candidate(node.value, scan.interesting):
             out.append(("builtin", node))
@@ -372,18 +433,32 @@ def _candidates(scan: _Scan, ctx: SourceContext) -> List[Tuple[str, cst.CSTNode]
             out.append(("attribute", node))
     for node in scan.calls:
         dotted = _dotted(node.func)
-        if dotted and scan.builtin_candidate(dotted, rules.ATTR_BUILTINS):
+        if dotted and scan.builtin_candidate(dotted, rules.ATTR_BUILTINS | {"type"}):
             out.append(("call", node))
+    for node in scan.stores:
+        dotted = _dotted(node.value)
+        if dotted and any(scan.ctx.kind(q) not in (server.USER,) for q in scan.possible(dotted)
+                          if not q.startswith("builtins.")):
+            out.append(("store", node))
     return out
 
 
+def _refusal(name: str, ctx: SourceContext) -> Optional[str]:
+    """Why the server refuses dotted ``name`` (a module or an entry of an allowed module), or None."""
+    if ctx.kind(name.split(".", 1)[0]) == server.USER:
+        return None
+    if ctx.kind(name) == server.DANGEROUS:
+        return server.module_reason(name)
+    return server.entry_refusal(name)
+
+
 def _reaches_refused(name: str, scan: _Scan, ctx: SourceContext) -> bool:
-    """Whether ``name`` is a refused module reached through an allowed one, not yet reported."""
+    """Whether ``name`` is refused but reached through an allowed module, not yet reported."""
     if "." not in name or name.startswith(("builtins.", ".")):
         return False
     if any(name == r or name.startswith(r + ".") for r in scan.reported):
         return False
-    return ctx.kind(name) == server.DANGEROUS and ctx.kind(name.rsplit(".", 1)[0]) != server.DANGEROUS
+    return _refusal(name, ctx) is not None and _refusal(name.rsplit(".", 1)[0], ctx) is None
 
 
 def _confirm(candidates: List[Tuple[str, cst.CSTNode]], scopes, scan: _Scan, ctx: SourceContext) -> List[Finding]:
@@ -407,9 +482,8 @@ def _confirm(candidates: List[Tuple[str, cst.CSTNode]], scopes, scan: _Scan, ctx
 
     for what, node in candidates:
         if what == "__builtins__":
-            scope = scopes.get(node)
-            if scope is not None and not scope.get_qualified_names_for(node):
-                out.append(("NN402", node, "'__builtins__' reaches interpreter internals"))
+            out.append(("NN402", node, "the name '%s' is not available on the server: the server blocks "
+                                       "interpreter internals" % node.value))
         elif what == "builtin":
             for q in qnames(node):
                 if q.startswith("builtins."):
@@ -420,14 +494,38 @@ def _confirm(candidates: List[Tuple[str, cst.CSTNode]], scopes, scan: _Scan, ctx
                     builtin(q[9:], node)
                 elif _reaches_refused(q, scan, ctx):
                     scan.reported.add(q)
-                    out.append(("NN401", node, "'%s' is not available on the server: %s" % (
-                        q, server.module_reason(q))))
+                    last = q.rsplit(".", 1)[1]
+                    if access.attribute_class(last) == access.PRIVATE:
+                        out.append(("NN402", node, "private attribute '%s' of server module '%s' is not "
+                                                   "available to a request" % (last, q.rsplit(".", 1)[0])))
+                    else:
+                        out.append(("NN401", node, "'%s' is not available on the server: %s" % (
+                            q, _refusal(q, ctx))))
+        elif what == "store":
+            assert isinstance(node, cst.Attribute)
+            for q in qnames(node.value):
+                if not q.startswith("builtins.") and ctx.kind(q.split(".", 1)[0]) == server.SERVER:
+                    out.append(("NN404", node, "cannot assign or delete %s.%s: the server's modules are "
+                                               "shared by every request, so a request cannot change them"
+                                % (q, node.attr.value)))
+                    break
         else:
             assert isinstance(node, cst.Call)
             fn = next((q[9:] for q in qnames(node.func) if q.startswith("builtins.")), None)
-            attr = _attribute_trick(node)
-            if fn not in rules.ATTR_BUILTINS or (fn == "hasattr" and attr not in rules.INTROSPECTION_ATTRIBUTES):
+            if fn == "type":
+                if len(node.args) == 3:
+                    out.append(("NN403", node, "type() with three arguments builds a class past the "
+                                               "server's checks: write a class statement instead"))
                 continue
+            attr = _attribute_trick(node)
+            if fn not in rules.ATTR_BUILTINS or attr is None:
+                continue
+            refused = access.attribute_class(attr) == access.REFUSED
+            if fn in ("getattr", "hasattr") and not refused:
+                continue  # a safe dunder read (hasattr(x, "__iter__")) is fine
             out.append(("NN403", node.args[1].value,
-                        "%s() with the name %r: dunder tricks are blocked on the server" % (fn, attr)))
+                        "%s() with the name %r: %s" % (
+                            fn, attr, "attribute %r is not available on the server: %s" % (
+                                attr, access.attribute_reason(attr)) if refused else
+                            "special attributes of the server's objects cannot be changed")))
     return out

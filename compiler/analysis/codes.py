@@ -41,8 +41,8 @@ CODES: Dict[str, Code] = {
     _unresolved.CODE: Code("error", _unresolved.TITLE, _unresolved.HINT),
     "NN301": Code(
         "error", "dangerous builtin",
-        "the server refuses builtins that run arbitrary code or touch files; compute the value "
-        "outside the trace and pass it in"),
+        "the server refuses builtins that run arbitrary code, touch files or stop the server; "
+        "compute the value outside the trace and pass it in"),
     "NN302": Code(
         "warning", "builtin is interactive: works locally, not remotely",
         "remove it before running remotely (there is no terminal on the server)"),
@@ -52,16 +52,22 @@ CODES: Dict[str, Code] = {
         "locals() and vars() do not show your module, and writes to them are not written back; "
         "use the names directly"),
     "NN401": Code(
-        "error", "attribute reaches a module not available on the server",
-        "do not reach a refused module through an allowed one; remove the access"),
+        "error", "attribute reaches a module or entry point not available on the server",
+        "do not reach a refused module or entry point (torch.hub, torch.save, numpy.load, ...) "
+        "through an allowed module; remove the access, and do file work outside the trace"),
     "NN402": Code(
-        "warning", "introspection attribute",
-        "the server blocks interpreter internals (function globals, code objects, frames, "
-        "subclass lists); remove the access"),
+        "error", "attribute that reaches interpreter internals",
+        "the server blocks interpreter internals (dunder attributes other than a documented safe "
+        "few, function globals, code objects, frames, the subclass list, private attributes of "
+        "its own objects); remove the access"),
     "NN403": Code(
-        "warning", "getattr with a dunder or introspection name",
-        "access the attribute directly; the server blocks dunder tricks that reach interpreter "
-        "internals"),
+        "error", "getattr with a dunder or introspection name",
+        "access the attribute directly; the server checks the names given to getattr, setattr, "
+        "delattr and hasattr as it checks attributes written in code"),
+    "NN404": Code(
+        "error", "assignment to the server's modules, classes or functions",
+        "the server's modules are shared by every request and read-only to it: keep the value in a "
+        "variable of your own instead"),
     "NN503": Code(
         "error", "object cannot be referenced by name on the server",
         "use a function or class importable from its module under its own name"),

@@ -39,7 +39,7 @@ import sys
 import types
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-from .. import policy
+from .. import access, policy
 from ..diagnostics import DiagnosticError
 from ..ir.errors import UnencodableValueError
 from ..ir.nodes import (
@@ -329,11 +329,10 @@ class Closer:
                     self.reject("NN301", at, "builtin '%s' is not available on the server: %s" % (
                         chain[0], policy.DANGEROUS_BUILTINS[chain[0]]))
                     break
-                if policy.classify_module(dotted) == policy.DANGEROUS and \
-                        policy.classify_module(dotted.rpartition(".")[0]) != policy.DANGEROUS:
+                reason = access.entry_refusal(dotted)  # a refused module, or a refused entry (torch.save)
+                if reason is not None and access.entry_refusal(dotted.rpartition(".")[0]) is None:
                     self._checked_chains.add(key)
-                    self.reject("NN401", at, "'%s' is not available on the server: %s" % (
-                        dotted, policy.module_reason(dotted)))
+                    self.reject("NN401", at, "'%s' is not available on the server: %s" % (dotted, reason))
                     break
 
     def _module_uses(self, info: _Module, where: Where) -> None:
@@ -692,9 +691,10 @@ class Closer:
                     if self.remote and fact.names:
                         for attr, _ in fact.names:
                             sub = name + "." + attr
-                            if policy.classify_module(sub) == policy.DANGEROUS and kind != policy.DANGEROUS:
+                            reason = access.entry_refusal(sub)
+                            if reason is not None and kind != policy.DANGEROUS:
                                 raise self.reject("NN401", w, "'%s' is not available on the server: %s" % (
-                                    sub, policy.module_reason(sub)))
+                                    sub, reason))
                             self._server_object(name, attr, w)
                     continue
                 module = sys.modules.get(name)

@@ -28,7 +28,8 @@ HINTS = {
     "NN202": "use a module the server provides; if this is your own package installed in site-packages, "
              "send it by value with nnsight.register(%r)",
     "NN301": "compute the value outside the trace and pass it in",
-    "NN401": "do not reach a refused module through an allowed one; remove the access",
+    "NN401": "do not reach a refused module or entry point (torch.hub, torch.save, numpy.load, ...) through an "
+             "allowed module; remove the access, and do file work outside the trace",
     "NN501": "create the object inside the trace, or pass plain data (tensors, numbers, strings, lists, "
              "dicts, dataclasses, ...) instead",
     "NN502": "define it in a .py file (or a notebook cell), so that its source can be sent",

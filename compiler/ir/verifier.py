@@ -14,6 +14,7 @@ from .nodes import (
     BIND_MODEL,
     BIND_MODULE,
     BIND_OBJECT,
+    BIND_VALUE,
     BINDING_KINDS,
     DEF_KINDS,
     DEF_LOCAL,
@@ -34,7 +35,7 @@ def verify(p: Program) -> None:
     _header(p.header, problems)
     can_compile = _can_compile(p.header)
     _units(p, can_compile, problems)
-    _bindings(p.bindings, len(p.definitions), "binding", problems)
+    _bindings(p.bindings, len(p.definitions), "binding", problems, plain_names=True)
     for i, d in enumerate(p.definitions):
         where = "definition %d (%s)" % (i, d.name)
         if not _str(d.name) or not all(part.isidentifier() for part in d.name.split(".")):
@@ -43,13 +44,17 @@ def verify(p: Program) -> None:
             problems.append("%s: module must be a non-empty string" % where)
         _loc(d.loc, where, problems)
         _source(d.source, d.loc, where, can_compile, problems)
-        _bindings(d.globals, len(p.definitions), where + " global", problems)
+        _bindings(d.globals, len(p.definitions), where + " global", problems, plain_names=True)
         if d.kind not in DEF_KINDS:
             problems.append("%s: unknown kind %r (known: %s)" % (where, d.kind, ", ".join(DEF_KINDS)))
         elif d.kind != DEF_LOCAL and (d.cells or d.attrs):
             problems.append("%s: only %r definitions have cells and attrs" % (where, DEF_LOCAL))
         _bindings(d.cells, len(p.definitions), where + " cell", problems)
         _bindings(d.attrs, len(p.definitions), where + " attr", problems)
+        for a in d.attrs:
+            if _dunder(a.name) and a.name not in _FUNCTION_DUNDERS:
+                problems.append("%s attr %r: only %s may be set on a function" % (
+                    where, a.name, " and ".join(sorted(_FUNCTION_DUNDERS))))
     for e in p.envoys:
         if not _str(e):
             problems.append("envoy %r: must be a non-empty string" % (e,))
@@ -137,12 +142,16 @@ def _source(src: Any, loc: SourceLoc, where: str, can_compile: bool, problems: L
             problems.append("%s: source does not parse: %s" % (where, e))
 
 
-def _bindings(bindings: Sequence[Binding], n_definitions: int, what: str, problems: List[str]) -> None:
+def _bindings(bindings: Sequence[Binding], n_definitions: int, what: str, problems: List[str],
+              plain_names: bool = False) -> None:
     seen = set()
     for b in bindings:
         where = "%s %r" % (what, b.name)
         if not _identifier(b.name):
             problems.append("%s: name is not an identifier" % where)
+        elif plain_names and _dunder(b.name) and not (b.name in _DATA_DUNDERS and b.kind == BIND_VALUE):
+            problems.append("%s: a binding cannot be named like a dunder (%s): such names belong to the "
+                            "interpreter" % (where, b.name))
         if b.name in seen:
             problems.append("%s: duplicate name" % where)
         seen.add(b.name)
@@ -173,6 +182,16 @@ def _value_problem(b: Binding, n_definitions: int) -> Optional[str]:
 
 def _identifier(name: Any) -> bool:
     return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
+
+
+#: Dunder globals a module may carry, as plain data only (a package's ``__package__``, ...).
+_DATA_DUNDERS = frozenset(("__package__", "__doc__", "__all__", "__version__"))
+#: Function attributes a DEF_LOCAL may carry besides plain names.
+_FUNCTION_DUNDERS = frozenset(("__defaults__", "__kwdefaults__"))
+
+
+def _dunder(name: Any) -> bool:
+    return isinstance(name, str) and len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
 def _int(v: Any) -> bool:

@@ -26,12 +26,12 @@ import json
 import sys
 from typing import Any, Dict, Optional, Tuple
 
+from compiler import access
 from compiler.closure import close_program
 from compiler.ir.request import Request, decode_request, decode_result, encode_request, encode_result
 from compiler.ir.values import decode_value, encode_value
 from compiler.ir.verifier import verify
 from runtime import gate
-from runtime.builder import CompiledProgram
 from runtime.loader import LoadError, Loader, block_user_modules
 
 from .irdump import dump_request
@@ -90,7 +90,8 @@ def server_tracer(model: Any, method: str, args: tuple, kwargs: dict) -> Any:
     if method == "session":
         return model.session(**kwargs)
     module = getattr(model, "_module", None)
-    fn = getattr(module, method, None) if not method.startswith("_") else None
+    refused = not isinstance(method, str) or method.startswith("_") or access.refused_method_name(method)
+    fn = getattr(module, method, None) if not refused else None  # (save_pretrained writes files)
     if fn is None or not hasattr(model, "_method_tracer"):
         raise LoadError("the hosted model has no traceable method %r" % method)
     return model._method_tracer(method, fn, args, kwargs)
@@ -128,7 +129,7 @@ class LocalServer:
                 tracer = server_tracer(model, request.method, tuple(args), dict(kwargs))
                 loader.tracer = tracer
                 ns = loader.namespace()
-                saved = tracer.run_program(CompiledProgram(program), ns)
+                saved = tracer.run_program(loader.compile(program), ns)
                 tree = encode_value(saved, where="the saved values", classref=loader.classref, objref=loader.objref)
         return encode_result(tree)
 

@@ -95,7 +95,7 @@ class RequestHelper:
                     tracer = WorkerTracer(self.model)
                     loader.tracer = tracer
                     ns = loader.namespace()
-                    compiled = CompiledProgram(program)
+                    compiled = loader.compile(program)
                     tracer._compiled, tracer._unit_id = compiled, 0
                     ns.setdefault("__builtins__", builtins)
                     ns.setdefault(CLAIMED, claims.claimed)

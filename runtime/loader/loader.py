@@ -5,8 +5,10 @@
 * BIND_MODEL paths resolve against the model the server hosts, BIND_TRACER to
   the server's tracer;
 * BIND_MODULE / BIND_OBJECT import server modules -- refusing anything the
-  policy (:mod:`compiler.policy`) does not call ``"server"``: the server
-  enforces the whitelist again -- or name a module the program carries by value;
+  policy (:mod:`compiler.policy`) and the per-module table
+  (:mod:`compiler.access`) refuse -- or name a module the program carries by
+  value. A server module is handed out as a read-only
+  :class:`~runtime.loader.views.ModuleView`, never as the module itself;
 * Definitions are executed from source in fresh module namespaces, one per
   user module (DEF_MODULE globals installed in module order, DEF_STATEMENT
   code run in place, DEF_LOCAL functions rebuilt in their own scope with their
@@ -15,26 +17,21 @@
 * values are decoded from their trees; references to user classes resolve to
   the classes rebuilt here.
 
-User code runs with restricted builtins: dangerous ones (``eval``, ``open``,
-...) raise :class:`ServerRefusal`, and ``import`` only reaches server modules
-and the program's own by-value modules.
-
-:func:`block_user_modules` makes the interpreter look like a server that has
-never seen the user's code: every user module is hidden from ``sys.modules``
-and importing one fails, so anything captured by reference instead of by value
-fails here exactly as it would remotely.
+All code of the request -- definitions here, units through :meth:`Loader.compile`
+-- is built in its guarded form (:mod:`runtime.loader.rewrite`) and runs with
+the request's builtins (:mod:`runtime.loader.builtins_table`) and guard
+(:mod:`runtime.loader.guard`): the loader is a capability boundary, not a name
+filter. docs/security.md describes what each guard guarantees.
 """
 import ast
-import builtins
 import contextlib
 import importlib
-import importlib.machinery
 import logging
 import sys
 import types
-from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
-from compiler import policy
+from compiler import access, policy
 from compiler.ir.nodes import (
     BIND_BUILTIN,
     BIND_CLASS,
@@ -51,191 +48,22 @@ from compiler.ir.nodes import (
     Binding,
     Definition,
     Program,
-    SourceLoc,
 )
 from compiler.ir.values import decode_value, default_classref
 from compiler.public_homes import server_ref
+
+from .blocking import is_user_module
+from .builtins_table import make_builtins
+from .errors import LoadError, ServerImportError, refused_entry
+from .guard import Guard
+from .rewrite import guard_tree
+from .sources import _shift, _StripSignature
+from .views import ModuleView, module_name, module_of
 
 _UNBOUND = object()
 _BUILDING = "building"
 _DONE = "done"
 _SCOPE = "__nnsight_scope__"
-
-
-class LoadError(Exception):
-    """The program cannot be loaded on this server (malformed, or refused by policy)."""
-
-
-class ServerRefusal(PermissionError):
-    """User code called something the server refuses (a dangerous builtin)."""
-
-
-class ServerImportError(ModuleNotFoundError):
-    """User code imported a module the server does not provide."""
-
-
-# -- blocking user modules -------------------------------------------------------------------
-
-
-def is_user_module(name: str, module: Any) -> bool:
-    """Would a server lack this imported module? (user code from files; registered packages)."""
-    if module is None or not isinstance(module, types.ModuleType):
-        return False
-    if policy.is_registered(name):
-        return True
-    if policy._policy_kind(name) is not None:
-        return False
-    if name in ("__main__", "__mp_main__"):
-        return policy.classify_module_object(module) == policy.USER
-    d = module.__dict__  # never getattr: lazy modules import things on unknown attributes
-    if d.get("__file__") is None and not d.get("__path__"):
-        return False  # made at run time (e.g. by an extension module), not user code from a file
-    return policy.classify_module(name) == policy.USER and policy.module_location(module) == "user"
-
-
-class _UserModuleBlocker:
-    """A meta-path finder that refuses to import user modules."""
-
-    def __init__(self, allow: Dict[str, types.ModuleType]):
-        self.allow = allow
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname in self.allow or policy._policy_kind(fullname) is not None:
-            return None
-        if policy.is_registered(fullname):
-            raise _blocked(fullname)
-        try:
-            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        except Exception:
-            return None
-        if spec is None:
-            return None
-        places = [spec.origin] if spec.origin and spec.origin not in ("built-in", "frozen") else []
-        places += list(spec.submodule_search_locations or [])
-        if places and all(policy.location_of_path(p) == "user" for p in places):
-            raise _blocked(fullname)
-        return None
-
-
-def _blocked(name: str) -> ServerImportError:
-    return ServerImportError(
-        "No module named %r on the server: remote='local' hides your own modules, as a remote server "
-        "does not have them. Code and data reach the server only by value -- if this import comes from "
-        "a captured function, the module is not captured (register it with nnsight.register(%r), or "
-        "import what you need at module level)." % (name, name.split(".")[0]), name=name)
-
-
-# name -> (module object, registrations then, is_user_module's answer). Whether an imported
-# module is user code depends only on the module (its name and file) and the registrations, so
-# each is classified once instead of at every remote='local' trace (~1,500 modules, ~20 ms).
-_USER_MODULE_MEMO: Dict[str, Tuple[Any, FrozenSet[str], bool]] = {}
-
-
-@contextlib.contextmanager
-def block_user_modules(allow: Optional[Dict[str, types.ModuleType]] = None) -> Iterator[Dict[str, Any]]:
-    """Hide user modules from ``sys.modules`` and refuse to import them, for the ``with`` body.
-
-    ``allow`` maps module names to modules that stay importable (the
-    program's by-value modules). Yields the hidden modules; they are restored
-    on exit, whatever happened inside.
-    """
-    hidden: Dict[str, Any] = {}
-    registrations = policy.registered()
-    memo = _USER_MODULE_MEMO
-    if len(memo) > 2 * len(sys.modules) + 256:
-        memo.clear()  # modules removed from sys.modules since: forget them
-    for name, module in list(sys.modules.items()):
-        hit = memo.get(name)
-        if hit is not None and hit[0] is module and hit[1] == registrations:
-            user = hit[2]
-        else:
-            user = is_user_module(name, module)
-            if name not in ("__main__", "__mp_main__"):  # their contents decide: asked each time
-                memo[name] = (module, registrations, user)
-        if user:
-            hidden[name] = sys.modules.pop(name)
-    blocker = _UserModuleBlocker(allow if allow is not None else {})
-    sys.meta_path.insert(0, blocker)
-    try:
-        yield hidden
-    finally:
-        try:
-            sys.meta_path.remove(blocker)
-        except ValueError:
-            pass
-        for name, module in hidden.items():
-            sys.modules[name] = module
-
-
-# -- restricted builtins ------------------------------------------------------------------------
-
-
-def _refused(name: str, reason: str):
-    def refused(*args, **kwargs):
-        raise ServerRefusal("%s() is not available on the server: %s" % (name, reason))
-
-    refused.__name__ = refused.__qualname__ = name
-    return refused
-
-
-def restricted_builtins(importer) -> Dict[str, Any]:
-    """The builtins user code sees on the server."""
-    table = dict(builtins.__dict__)
-    for name, reason in policy.DANGEROUS_BUILTINS.items():
-        table[name] = _refused(name, reason)
-    for name in ("input", "breakpoint"):
-        table[name] = _refused(name, "there is no terminal on the server")
-    table["__import__"] = importer
-    return table
-
-
-# -- compiling user code where it was written -----------------------------------------------------
-
-
-def _shift(tree: ast.AST, loc: SourceLoc, all_lines: bool = True) -> ast.AST:
-    """Move line/column numbers back to where the code stands in the user's file.
-
-    Sources of statements lost ``loc.col`` columns on every line; a lambda's
-    only on its first (its other lines are kept as written).
-    """
-    line_shift, col_shift = loc.line - 1, loc.col
-    if line_shift or col_shift:
-        for node in ast.walk(tree):
-            if getattr(node, "lineno", None) is not None:
-                shift_col = col_shift and (all_lines or node.lineno == 1)
-                shift_end = col_shift and (all_lines or getattr(node, "end_lineno", None) == 1)
-                node.lineno += line_shift
-                if getattr(node, "end_lineno", None) is not None:
-                    node.end_lineno += line_shift
-                if shift_col and hasattr(node, "col_offset"):
-                    node.col_offset += col_shift
-                if shift_end and getattr(node, "end_col_offset", None) is not None:
-                    node.end_col_offset += col_shift
-    return tree
-
-
-class _StripSignature(ast.NodeTransformer):
-    """Defaults come from the captured values, annotations are not rebuilt (DEF_LOCAL)."""
-
-    def __init__(self, target: ast.AST):
-        self.target = target
-
-    def _strip(self, node):
-        args = node.args
-        args.defaults = [ast.copy_location(ast.Constant(value=None), d) for d in args.defaults]
-        args.kw_defaults = [None if d is None else ast.copy_location(ast.Constant(value=None), d)
-                            for d in args.kw_defaults]
-        for a in list(args.posonlyargs) + list(args.args) + list(args.kwonlyargs) + [args.vararg, args.kwarg]:
-            if a is not None:
-                a.annotation = None
-        if hasattr(node, "returns"):
-            node.returns = None
-        return node
-
-    def visit(self, node):
-        if node is self.target:
-            return self._strip(node)
-        return node
 
 
 def _definition_refs(tree: Any) -> set:
@@ -271,6 +99,17 @@ def _refill(shell: Any, value: Any) -> bool:
     return True
 
 
+def _server_name(name: Any) -> bool:
+    """A module name a request cannot use for its own code: the server's (or the policy's)."""
+    if not isinstance(name, str):
+        return True
+    if policy._policy_kind(name) is not None or name in sys.builtin_module_names:
+        return True
+    existing = sys.modules.get(name)
+    return existing is not None and name not in ("__main__", "__mp_main__") and \
+        not is_user_module(name, existing)
+
+
 class Loader:
     """Builds the objects of one program (see the module docstring)."""
 
@@ -281,18 +120,30 @@ class Loader:
         self.tracer = tracer
         self.module_defs: Dict[str, int] = {}
         for i, d in enumerate(self.defs):
+            if _server_name(d.module):  # by-value modules are installed in sys.modules while it runs
+                raise LoadError("the program carries module %r by value, but that name belongs to the "
+                                "server" % d.module)
             if d.kind == DEF_MODULE:
-                if policy._policy_kind(d.module) is not None or d.module in ("builtins",):
-                    raise LoadError("the program carries module %r by value, but that name belongs to the "
-                                    "server" % d.module)
                 self.module_defs[d.module] = i
         self.modules: Dict[str, types.ModuleType] = {}
         self.mstate: Dict[str, str] = {}
         self.state: List[Optional[str]] = [None] * len(self.defs)
         self.objs: List[Any] = [None] * len(self.defs)
         self.ids: Dict[int, int] = {}
-        self.builtins = restricted_builtins(self._import)
+        self.guard: Guard = None  # type: ignore[assignment]  (set by make_builtins just below)
+        self.builtins = make_builtins(self._import, self._new_guard)
         self._installing: Optional[Dict[str, Any]] = None
+
+    def _new_guard(self, table: Dict[str, Any]) -> Guard:
+        self.guard = Guard(table)
+        self.guard.modules = self.modules
+        return self.guard
+
+    def compile(self, program: Optional[Program] = None) -> Any:
+        """The program's units built in their guarded form (a :class:`runtime.builder.CompiledProgram`)."""
+        from runtime.builder import CompiledProgram
+
+        return CompiledProgram(program if program is not None else self.program, rewrite=guard_tree)
 
     # -- sys.modules while a request runs ------------------------------------------------------
 
@@ -443,7 +294,7 @@ class Loader:
                 d.name, d.loc.file, d.loc.line, e)) from e
 
     def _run_statement(self, d: Definition, ns: Dict[str, Any]) -> Any:
-        tree = _shift(self._parse(d), d.loc)
+        tree = guard_tree(_shift(self._parse(d), d.loc), d.loc.file)
         code = compile(tree, d.loc.file, "exec", dont_inherit=True)
         exec(code, ns)
         if d.name not in ns:
@@ -472,6 +323,7 @@ class Loader:
             target.decorator_list = []
         _StripSignature(target).visit(target)
         _shift(target, d.loc, all_lines=not lam)
+        target = guard_tree(target, d.loc.file)  # before the scope wrapper, whose name is reserved
         cells = [c.name for c in d.cells]
         body: List[ast.stmt] = []
         if cells:
@@ -567,7 +419,7 @@ class Loader:
             if tag == "def" and len(ref) >= 2:
                 obj = self.definition(ref[1])
                 for part in ref[2:]:
-                    obj = getattr(obj, part)
+                    obj = self.guard.get(obj, part)
                 return obj
             if tag == "module" and len(ref) == 2:
                 return self.import_module(ref[1])
@@ -576,11 +428,12 @@ class Loader:
             if tag == "tracer":
                 return self.resolve(Binding("tracer", BIND_TRACER))
             if tag == "logger" and len(ref) == 2 and isinstance(ref[1], str):
-                return logging.getLogger(ref[1])
+                return logging.getLogger(ref[1])  # a Logger's shared parts are refused by the guard
         raise LoadError("unknown reference %r in a value" % (ref,))
 
     def object(self, ref: Any) -> Any:
-        """``"module:qualname"``: an attribute of a server module or of a by-value module."""
+        """``"module:qualname"``: an attribute of a server module or of a by-value module,
+        read through the guard like the same access in user code."""
         if not isinstance(ref, str) or ref.count(":") != 1:
             raise LoadError("bad object reference %r" % (ref,))
         mod, qual = ref.split(":")
@@ -589,26 +442,26 @@ class Loader:
         obj: Any = self.import_module(mod)
         for part in qual.split("."):
             try:
-                obj = getattr(obj, part)
+                obj = self.guard.get(obj, part)
             except AttributeError:
                 raise LoadError("%s has no attribute %r (needed for %r)" % (mod, part, ref)) from None
-        if not self._by_value(mod):
-            inner = mod + "." + qual
-            if policy.classify_module(inner) == policy.DANGEROUS:
-                raise ServerImportError("%r is not available on the server: %s" % (
-                    inner, policy.module_reason(inner)), name=inner)
         return obj
 
-    def import_module(self, name: str) -> types.ModuleType:
+    def import_module(self, name: str) -> Any:
+        """A by-value module, or a read-only view of a server module the policy allows."""
         if not isinstance(name, str) or not name:
             raise LoadError("bad module name %r" % (name,))
         if self._by_value(name):
             return self.module(name)
-        kind = policy.classify_module(name)
-        if kind != policy.SERVER:
-            raise ServerImportError("module %r is not available on the server (%s)" % (
-                name, policy.module_reason(name)), name=name)
-        return importlib.import_module(name)
+        return self._server_module(name)
+
+    def _server_module(self, name: str) -> ModuleView:
+        reason = self.guard.path_refusal(name)
+        if reason is None and policy.classify_module(name) != policy.SERVER:
+            reason = policy.module_reason(name)
+        if reason is not None:
+            raise refused_entry(name, reason)
+        return self.guard.module_value(importlib.import_module(name))
 
     def _import(self, name, globals=None, locals=None, fromlist=(), level=0):
         """``__import__`` of user code on the server."""
@@ -632,16 +485,21 @@ class Loader:
                 return target
             top = absname.split(".")[0]
             return self.import_module(top) if self._by_value(top) else target
-        kind = policy.classify_module(absname)
-        if kind != policy.SERVER:
-            raise ServerImportError("module %r is not available on the server (%s)" % (
-                absname, policy.module_reason(absname)), name=absname)
+        target = self._server_module(absname)  # refuses what the policy and the module table refuse
         for item in fromlist or ():
+            if item == "*":
+                raise ServerImportError("'from %s import *' is not available on the server: import the "
+                                        "names you use" % absname, name=absname)
             sub = absname + "." + item
-            if item != "*" and policy.classify_module(sub) == policy.DANGEROUS:
-                raise ServerImportError("%r is not available on the server: %s" % (
-                    sub, policy.module_reason(sub)), name=sub)
-        return builtins.__import__(absname, globals, locals, fromlist, 0)
+            if access.attribute_class(item) == access.PUBLIC and self.guard.path_refusal(sub) is None \
+                    and sub not in sys.modules and policy.classify_module(sub) == policy.SERVER:
+                try:
+                    importlib.import_module(sub)  # a submodule: `from torch import nn` reads the view after
+                except ImportError:
+                    pass
+        if fromlist:
+            return target
+        return self._server_module(absname.split(".")[0])
 
     def envoy(self, path: Any) -> Any:
         """The hosted model's envoy at ``path`` (``"model.transformer.h.0"``)."""
@@ -654,7 +512,13 @@ class Loader:
         obj = model
         for part in path[len(root) + 1:].split(".") if path != root else ():
             children = getattr(obj, "__dict__", {}).get("_children", {})
-            obj = children[part] if part in children else getattr(obj, part)
+            if part in children:
+                obj = children[part]
+            elif access.attribute_class(part) == access.PUBLIC:
+                obj = self.guard.get(obj, part)
+            else:  # the hosted model's internals (model._module) are not the request's
+                raise LoadError("envoy path %r names %r, which is not a submodule of the hosted model" % (
+                    path, part))
         return obj
 
     # -- sending results back -------------------------------------------------------------------------
@@ -678,6 +542,8 @@ class Loader:
             return ["model", obj.path]
         if obj is self.tracer and obj is not None:
             return ["tracer"]
+        if isinstance(obj, ModuleView):
+            return ["module", module_name(module_of(obj))]
         if isinstance(obj, types.ModuleType):
             return ["module", obj.__name__]
         if isinstance(obj, logging.Logger):
