@@ -12,7 +12,7 @@ from compiler.analysis import check_source
 from compiler.cli import main
 from runtime.loader import ServerImportError, ServerRefusal
 
-from .conftest import ir_text, payload, serve
+from loader_attacks import ir_text, payload, serve
 
 check_source("f = len\ng = f.__globals__\n")  # load the checker's parser before no_trace's snapshot
 

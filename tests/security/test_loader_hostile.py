@@ -11,7 +11,7 @@ import pytest
 from compiler.ir.errors import IRVerifyError
 from runtime.loader import LoadError, ServerImportError, ServerRefusal
 
-from .conftest import ir_text, payload, serve
+from loader_attacks import ir_text, payload, serve
 
 TORCH = 'binding torch module "torch"'
 NP = 'binding np module "numpy"'

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from .conftest import ir_text, payload, serve
+from loader_attacks import ir_text, payload, serve
 
 LIB = '''
     definition 0 "Scaler" module="lib" at "lib.py":1:0
