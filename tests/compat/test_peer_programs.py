@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from nnsight.testing.tiny_encoders import build_bert, build_bert_classifier
+from nnsight.testing.tiny_seq2seq import build_bart
+
 HERE = Path(__file__).parent / "peer_programs"
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = sorted(p.name for p in HERE.glob("p[0-9]*.py"))
@@ -47,7 +50,8 @@ def _collect(proc, side):
 def results(gpt2_path, llama_path, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(NNSIGHT_PEER_GPT2=str(gpt2_path), NNSIGHT_PEER_LLAMA=str(llama_path),
-               TOKENIZERS_PARALLELISM="false")
+               NNSIGHT_PEER_BERT=build_bert(), NNSIGHT_PEER_BERT_CLS=build_bert_classifier(),
+               NNSIGHT_PEER_BART=build_bart(), TOKENIZERS_PARALLELISM="false")
     ours = _launch(sys.executable, tmp_path_factory.mktemp("ours"), {**env, "PYTHONPATH": str(ROOT)})
     peer = _launch(PEER_PYTHON, tmp_path_factory.mktemp("peer"), env) if PEER_PYTHON.exists() else None
     return _collect(ours, "ours"), (_collect(peer, "peer") if peer is not None else None)

@@ -11,6 +11,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 GPT2 = os.environ["NNSIGHT_PEER_GPT2"]
 LLAMA = os.environ["NNSIGHT_PEER_LLAMA"]
+BERT = os.environ["NNSIGHT_PEER_BERT"]  # BertForMaskedLM
+BERT_CLS = os.environ["NNSIGHT_PEER_BERT_CLS"]  # BertForSequenceClassification
+BART = os.environ["NNSIGHT_PEER_BART"]  # BartForConditionalGeneration
 
 
 def hf(path):
