@@ -72,6 +72,7 @@ class Envoy:
         d["_fake_inputs"] = _EMPTY
         d["_aliases"] = {}  # alias -> envoy (``rename=``, see nnsight/aliasing.py)
         d["_source"] = None
+        d["_running"] = RunningTrace() if interleaver is None else None  # a root's; children share it
         for name, child in module.named_children():
             self._add_envoy(child, name)
 
@@ -82,6 +83,7 @@ class Envoy:
         classes = self.__dict__.get("_envoy_classes")
         cls = (classes.pick(module, path) or Envoy) if classes is not None else Envoy
         envoy = cls(module, path, self._interleaver, envoys=classes)
+        _share_running(envoy, self.__dict__.get("_running"))
         self._children[name] = envoy
         TREE_VERSION[0] += 1  # roots rebuild their cached module lists (e.g. an SAE added later)
         if name in _MOUNTS:
@@ -276,6 +278,26 @@ class Envoy:
 
         return envoy_repr(self)
 
+    # --------------------------------------------------------- iteration
+
+    @property
+    def iter(self):
+        """``envoy.iter[...]``: nnsight 0.8's spelling of ``tracer.iter[...]``, on any envoy.
+
+        Every envoy means the cursor of the running trace (there is one per invoke), so
+        ``model.transformer.h[0].iter[1:3]`` is ``tracer.iter[1:3]``. Warns with
+        ``NNsightDeprecationWarning``.
+        """
+        from .tracing.iteration import envoy_iter
+
+        return envoy_iter(self)
+
+    def all(self):
+        """``envoy.all()``: nnsight 0.8's spelling of ``tracer.all()`` (every step), on any envoy."""
+        from .tracing.iteration import envoy_all
+
+        return envoy_all(self)
+
     # --------------------------------------------------------- device utils
 
     @property
@@ -303,6 +325,27 @@ class Envoy:
     def cuda(self, device=None) -> "Envoy":
         self._module.cuda(device)
         return self
+
+
+class RunningTrace:
+    """The tracer running a model now. One per root, shared by every envoy of its tree (and by
+    edited copies, which share the tree), so ``envoy.iter`` on any module finds the trace."""
+
+    __slots__ = ("tracer",)
+
+    def __init__(self) -> None:
+        self.tracer = None
+
+
+def _share_running(envoy: Envoy, running: Optional[RunningTrace]) -> None:
+    """Give ``envoy`` and its subtree (built before it was attached) the parent's holder."""
+    if running is None:
+        return
+    stack = [envoy]
+    while stack:
+        node = stack.pop()
+        node.__dict__["_running"] = running
+        stack.extend(node.__dict__.get("_children", {}).values())
 
 
 class _Child:

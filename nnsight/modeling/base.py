@@ -11,11 +11,11 @@ from ..envoy import TREE_VERSION, Envoy
 from ..tracing.editing import EditingMixin
 from ..tracing.generation import MethodDelegationMixin
 from ..tracing.interleaving import InterleavingTracer
-from ..tracing.iteration import ModelIterationMixin, end_steps
+from ..tracing.iteration import end_steps
 from ..tracing.session import SessionMixin
 
 
-class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, ModelIterationMixin, Envoy, Batchable):
+class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, Envoy, Batchable):
     """The root envoy of a model: adds ``trace`` and the batching hooks.
 
     Subclasses customise how inputs become a batch through
@@ -36,9 +36,14 @@ class NNsight(MethodDelegationMixin, EditingMixin, SessionMixin, ModelIterationM
 
     # ---------------------------------------------------------------- tracing
 
-    def trace(self, *inputs, **kwargs) -> InterleavingTracer:
-        """``with model.trace(input):`` — run the model once with interventions."""
-        return InterleavingTracer(self, *inputs, **kwargs)
+    def trace(self, *inputs, trace: bool = True, **kwargs) -> InterleavingTracer:
+        """``with model.trace(input):`` — run the model once with interventions.
+
+        ``model.trace(input, trace=False)`` (nnsight 0.8) runs the model on the input right away,
+        with no with-block, and returns the model's output.
+        """
+        tracer = InterleavingTracer(self, *inputs, **kwargs)
+        return tracer if trace else tracer.run_without_body()
 
     def scan(self, *inputs, **kwargs):
         """``with model.scan(input):`` — run on fake tensors: shapes without computation."""

@@ -118,6 +118,23 @@ class Cache:
         return _map(value, fn)
 
 
+class NotCachedError(KeyError, AttributeError):
+    """A path the cache holds nothing under: a ``KeyError`` for ``cache["path"]`` (what
+    ``except KeyError`` around a lookup expects), an ``AttributeError`` for ``cache.path`` (so
+    ``hasattr`` and ``getattr(cache, name, default)`` work)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _summary(paths, shown: int = 6) -> str:
+    paths = list(paths)
+    if not paths:
+        return "nothing"
+    more = f", ... ({len(paths) - shown} more)" if len(paths) > shown else ""
+    return ", ".join(paths[:shown]) + more
+
+
 class CacheView:
     """Navigate a :class:`Cache` by path (``view["model.transformer.h.0"]``) or attribute."""
 
@@ -135,7 +152,8 @@ class CacheView:
             raise AttributeError("The cache root is not a module: select one, e.g. `cache.model.transformer.h[0]`.")
         entries = self._cache.entries.get(path)
         if entries is None:
-            raise KeyError(f"{path!r} was not cached (cached: {', '.join(self._cache.entries) or 'nothing'}).")
+            raise NotCachedError(
+                f"{path!r} was not cached (cached: {_summary(self._cache.entries)}).")
         return entries
 
     def _values(self, slot: str) -> Any:
@@ -175,7 +193,8 @@ class CacheView:
             else:
                 path = f"{self._path}.{name}"
         if not any(k == path or k.startswith(path + ".") for k in self._cache.entries):
-            raise AttributeError(f"Nothing under {path!r} was cached.")
+            raise NotCachedError(
+                f"Nothing under {path!r} was cached (cached: {_summary(self._cache.entries)}).")
         return CacheView(self._cache, path)
 
     def __getattr__(self, name: str) -> "CacheView":

@@ -75,6 +75,19 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
         if self._invokes:
             self._output = self._run(ns, config)
 
+    def run_without_body(self) -> Any:
+        """``model.trace(input, trace=False)`` (nnsight 0.8): run the model on the trace's input
+        with no interventions but the model's edits, and return its output."""
+        inputs, config = self.model._split_inputs(self._args, self._kwargs)
+        if inputs is None:
+            raise ValueError(
+                "`model.trace(..., trace=False)` runs the model on its input and returns the output, "
+                "so it needs an input: `model.trace(prompt, trace=False)`.")
+        self._invokes = []
+        self._add_invoke(inputs[0], inputs[1], None)
+        self._output = self._run({}, config)
+        return self._output
+
     def _run(self, ns, config: dict) -> Any:
         model = self.model
         mediators = []
@@ -128,7 +141,9 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
         targets = modules_to_patch(model, mediators) if mediators else None
         interleaver.patch(model._patch_list() if targets is None else targets)
         output = None
-        model.__dict__["_running_tracer"] = self  # `model.iter[...]` / `model.all()` (nnsight 0.8)
+        running = model.__dict__.get("_running")  # `envoy.iter[...]` / `envoy.all()` (nnsight 0.8)
+        if running is not None:
+            running.tracer = self
         try:
             try:
                 interleaver.start(mediators, total)
@@ -139,7 +154,8 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
                 pass
         finally:
             interleaver.stop()
-            model.__dict__.pop("_running_tracer", None)
+            if running is not None:
+                running.tracer = None
         return output
 
     def _call_model(self, args: tuple, kwargs: dict) -> Any:

@@ -243,25 +243,28 @@ class IterationMixin:
         return self
 
 
-class ModelIterationMixin:
-    """``model.iter[...]`` / ``model.all()``: nnsight 0.8's spellings of ``tracer.iter`` / ``tracer.all()``.
+def envoy_iter(envoy) -> IterationProxy:
+    """``model.iter[...]`` (on the root or any envoy): nnsight 0.8's ``tracer.iter[...]``.
 
-    They act on the trace running this model (the same steps, the same cursor),
-    with a ``NNsightDeprecationWarning`` pointing at the tracer's spelling.
+    It acts on the trace running this model (the same steps, the same cursor), with a
+    ``NNsightDeprecationWarning`` pointing at the tracer's spelling.
     """
+    _warn_model_spelling(f"{_spelled(envoy)}.iter[...]", "tracer.iter[...]")
+    return IterationProxy(_running_tracer(envoy))
 
-    @property
-    def iter(self) -> IterationProxy:
-        _warn_model_spelling("model.iter[...]", "tracer.iter[...]")
-        return IterationProxy(_running_tracer(self))
 
-    def all(self) -> Steps:
-        _warn_model_spelling("model.all()", "tracer.all()")
-        return Steps(_running_tracer(self), slice(None))
+def envoy_all(envoy) -> Steps:
+    """``model.all()`` (on the root or any envoy): nnsight 0.8's ``tracer.all()``."""
+    _warn_model_spelling(f"{_spelled(envoy)}.all()", "tracer.all()")
+    return Steps(_running_tracer(envoy), slice(None))
+
+
+def _spelled(envoy) -> str:
+    return "model" if envoy.path == "model" else "envoy"
 
 
 class _NoRunningTracer:
-    """Stands in for the tracer when this model is not the one being traced: the step count is unknown."""
+    """Stands in for the tracer when no trace runs this model: the step count is unknown."""
 
     _steps = None
 
@@ -269,13 +272,14 @@ class _NoRunningTracer:
         self.model = model
 
 
-def _running_tracer(model):
-    tracer = model.__dict__.get("_running_tracer")
-    return tracer if tracer is not None else _NoRunningTracer(model)
+def _running_tracer(envoy):
+    running = envoy.__dict__.get("_running")
+    tracer = running.tracer if running is not None else None
+    return tracer if tracer is not None else _NoRunningTracer(envoy)
 
 
 def _warn_model_spelling(old: str, new: str) -> None:
-    frame = sys._getframe(2)  # the user's line (compiled trace code keeps its file and line)
+    frame = sys._getframe(3)  # the user's line (compiled trace code keeps its file and line)
     warnings.warn_explicit(
         f"`{old}` is the nnsight 0.8 spelling; use `{new}` (the tracer of `with model.trace(...) as tracer:`).",
         NNsightDeprecationWarning, frame.f_code.co_filename, frame.f_lineno,

@@ -91,3 +91,17 @@ def test_a_module_returning_none_several_times_keeps_every_call(include_inputs):
         for k, inputs in enumerate(cache.side.inputs):
             assert torch.allclose(inputs[0][0], x * k)
     assert torch.allclose(cache.fc.output, net.fc(x))
+
+
+def test_a_path_not_cached_is_a_key_error_by_subscript_and_an_attribute_error_by_name(gpt2_path):
+    from nnsight import LanguageModel
+
+    model = LanguageModel(gpt2_path, dispatch=True)
+    with model.trace("Hello world") as tracer:
+        cache = tracer.cache(modules=[model.lm_head])
+    with pytest.raises(KeyError, match="model.transformer"):
+        cache["model.transformer.h.0"]
+    with pytest.raises(AttributeError, match="cached: model.lm_head"):
+        cache.model.transformer
+    assert not hasattr(cache.model, "transformer") and "model.transformer.h.0" not in cache
+    assert cache["model.lm_head"].output.shape[-1] == 768

@@ -60,6 +60,13 @@ def _run(model, spelling):
         elif spelling == "for model.all":
             for step in model.all():
                 steps.append(model.lm_head.output[:, -1])
+        elif spelling == "for envoy.iter unbounded":  # 0.8.1 has iter/all on every envoy
+            for step in model.lm_head.iter[:]:
+                steps.append(model.lm_head.output[:, -1])
+        elif spelling == "for envoy.all":
+            for step in model.transformer.h[0].all() if hasattr(model, "transformer") \
+                    else model.model.layers[0].all():
+                steps.append(model.lm_head.output[:, -1])
         elif spelling == "with model.all":
             with model.all():
                 steps.append(model.lm_head.output[:, -1])
@@ -68,7 +75,8 @@ def _run(model, spelling):
 
 
 DESIGN = ["for tracer.iter", "with tracer.iter", "for tracer.all", "with tracer.all"]
-OLD = ["for model.iter", "for model.iter unbounded", "for model.all", "with model.all"]
+OLD = ["for model.iter", "for model.iter unbounded", "for model.all", "with model.all",
+       "for envoy.iter unbounded", "for envoy.all"]
 
 
 @pytest.mark.parametrize("spelling", DESIGN + OLD)
