@@ -24,7 +24,7 @@ import dis
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from compiler.ir import CodeUnit, Program
+from compiler.ir import FACT_INVOKE, CodeUnit, Program
 
 from . import claims, gate
 
@@ -46,12 +46,14 @@ class CompiledUnit:
 class CompiledProgram:
     """All units of a program, built; lookups by unit id and by code object."""
 
-    __slots__ = ("program", "units", "free_names", "trivial", "_accesses", "_writeback")
+    __slots__ = ("program", "units", "free_names", "trivial", "invoke_parents", "_accesses", "_writeback")
 
     def __init__(self, program: Program):
         gate.check(program)  # refuse code newer than this Python before building or running any
         self.program = program
-        self._accesses = None  # static envoy accesses (see nnsight/tracing/hookplan.py)
+        self._accesses = False  # static envoy accesses, read from the IR on first use (nnsight/tracing/hookplan.py)
+        # ids of the units whose body opens `with ....invoke(...)` blocks (the IR's `invoke` unit fact)
+        self.invoke_parents = frozenset(u.parent for u in program.units if FACT_INVOKE in u.facts)
         self._writeback: Dict[int, Tuple[str, ...]] = {}
         self.free_names: Tuple[str, ...] = tuple(b.name for b in program.bindings)
         self.units: List[CompiledUnit] = [None] * len(program.units)  # type: ignore[list-item]

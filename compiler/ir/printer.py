@@ -71,6 +71,7 @@ def print_program(p: Program) -> str:
     out += ["feature %s %d" % (quote(name), line) for name, line in h.features]
     out.append("dynamic " + ("true" if p.dynamic else "false"))
     out += ["envoy " + quote(e) for e in p.envoys]
+    out += ["dynamic-name " + _word(n) for n in p.dynamic_names]
     if p.bindings:
         out.append("")
         out += ["binding " + _binding(b) for b in p.bindings]
@@ -88,9 +89,10 @@ def print_program(p: Program) -> str:
 
 def _unit_line(u: CodeUnit) -> str:
     parent = "none" if u.parent is None else "%d" % u.parent
-    return "unit %d %s at %s parent=%s header=%d:%d assigned=%s" % (
+    facts = " facts=" + format_literal(list(u.facts)) if u.facts else ""
+    return "unit %d %s at %s parent=%s header=%d:%d assigned=%s%s" % (
         u.id, _word(u.kind), _loc(u.loc), parent, u.header[0], u.header[1],
-        format_literal(list(u.assigned)))
+        format_literal(list(u.assigned)), facts)
 
 
 def _definition_line(i: int, d: Definition) -> str:

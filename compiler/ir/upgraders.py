@@ -21,6 +21,41 @@ Record = Dict[str, Any]
 # version v -> function(record of version v) -> record of version v + 1
 UPGRADERS: Dict[int, Callable[[Record], Record]] = {}
 
+
+def _v1_to_v2(record: Record) -> Record:
+    """Version 2 added the frontend's facts: ``CodeUnit.facts`` and ``Program.dynamic_names``.
+
+    A version-1 program carries no analysis, so it gets the conservative one: ``dynamic`` True
+    (every module is hooked, as version-1 runtimes did) and no dynamic names. A unit's
+    ``invoke`` fact is read from its with-header lines in the parent's source, which is how
+    version-1 runtimes decided it; this runs once, when an old program is loaded.
+    """
+    units = record.get("units")
+    if not isinstance(units, list):
+        raise IRDecodeError("units: expected a list")
+    by_id = {u.get("id"): u for u in units if isinstance(u, dict)}
+    for unit in units:
+        if not isinstance(unit, dict):
+            continue
+        parent = by_id.get(unit.get("parent")) if unit.get("parent") is not None else None
+        unit["facts"] = ["invoke"] if parent is not None and ".invoke(" in _header_text(parent, unit) else []
+    record["dynamic"] = True
+    record["dynamic_names"] = []
+    return record
+
+
+def _header_text(parent: Record, unit: Record) -> str:
+    try:
+        lines = parent["source"].splitlines()
+        first, last = unit["header"]
+        start = parent["loc"][1]
+        return "\n".join(lines[first - start: last - start + 1])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return ""
+
+
+UPGRADERS[1] = _v1_to_v2
+
 OLDEST_VERSION = 1  # first version ever produced
 
 
@@ -104,6 +139,7 @@ def to_record(p: Program) -> Record:
                 "parent": u.parent,
                 "header": list(u.header),
                 "assigned": list(u.assigned),
+                "facts": list(u.facts),
             }
             for u in p.units
         ],
@@ -111,6 +147,7 @@ def to_record(p: Program) -> Record:
         "definitions": [_definition_rec(d) for d in p.definitions],
         "envoys": list(p.envoys),
         "dynamic": p.dynamic,
+        "dynamic_names": list(p.dynamic_names),
     }
 
 
@@ -200,6 +237,7 @@ def _unit(r: _Reader) -> CodeUnit:
         parent=r.field("parent").opt_int(),
         header=(first.int(), last.int()),
         assigned=tuple(a.str() for a in r.field("assigned").items()),
+        facts=tuple(f.str() for f in r.field("facts").items()),
     )
 
 
@@ -226,4 +264,5 @@ def from_record(record: Record) -> Program:
         definitions=tuple(_definition(d) for d in r.field("definitions").items()),
         envoys=tuple(e.str() for e in r.field("envoys").items()),
         dynamic=r.field("dynamic").bool(),
+        dynamic_names=tuple(n.str() for n in r.field("dynamic_names").items()),
     )

@@ -7,7 +7,6 @@ from compiler.frontend.fastpath import lower_with_accesses
 from runtime import claims
 from runtime.builder import CompiledProgram
 
-from .hookplan import preset_report
 from .irdump import dump_program
 
 _cache: Dict[Tuple[int, int], Tuple[object, CompiledProgram]] = {}  # (id(code), lasti) -> (code, program)
@@ -29,10 +28,9 @@ def compile_call_site(frame) -> CompiledProgram:
             lines = source.text.splitlines(True)
             pad = [""] * (source.first_line - 1)
             linecache.cache[source.filename] = (len(source.text), None, pad + lines, source.filename)
-        program, accesses = lower_with_accesses(source.text, source.filename, frame.f_lineno,
+        program, _ = lower_with_accesses(source.text, source.filename, frame.f_lineno,
                                                 first_line=source.first_line, lines=source.lines)
         compiled = CompiledProgram(program)
-        preset_report(compiled, accesses)
         dump_program(program)
         _name_units(compiled, frame.f_code)
         _cache[key] = (code, compiled)

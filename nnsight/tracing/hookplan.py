@@ -1,8 +1,10 @@
 """Which modules an execution must patch: only those its interventions can touch.
 
-The frontend reports the static envoy chains of a program's code
-(``model.transformer.h[0].output`` → ``model.transformer.h.0``) and which names
-are used in ways it cannot follow. Patching only the named modules makes a
+The frontend records in the IR the static envoy chains of a program's code
+(``Program.envoys``: ``model.transformer.h[0].output`` → ``model.transformer.h.0``),
+the names used in ways it cannot follow (``Program.dynamic_names``) and whether the
+code needs every module (``Program.dynamic``); the runtime reads only those, so a
+server decides from the IR alone. Patching only the named modules makes a
 trace's cost scale with what it touches, not with the model's size. Whenever
 that is not provably safe — a model name used dynamically (``h[i]``, passed to
 a function, iterated), a user-defined callable that might reach the model
@@ -16,10 +18,9 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from compiler.fallbacks import FALLBACKS, reason_of
-from compiler.frontend import scan_accesses
+from compiler.frontend.accesses import AccessReport
 from runtime import claims
 
-_NEEDS_ALL = (".cache(", ".source", ".get(", ".modules(", ".named_modules(", "hook=True")
 _LIBRARY_DIRS = tuple(
     os.path.normpath(p) + os.sep
     for p in {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")} if p
@@ -27,22 +28,13 @@ _LIBRARY_DIRS = tuple(
 _opaque_cache: Dict[Any, bool] = {}
 
 
-def preset_report(compiled, report) -> None:
-    """Use ``report`` (computed by the frontend on its own parse) as the program's access report."""
-    if report is not None and compiled._accesses is None:
-        root = compiled.program.units[0].source
-        if not any(token in root for token in _NEEDS_ALL):
-            compiled._accesses = report
-
-
 def _report(compiled):
-    """The program's access report, computed once per compiled program (None: patch everything)."""
+    """The program's access report, read from its IR once per compiled program (None: patch everything)."""
     report = compiled._accesses
     if report is None:
-        root = compiled.program.units[0].source
-        needs_all = any(token in root for token in _NEEDS_ALL)
-        report = (None if needs_all else scan_accesses(root))
-        compiled._accesses = report
+        return None
+    if report is False:  # not read yet
+        report = compiled._accesses = AccessReport.from_program(compiled.program)
     return report
 
 
