@@ -34,7 +34,7 @@ CLAIMED = "__nnsight_claimed__"
 class CompiledUnit:
     """A unit's code object, plus which descendant unit each header line starts."""
 
-    __slots__ = ("program", "unit", "code", "headers")
+    __slots__ = ("program", "unit", "code", "headers", "__weakref__")  # weak: runtime.claims
 
     def __init__(self, program: "CompiledProgram", unit: CodeUnit, code, headers: Dict[int, int]):
         self.program = program

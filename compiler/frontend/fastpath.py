@@ -110,6 +110,12 @@ class _Lines:
 
 
 _TREES: dict = {}  # (filename, text) -> parsed module: a file with many call sites is parsed once
+TREES_BOUND = 8
+
+
+def tree_cache_size() -> int:
+    """Parsed files kept (at most TREES_BOUND)."""
+    return len(_TREES)
 
 
 def _parse(text: str, filename: str) -> ast.Module:
@@ -117,7 +123,7 @@ def _parse(text: str, filename: str) -> ast.Module:
     key = (filename, text)
     tree = _TREES.get(key)
     if tree is None:
-        if len(_TREES) >= 8:
+        if len(_TREES) >= TREES_BOUND:
             _TREES.clear()
         tree = _TREES[key] = ast.parse(text)
     return tree

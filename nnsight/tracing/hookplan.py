@@ -19,13 +19,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from compiler.fallbacks import FALLBACKS, reason_of
 from compiler.frontend.accesses import AccessReport
-from runtime import claims
+from runtime import claims, registries
 
 _LIBRARY_DIRS = tuple(
     os.path.normpath(p) + os.sep
     for p in {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")} if p
 )
-_opaque_cache: Dict[Any, bool] = {}
+_opaque_cache: Dict[Any, bool] = {}  # code object -> is it user code; at most OPAQUE_BOUND entries
+OPAQUE_BOUND = 4096
 
 
 def _report(compiled):
@@ -43,6 +44,8 @@ def _user_code(code) -> bool:
     if hit is None:
         filename = os.path.normpath(os.path.abspath(code.co_filename))
         hit = not filename.startswith(_LIBRARY_DIRS) and not filename.startswith(_OWN_DIRS)
+        if len(_opaque_cache) >= OPAQUE_BOUND:
+            _opaque_cache.clear()
         _opaque_cache[code] = hit
     return hit
 
@@ -116,6 +119,7 @@ _INTERNAL_NAMES = frozenset(("__builtins__", "__name__", "__nnsight_claimed__", 
 # Library types whose instances can't reach a model (tensors, numbers, strings...): learned as
 # values are classified, so a trace's namespace is usually checked with one set lookup per name.
 _SAFE_TYPES: set = {int, float, bool, str, bytes, type(None)}
+SAFE_TYPES_BOUND = 4096  # (library types only, so this is never reached in practice)
 
 
 def _model_names(model, ns: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -134,7 +138,8 @@ def _model_names(model, ns: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             return None  # (a `.source` operation bound outside the trace: its module must run patched)
         elif not isinstance(value, (list, tuple, set, frozenset, dict, type, types.ModuleType,
                                     types.FunctionType, types.MethodType)):
-            safe.add(cls)  # a library type (user types are opaque): its instances never need a look
+            if len(safe) < SAFE_TYPES_BOUND:
+                safe.add(cls)  # a library type (user types are opaque): its instances never need a look
     return roots
 
 
@@ -244,3 +249,8 @@ def _resolve(plans, Envoy) -> Any:
                 seen.add(id(envoy))
                 envoys.append(envoy)
     return envoys
+
+
+registries.track("nnsight.tracing.hookplan.opaque_codes", lambda: len(_opaque_cache), OPAQUE_BOUND)
+registries.track("nnsight.tracing.hookplan.user_types", lambda: len(_type_cache), None)
+registries.track("nnsight.tracing.hookplan.safe_types", lambda: len(_SAFE_TYPES), SAFE_TYPES_BOUND)
