@@ -295,7 +295,7 @@ def run_ir(data: bytes, model, x, extra: Optional[dict] = None) -> Dict[str, obj
     program = decode(data)
     compiled = CompiledProgram(program)
     # the scripts whose body opens invokes are traced as `with model.trace() as tracer:`
-    tracer = model.trace() if ".invoke(" in program.units[0].source else model.trace(x)
+    tracer = model.trace() if 0 in compiled.invoke_parents else model.trace(x)  # (the IR's invoke facts)
     ns = {"model": model, "x": x, "torch": torch, "tracer": tracer}
     ns.update(extra or {})
     return dict(tracer.run_program(compiled, ns))
