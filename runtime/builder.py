@@ -46,7 +46,7 @@ class CompiledUnit:
 class CompiledProgram:
     """All units of a program, built; lookups by unit id and by code object."""
 
-    __slots__ = ("program", "units", "free_names", "trivial", "invoke_parents", "_accesses", "_writeback")
+    __slots__ = ("program", "units", "free_names", "trivial", "invoke_parents", "memo", "_accesses", "_writeback")
 
     def __init__(self, program: Program):
         gate.check(program)  # refuse code newer than this Python before building or running any
@@ -55,6 +55,8 @@ class CompiledProgram:
         # ids of the units whose body opens `with ....invoke(...)` blocks (the IR's `invoke` unit fact)
         self.invoke_parents = frozenset(u.parent for u in program.units if FACT_INVOKE in u.facts)
         self._writeback: Dict[int, Tuple[str, ...]] = {}
+        # facts the tracing layer derives from this program once (kept here, they die with it)
+        self.memo: Dict[Tuple[str, int], object] = {}
         self.free_names: Tuple[str, ...] = tuple(b.name for b in program.bindings)
         self.units: List[CompiledUnit] = [None] * len(program.units)  # type: ignore[list-item]
         for unit in program.units:

@@ -285,14 +285,12 @@ def _warn_model_spelling(old: str, new: str) -> None:
 
 # ----------------------------------------------------------------------------- helpers
 
-_as_cache: Dict[Tuple[int, int], Tuple[Any, Optional[str]]] = {}
-
-
 def _as_name(compiled, unit_id: int) -> Optional[str]:
     """The ``as`` target name of the with-statement that owns ``unit_id`` (None if absent)."""
-    hit = _as_cache.get((id(compiled), unit_id))
-    if hit is not None and hit[0] is compiled:
-        return hit[1]
+    key = ("as_name", unit_id)
+    memo = compiled.memo
+    if key in memo:
+        return memo[key]
     name = None
     program = compiled.program
     unit = program.units[unit_id]
@@ -313,5 +311,5 @@ def _as_name(compiled, unit_id: int) -> Optional[str]:
                 if isinstance(item.optional_vars, ast.Name):
                     name = item.optional_vars.id
                     break
-    _as_cache[(id(compiled), unit_id)] = (compiled, name)
+    memo[key] = name
     return name
