@@ -2,13 +2,14 @@
 
 Example::
 
-    nnsight-ir 1
+    nnsight-ir 2
     producer "nnsight 0.9.0"
     python "3.11.7"
     min-python 3.9
     feature "match statement" 4
     dynamic false
     envoy "model.transformer.h.0"
+    dynamic-name norm
 
     binding model model "model"
     binding scale value 0.5
@@ -22,7 +23,7 @@ Example::
       | def norm(x):
       |     return x / x.norm()
 
-A definition of another kind than ``def`` says so (``definition 1 "make.f"
+A unit with facts lists them last (``facts=["invoke"]``). A definition of another kind than ``def`` says so (``definition 1 "make.f"
 kind=local module=...``) and may list ``  cell NAME KIND VALUE`` and
 ``  attr NAME KIND VALUE`` lines after its globals.
 
