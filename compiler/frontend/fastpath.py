@@ -255,6 +255,7 @@ def _lower_at(src: _Lines, top, filename: str, line: int, first_line: int, acces
                 parent=parent,
                 header=(header[0] + shift, header[1] + shift),
                 assigned=names.assigned.get(uid, ()),
+                target=_as_target(node),
                 facts=(FACT_INVOKE,) if parent is not None and _opens_invoke(node) else (),
             )
         )
@@ -284,6 +285,14 @@ def _lower_at(src: _Lines, top, filename: str, line: int, first_line: int, acces
     if not accesses:
         return program
     return program, report
+
+
+def _as_target(node) -> Optional[str]:
+    """The first plain-name ``as`` target of the with-statement ``node`` (= lower.as_target)."""
+    for item in node.items:
+        if isinstance(item.optional_vars, ast.Name):
+            return item.optional_vars.id
+    return None
 
 
 def _opens_invoke(node) -> bool:

@@ -12,7 +12,8 @@ with-header and ``loc``/``source`` follow :mod:`compiler.frontend.dedent`; all
 line numbers are user-file lines. ``assigned`` and the program's bindings
 follow :mod:`compiler.frontend.names`. ``envoys``/``dynamic``/``dynamic_names``
 come from the access report of the root unit (:mod:`compiler.frontend.accesses`),
-and a unit whose with-header calls ``.invoke(...)`` has the ``invoke`` fact.
+a unit whose with-header calls ``.invoke(...)`` has the ``invoke`` fact, and
+``target`` is the with-statement's first plain-name ``as`` target.
 """
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ def nested_withs(node: cst.CSTNode, parent: int, out: List[Tuple[cst.With, Optio
             nested_withs(child.body, len(out) - 1, out)
         else:
             nested_withs(child, parent, out)
+
+
+def as_target(node: cst.With) -> Optional[str]:
+    """The first plain-name ``as`` target of the with-statement ``node`` (None if absent)."""
+    for item in node.items:
+        if item.asname is not None and isinstance(item.asname.name, cst.Name):
+            return item.asname.name.value
+    return None
 
 
 def opens_invoke(node: cst.With) -> bool:
@@ -84,6 +93,7 @@ def lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Prog
                 parent=parent,
                 header=(first_header + shift, last_header + shift),
                 assigned=names.assigned.get(uid, ()),
+                target=as_target(node),
                 facts=(FACT_INVOKE,) if parent is not None and opens_invoke(node) else (),
             )
         )

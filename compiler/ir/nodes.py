@@ -61,6 +61,8 @@ class CodeUnit:
       header that owns this body; a tracing context entered on one of those
       lines inside the parent unit runs this unit as its body.
     assigned: names the unit binds at its top level (candidates for write-back).
+    target: the name the unit's with-statement binds with ``as NAME`` (its first
+      with-item whose target is a plain name; None when there is none).
     facts: what the frontend found about this unit, from :data:`UNIT_FACTS`
       (``FACT_INVOKE``: its with-header calls ``.invoke(...)``, so the parent's
       body opens invokes). The runtime decides from these, never from source text.
@@ -73,6 +75,7 @@ class CodeUnit:
     parent: Optional[int] = None
     header: Tuple[int, int] = (0, 0)
     assigned: Tuple[str, ...] = ()
+    target: Optional[str] = None
     facts: Tuple[str, ...] = ()
 
 

@@ -337,6 +337,10 @@ class _Parser:
         assigned = cur.literal()
         if type(assigned) is not list or not all(type(a) is str for a in assigned):
             raise cur.error("assigned= must be a list of strings", start)
+        target = None
+        if cur.peek("as="):
+            cur.expect("as=")
+            target = cur.name()
         facts: List[Any] = []
         if not cur.at_end():
             cur.expect("facts=")
@@ -348,7 +352,7 @@ class _Parser:
         source, _ = self._block(allow_globals=False)
         self.units.append({
             "id": uid, "kind": kind, "source": source, "loc": loc, "parent": parent,
-            "header": [first, last], "assigned": assigned, "facts": facts,
+            "header": [first, last], "assigned": assigned, "target": target, "facts": facts,
         })
 
     def _definition(self, cur: _Cursor) -> None:

@@ -23,7 +23,8 @@ Example::
       | def norm(x):
       |     return x / x.norm()
 
-A unit with facts lists them last (``facts=["invoke"]``). A definition of another kind than ``def`` says so (``definition 1 "make.f"
+A unit whose with-statement has an ``as`` target ends with ``as=NAME``, and one
+with facts lists them last (``facts=["invoke"]``). A definition of another kind than ``def`` says so (``definition 1 "make.f"
 kind=local module=...``) and may list ``  cell NAME KIND VALUE`` and
 ``  attr NAME KIND VALUE`` lines after its globals.
 
@@ -90,10 +91,11 @@ def print_program(p: Program) -> str:
 
 def _unit_line(u: CodeUnit) -> str:
     parent = "none" if u.parent is None else "%d" % u.parent
+    target = "" if u.target is None else " as=" + _word(u.target)
     facts = " facts=" + format_literal(list(u.facts)) if u.facts else ""
-    return "unit %d %s at %s parent=%s header=%d:%d assigned=%s%s" % (
+    return "unit %d %s at %s parent=%s header=%d:%d assigned=%s%s%s" % (
         u.id, _word(u.kind), _loc(u.loc), parent, u.header[0], u.header[1],
-        format_literal(list(u.assigned)), facts)
+        format_literal(list(u.assigned)), target, facts)
 
 
 def _definition_line(i: int, d: Definition) -> str:

@@ -116,6 +116,8 @@ def _units(p: Program, can_compile: bool, problems: List[str]) -> None:
                 problems.append("%s: assigned name %r is not an identifier" % (where, name))
         if len(set(u.assigned)) != len(u.assigned):
             problems.append("%s: assigned names are not unique" % where)
+        if u.target is not None and not _identifier(u.target):
+            problems.append("%s: target %r is not an identifier" % (where, u.target))
         for fact in u.facts:
             if fact not in UNIT_FACTS:
                 problems.append("%s: unknown fact %r (known: %s)" % (where, fact, ", ".join(UNIT_FACTS)))

@@ -36,7 +36,7 @@ def compile_call_site(frame) -> CompiledProgram:
         compiled = CompiledProgram(program)
         dump_program(program)
         _name_units(compiled, frame.f_code)
-        if len(_cache) >= CACHE_BOUND:
+        while len(_cache) >= CACHE_BOUND:
             del _cache[next(iter(_cache))]
         _cache[key] = (code, compiled)
     return compiled

@@ -68,7 +68,7 @@ def test_both_lowerings_record_the_same_access_facts():
         slow = lower_libcst(text, path, line)
         assert (fast.envoys, fast.dynamic, fast.dynamic_names) == (slow.envoys, slow.dynamic, slow.dynamic_names), (
             path, line)
-        assert [u.facts for u in fast.units] == [u.facts for u in slow.units], (path, line)
+        assert [(u.facts, u.target) for u in fast.units] == [(u.facts, u.target) for u in slow.units], (path, line)
         compared += 1
     assert compared > 30
 

@@ -164,6 +164,10 @@ def test_access_facts_in_the_ir():
         # bare uses (assignment targets too); model: its chain through 'a.b' has no dotted path
         assert set(program.dynamic_names) == {"h", "p", "layers", "i", "y", "torch", "z", "s", "model"}
         assert [u.facts for u in program.units] == [(), ("invoke",), ()]
+        assert [u.target for u in program.units] == [None, None, None]
+    src = "with m.trace(x) as tr:\n    with a, tr.iter[:] as (p, q), b as step:\n        pass\n"
+    for program in (fastpath.try_lower(src, "t.py", 1), lower_libcst(src, "t.py", 1)):
+        assert [u.target for u in program.units] == ["tr", "step"]
     for needs_all in ("c = model.h.cache()\n", "s = model.h.source\n", "g = model.get('h')\n",
                       "n = list(model.modules())\n", "n = model.named_modules()\n", "f(model, hook=True)\n"):
         text = "with m.trace(x):\n    " + needs_all

@@ -68,7 +68,9 @@ PROGRAM_V1 = Program(
 
 
 # Version 2 added the frontend's access facts; the v1 program loads with the conservative ones.
+# (the nested unit's `as` target is read from its header line, as version 1 runtimes did)
 V1_UPGRADED = dataclasses.replace(PROGRAM_V1, header=dataclasses.replace(PROGRAM_V1.header, ir_version=2),
+                                  units=(PROGRAM_V1.units[0], dataclasses.replace(PROGRAM_V1.units[1], target="g")),
                                   dynamic=True, dynamic_names=())
 PROGRAM = dataclasses.replace(V1_UPGRADED, dynamic=False,
                               dynamic_names=("cfg", "g", "label", "len", "normalize", "print", "tokens"))

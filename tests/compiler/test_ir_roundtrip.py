@@ -62,6 +62,7 @@ def units(draw):
             parent=parent,
             header=(draw(ints), draw(ints)),
             assigned=tuple(draw(st.lists(names, max_size=3))),
+            target=draw(st.none() | names),
             facts=tuple(draw(st.lists(st.just("invoke") | texts, max_size=2))),
         ))
     return tuple(out)
