@@ -24,7 +24,7 @@ import dis
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from compiler.ir import CodeUnit, Program
+from compiler.ir import FACT_INVOKE, CodeUnit, Program
 
 from . import claims, gate
 
@@ -34,7 +34,7 @@ CLAIMED = "__nnsight_claimed__"
 class CompiledUnit:
     """A unit's code object, plus which descendant unit each header line starts."""
 
-    __slots__ = ("program", "unit", "code", "headers")
+    __slots__ = ("program", "unit", "code", "headers", "__weakref__")  # weak: runtime.claims
 
     def __init__(self, program: "CompiledProgram", unit: CodeUnit, code, headers: Dict[int, int]):
         self.program = program
@@ -46,7 +46,8 @@ class CompiledUnit:
 class CompiledProgram:
     """All units of a program, built; lookups by unit id and by code object."""
 
-    __slots__ = ("program", "units", "free_names", "trivial", "_accesses", "_writeback", "rewrite")
+    __slots__ = ("program", "units", "free_names", "trivial", "invoke_parents", "memo", "_accesses", "_writeback",
+                 "rewrite")
 
     def __init__(self, program: Program, rewrite: Optional[Callable[[ast.AST, str], ast.AST]] = None):
         """``rewrite(tree, file)``: lowers a unit's tree before it is compiled -- the server's
@@ -55,8 +56,12 @@ class CompiledProgram:
         gate.check(program)  # refuse code newer than this Python before building or running any
         self.program = program
         self.rewrite = rewrite
-        self._accesses = None  # static envoy accesses (see nnsight/tracing/hookplan.py)
+        self._accesses = False  # static envoy accesses, read from the IR on first use (nnsight/tracing/hookplan.py)
+        # ids of the units whose body opens `with ....invoke(...)` blocks (the IR's `invoke` unit fact)
+        self.invoke_parents = frozenset(u.parent for u in program.units if FACT_INVOKE in u.facts)
         self._writeback: Dict[int, Tuple[str, ...]] = {}
+        # facts the tracing layer derives from this program once (kept here, they die with it)
+        self.memo: Dict[Tuple[str, int], object] = {}
         self.free_names: Tuple[str, ...] = tuple(b.name for b in program.bindings)
         self.units: List[CompiledUnit] = [None] * len(program.units)  # type: ignore[list-item]
         for unit in program.units:

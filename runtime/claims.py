@@ -7,22 +7,39 @@ with-header holds the current line and marks it claimed for that frame; the
 rewritten with-body then asks :func:`claimed` and skips its inline copy.
 """
 import sys
+import weakref
 from typing import Dict, Optional
 
-# id(code object) -> (code object, CompiledUnit). Keyed by id: hashing a code object hashes
-# all its bytecode and constants (tens of microseconds for a big module) and is not cached.
-_codes: Dict[int, tuple] = {}
-_claims: Dict[int, int] = {}  # id(frame) -> claimed unit id
+from . import registries
+
+# id(code object) -> weak reference to the CompiledUnit built as that code. Keyed by id: hashing
+# a code object hashes all its bytecode and constants (tens of microseconds for a big module) and
+# is not cached. Weak: an entry goes when its unit's program is dropped (a request that finished,
+# a call site evicted from the compile cache), so the registry never outgrows the live programs.
+_codes: Dict[int, "weakref.ref"] = {}
+# id(frame) -> claimed unit id. A claim is consumed by the with-body right after it is made, so
+# this holds at most the nesting depth; claims left by an exception are dropped at CLAIMS_BOUND.
+_claims: Dict[int, int] = {}
+CLAIMS_BOUND = 1024
 
 
 def register(code, compiled_unit) -> None:
-    _codes[id(code)] = (code, compiled_unit)
+    key = id(code)
+
+    def forget(ref, key=key):
+        if _codes.get(key) is ref:
+            del _codes[key]
+
+    _codes[key] = weakref.ref(compiled_unit, forget)
 
 
 def unit_for_code(code):
     """The CompiledUnit built as ``code``, or None for code we did not build."""
-    entry = _codes.get(id(code))
-    return entry[1] if entry is not None and entry[0] is code else None
+    ref = _codes.get(id(code))
+    if ref is None:
+        return None
+    unit = ref()
+    return unit if unit is not None and unit.code is code else None
 
 
 def compiled_unit_of(frame):
@@ -44,6 +61,8 @@ def claim(frame) -> Optional[object]:
             f"nnsight: a tracing context was entered at line {frame.f_lineno} of compiled "
             f"code from {owner.unit.loc.file}, but no with-block starts there. Tracing "
             f"contexts must be used directly in a `with` statement.")
+    if len(_claims) >= CLAIMS_BOUND:
+        _claims.clear()  # only stale claims can be this many (see CLAIMS_BOUND)
     _claims[id(frame)] = uid
     return owner.program, uid
 
@@ -56,3 +75,7 @@ def claimed(uid: int) -> bool:
 def clear() -> None:
     _codes.clear()
     _claims.clear()
+
+
+registries.track("runtime.claims.codes", lambda: len(_codes), None)
+registries.track("runtime.claims.claims", lambda: len(_claims), CLAIMS_BOUND)

@@ -15,7 +15,7 @@ from greenlet import getcurrent
 
 from . import events
 from .batcher import Batcher
-from .mediator import Mediator, _released
+from .mediator import Mediator
 
 _MISSING = object()
 RESULT = "result"  # provider of the traced function's return value
@@ -46,7 +46,7 @@ class Interleaver:
     """Coordinates one model execution with its mediators."""
 
     __slots__ = ("mediators", "batcher", "counts", "active", "_patched", "_skips", "_wrappers", "sources",
-                 "caches", "_repatch", "__weakref__")
+                 "caches", "released", "_repatch", "__weakref__")
 
     def __init__(self) -> None:
         self.mediators: List[Mediator] = []
@@ -64,6 +64,8 @@ class Interleaver:
         self.sources: Dict[torch.nn.Module, Any] = {}
         # (cache, batch group) observers fed every provider's final value (tracer.cache())
         self.caches: List[Tuple[Any, Any]] = []
+        # mediators a barrier just released, still to be offered the value being provided
+        self.released: List[Mediator] = []
 
     # ------------------------------------------------------------- providers
 
@@ -262,7 +264,7 @@ class Interleaver:
                 mediator.cancel()
         self.mediators = []
         self.caches = []
-        _released.clear()  # mediators a barrier released (runtime/mediator.py)
+        self.released.clear()  # mediators a barrier released (runtime/mediator.py)
         self.batcher.current = None
         self.unpatch()
 

@@ -16,9 +16,8 @@ from .errors import Cancelation, MissedProviderError, OutOfOrderError
 Event = Tuple[int, Optional[str], int, Any]
 _END: Event = (events.END, None, 0, None)
 _VALUE, _SWAP, _SKIP, _EXCEPTION = events.VALUE, events.SWAP, events.SKIP, events.EXCEPTION
-# Mediators a barrier released while a provider is being handled: each gets that value too if it
-# asks for it next, even if it comes before the releasing mediator in invoke order.
-_released: list = []
+# Mediators a barrier released while a provider is being handled (Interleaver.released): each
+# gets that value too if it asks for it next, even if it comes before the releasing mediator.
 _UNBOUND = object()
 
 
@@ -150,7 +149,7 @@ class Mediator:
                 for other in event[3].release(self.interleaver.mediators):
                     if other is not self and other._worker is not None:
                         other._resume(None)
-                        _released.append(other)
+                        self.interleaver.released.append(other)
                 worker = self._worker
                 worker.parent = getcurrent()
                 event = worker.switch(None) if self.bindings is None else self._switch(worker, worker.switch, None)
@@ -170,7 +169,7 @@ class Mediator:
             if rkey != key or rit != iteration:
                 if kind == _EXCEPTION:
                     raise payload
-                if _released:
+                if interleaver.released:
                     self._serve_released(key, iteration)
                 return
             if kind == _VALUE:
@@ -188,8 +187,9 @@ class Mediator:
 
     def _serve_released(self, key: str, iteration: int) -> None:
         """Give the value being provided to mediators a barrier just released, if they want it."""
-        while _released:
-            other = _released.pop(0)
+        released = self.interleaver.released
+        while released:
+            other = released.pop(0)
             event = other.event
             if not other.done and event[1] == key and event[2] == iteration:
                 other.handle(key, iteration)

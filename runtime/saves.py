@@ -5,6 +5,7 @@ user's frame (or sent back from a server); everything else is dropped.
 """
 from typing import Any, Set
 
+from . import registries
 from .errors import SaveOutsideTraceError
 
 SAVES: Set[int] = set()  # never rebound (nnsight/pymount.py binds its `add`)
@@ -40,3 +41,7 @@ def save(obj: Any) -> Any:
 
 def is_saved(obj: Any) -> bool:
     return id(obj) in SAVES
+
+
+# Cleared when the outermost trace ends: holds the ids one (possibly nested) trace saved.
+registries.track("runtime.saves.marked", lambda: len(SAVES), None)

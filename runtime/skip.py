@@ -24,6 +24,8 @@ import sys
 
 from compiler.fallbacks import FALLBACKS
 
+from . import registries
+
 _NOP = dis.opmap["NOP"]
 _ALWAYS_OPCODES = sys.version_info < (3, 12)
 
@@ -210,3 +212,6 @@ from .frames import locals_to_fast as _locals_to_fast  # noqa: E402
 
 def disarm(frame, trap: Trap) -> None:
     trap.release()
+
+
+registries.track("runtime.skip.indexed_codes", lambda: len(_INDEX), 4097)

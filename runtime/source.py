@@ -44,6 +44,7 @@ import weakref
 from collections import defaultdict
 from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
 
+from . import registries
 from .errors import SourceNotAvailable
 from .interleaver import _combine_skips
 
@@ -200,6 +201,8 @@ def _plain_function(fn: Callable) -> types.FunctionType:
     return fn
 
 
+# forward code object -> its rewritten form: one per module class whose `.source` was used (the
+# model's own code, not per request), so it is tracked but not bounded
 _cache: Dict[types.CodeType, Injected] = {}
 _BUILT = "__nnsight_built__"  # on a function build() made: (the original plain function, its hook)
 
@@ -392,3 +395,6 @@ def activate(interleaver, path: str, module, forward: Callable) -> None:
     if original is None or not any(m is module for m, _ in interleaver._patched):
         return
     module.__dict__["forward"] = interleaver._forward(path, types.MethodType(forward, module))
+
+
+registries.track("runtime.source.injected_forwards", lambda: len(_cache), None)

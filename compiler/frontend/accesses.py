@@ -18,6 +18,7 @@ names are models: it hooks only the touched modules unless one of them is in
 """
 from __future__ import annotations
 
+import keyword
 from dataclasses import dataclass
 from typing import FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
@@ -40,6 +41,12 @@ ROOT_ATTRIBUTES = frozenset(
     )
 )
 
+# Attributes whose use needs every module hooked, whatever the chain (``.cache()``, ``.source``,
+# ``model.get("path")``, ``.modules()``...): the runtime cannot name the modules they reach.
+NEEDS_ALL_ATTRIBUTES = frozenset(("cache", "source", "get", "modules", "named_modules"))
+# Keyword arguments with the same effect (``hook=True`` asks for every module's hooks).
+NEEDS_ALL_KEYWORDS = frozenset(("hook",))
+
 Chain = Tuple[str, Tuple[str, ...], str]
 
 
@@ -47,10 +54,42 @@ Chain = Tuple[str, Tuple[str, ...], str]
 class AccessReport:
     """chains: static envoy chains, unique, in order of appearance.
     dynamic_roots: names with at least one non-static use.
+    needs_all: the code uses an attribute of :data:`NEEDS_ALL_ATTRIBUTES` or a keyword of
+      :data:`NEEDS_ALL_KEYWORDS`, so every module must be hooked.
     """
 
     chains: Tuple[Chain, ...]
     dynamic_roots: FrozenSet[str]
+    needs_all: bool = False
+
+    def ir_fields(self) -> dict:
+        """``envoys``, ``dynamic`` and ``dynamic_names`` of the IR :class:`~compiler.ir.nodes.Program`.
+
+        A chain with a string step holding a dot cannot be a dotted path: its root is made
+        dynamic instead. ``True``/``False``/``None`` (names in libcst's tree) are never models.
+        """
+        envoys: List[str] = []
+        dynamic = set(self.dynamic_roots)
+        for root, path, _ in self.chains:
+            if any("." in step for step in path):
+                dynamic.add(root)
+                continue
+            dotted = ".".join((root,) + path)
+            if dotted not in envoys:
+                envoys.append(dotted)
+        names = tuple(sorted(n for n in dynamic if n.isidentifier() and not keyword.iskeyword(n)))
+        return {"envoys": tuple(envoys), "dynamic": self.needs_all, "dynamic_names": names}
+
+    @classmethod
+    def from_program(cls, program) -> "Optional[AccessReport]":
+        """The report a program's IR carries, or None when it needs every module hooked."""
+        if program.dynamic:
+            return None
+        chains = []
+        for path in program.envoys:
+            parts = path.split(".")
+            chains.append((parts[0], tuple(parts[1:]), ""))
+        return cls(tuple(chains), frozenset(program.dynamic_names), False)
 
     def dynamic_for(self, model_names: Iterable[str]) -> bool:
         """Whether any of ``model_names`` is used non-statically."""
@@ -77,7 +116,7 @@ def scan_accesses(sources: Union[str, Sequence[str], Iterable[cst.CSTNode]]) -> 
     scanner = _Scanner()
     for node in nodes:
         scanner.visit(node)
-    return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic))
+    return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic), scanner.needs_all)
 
 
 def envoy_chains(sources: Union[str, Sequence[str]]) -> List[Chain]:
@@ -108,6 +147,7 @@ class _Scanner:
         self.chains: List[Chain] = []
         self.seen: Set[Chain] = set()
         self.dynamic: Set[str] = set()
+        self.needs_all = False
 
     def visit(self, node: cst.CSTNode) -> None:
         handler = getattr(self, "v_" + type(node).__name__, None)
@@ -127,6 +167,8 @@ class _Scanner:
     v_Call = v_Attribute
 
     def v_Arg(self, node: cst.Arg) -> None:
+        if node.keyword is not None and node.keyword.value in NEEDS_ALL_KEYWORDS:
+            self.needs_all = True
         self.visit(node.value)
 
     def v_Param(self, node: cst.Param) -> None:
@@ -164,7 +206,10 @@ class _Scanner:
         steps.reverse()
         # sub-expressions are scanned on their own
         for step in steps:
-            if isinstance(step, cst.Subscript):
+            if isinstance(step, cst.Attribute):
+                if step.attr.value in NEEDS_ALL_ATTRIBUTES:
+                    self.needs_all = True
+            elif isinstance(step, cst.Subscript):
                 for el in step.slice:
                     self.visit(el)
             elif isinstance(step, cst.Call):

@@ -17,7 +17,7 @@ import tokenize
 from typing import List, Optional, Sequence, Set
 
 from ..fallbacks import FALLBACKS, reason_of
-from .accesses import AccessReport
+from .accesses import NEEDS_ALL_ATTRIBUTES, NEEDS_ALL_KEYWORDS, AccessReport
 from .fast_names import Decline, visit_children
 
 TERMINALS = frozenset(("output", "input", "inputs", "skip", "source", "next", "grad"))  # = accesses.TERMINALS
@@ -64,7 +64,7 @@ def try_scan(texts: Sequence[str]):
     except Exception as exc:  # Decline, SyntaxError, or a bug here: the libcst path decides
         FALLBACKS.note("frontend.accesses", reason_of(exc))
         return None
-    return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic))
+    return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic), scanner.needs_all)
 
 
 def scan_statements(body: Sequence[ast.stmt], lines: Sequence[str]):
@@ -80,7 +80,7 @@ def scan_statements(body: Sequence[ast.stmt], lines: Sequence[str]):
     except Exception as exc:  # the caller scans the unit's text instead
         FALLBACKS.note("frontend.accesses", reason_of(exc))
         return None
-    return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic))
+    return AccessReport(tuple(scanner.chains), frozenset(scanner.dynamic), scanner.needs_all)
 
 
 _HANDLERS: dict = {}  # node type -> _Scanner.v_<type> or None (generic: visit the children)
@@ -95,6 +95,7 @@ class _Scanner:
         self.chains: List[tuple] = []
         self.seen: Set[tuple] = set()
         self.dynamic: Set[str] = set()
+        self.needs_all = False
         self.lines: List[str] = []
 
     def visit(self, node) -> None:
@@ -129,6 +130,8 @@ class _Scanner:
     v_Call = v_Attribute
 
     def v_keyword(self, node) -> None:
+        if node.arg in NEEDS_ALL_KEYWORDS:
+            self.needs_all = True
         self.visit(node.value)
 
     def v_arguments(self, args) -> None:
@@ -224,7 +227,10 @@ class _Scanner:
             base = base.func if isinstance(base, ast.Call) else base.value
         steps.reverse()
         for step in steps:
-            if isinstance(step, ast.Subscript):
+            if isinstance(step, ast.Attribute):
+                if step.attr in NEEDS_ALL_ATTRIBUTES:
+                    self.needs_all = True
+            elif isinstance(step, ast.Subscript):
                 s = step.slice
                 if isinstance(s, ast.Starred) or (isinstance(s, ast.Tuple) and (
                         len(s.elts) == 1 or any(isinstance(e, ast.Starred) for e in s.elts))):

@@ -33,7 +33,7 @@ import tokenize
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from ..fallbacks import FALLBACKS, reason_of
-from ..ir.nodes import BIND_RUNTIME, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
+from ..ir.nodes import BIND_RUNTIME, FACT_INVOKE, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
 from ..ir.version import MIN_PYTHON, producer_nnsight, producer_python
 from .bodytext import cut_body, strip_eol
 from .fast_accesses import scan_statements
@@ -110,6 +110,12 @@ class _Lines:
 
 
 _TREES: dict = {}  # (filename, text) -> parsed module: a file with many call sites is parsed once
+TREES_BOUND = 8
+
+
+def tree_cache_size() -> int:
+    """Parsed files kept (at most TREES_BOUND)."""
+    return len(_TREES)
 
 
 def _parse(text: str, filename: str) -> ast.Module:
@@ -117,7 +123,7 @@ def _parse(text: str, filename: str) -> ast.Module:
     key = (filename, text)
     tree = _TREES.get(key)
     if tree is None:
-        if len(_TREES) >= 8:
+        if len(_TREES) >= TREES_BOUND:
             _TREES.clear()
         tree = _TREES[key] = ast.parse(text)
     return tree
@@ -249,8 +255,15 @@ def _lower_at(src: _Lines, top, filename: str, line: int, first_line: int, acces
                 parent=parent,
                 header=(header[0] + shift, header[1] + shift),
                 assigned=names.assigned.get(uid, ()),
+                target=_as_target(node),
+                facts=(FACT_INVOKE,) if parent is not None and _opens_invoke(node) else (),
             )
         )
+    report = scan_statements(found.body, lines)
+    if report is None:  # the scanner declined on the parsed body: scan the root unit's text
+        from .fast_accesses import scan_accesses
+
+        report = scan_accesses(units[0].source)
     found_features = {name: (line_ + shift, version) for name, (line_, version) in scan.features.items()}
     min_python = max([MIN_PYTHON] + [v for _, v in found_features.values()])
     features = tuple(sorted(((n, l) for n, (l, _) in found_features.items()), key=lambda f: (f[1], f[0])))
@@ -263,6 +276,7 @@ def _lower_at(src: _Lines, top, filename: str, line: int, first_line: int, acces
         ),
         units=tuple(units),
         bindings=tuple(Binding(name, BIND_RUNTIME) for name in names.free),
+        **report.ir_fields(),
     )
     if features:  # lowerable syntax (e.g. match) for older interpreters: same passes as libcst's path
         from ..passes import lower_syntax
@@ -270,7 +284,24 @@ def _lower_at(src: _Lines, top, filename: str, line: int, first_line: int, acces
         program = lower_syntax(program)
     if not accesses:
         return program
-    return program, scan_statements(found.body, lines)
+    return program, report
+
+
+def _as_target(node) -> Optional[str]:
+    """The first plain-name ``as`` target of the with-statement ``node`` (= lower.as_target)."""
+    for item in node.items:
+        if isinstance(item.optional_vars, ast.Name):
+            return item.optional_vars.id
+    return None
+
+
+def _opens_invoke(node) -> bool:
+    """Does the with-header of ``node`` call ``<something>.invoke(...)``? (= lower.opens_invoke)"""
+    for item in node.items:
+        for sub in ast.walk(item.context_expr):
+            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr == "invoke":
+                return True
+    return False
 
 
 _PRODUCER: List[str] = []  # ["nnsight <version>", "3.X.Y"], filled on first use

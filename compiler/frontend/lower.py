@@ -10,8 +10,10 @@ parent's source: the runtime chooses at run time.
 Per unit: ``header`` is the ``(with line, colon line)`` range of its
 with-header and ``loc``/``source`` follow :mod:`compiler.frontend.dedent`; all
 line numbers are user-file lines. ``assigned`` and the program's bindings
-follow :mod:`compiler.frontend.names`. ``envoys``/``dynamic`` keep their
-defaults (see :mod:`compiler.frontend.accesses`).
+follow :mod:`compiler.frontend.names`. ``envoys``/``dynamic``/``dynamic_names``
+come from the access report of the root unit (:mod:`compiler.frontend.accesses`),
+a unit whose with-header calls ``.invoke(...)`` has the ``invoke`` fact, and
+``target`` is the with-statement's first plain-name ``as`` target.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ from typing import List, Optional, Tuple
 
 import libcst as cst
 
-from ..ir.nodes import BIND_RUNTIME, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
+from ..ir.nodes import BIND_RUNTIME, FACT_INVOKE, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
 from ..ir.version import producer_nnsight, producer_python
 from ..passes import lower_syntax
+from .accesses import scan_accesses
 from .dedent import body_source, string_lines
 from .features import scan_features
 from .locate import header_range, locate_with
@@ -40,6 +43,25 @@ def nested_withs(node: cst.CSTNode, parent: int, out: List[Tuple[cst.With, Optio
             nested_withs(child.body, len(out) - 1, out)
         else:
             nested_withs(child, parent, out)
+
+
+def as_target(node: cst.With) -> Optional[str]:
+    """The first plain-name ``as`` target of the with-statement ``node`` (None if absent)."""
+    for item in node.items:
+        if item.asname is not None and isinstance(item.asname.name, cst.Name):
+            return item.asname.name.value
+    return None
+
+
+def opens_invoke(node: cst.With) -> bool:
+    """Does the with-header of ``node`` call ``<something>.invoke(...)``?"""
+    stack: List[cst.CSTNode] = [item.item for item in node.items]
+    while stack:
+        sub = stack.pop()
+        if isinstance(sub, cst.Call) and isinstance(sub.func, cst.Attribute) and sub.func.attr.value == "invoke":
+            return True
+        stack.extend(sub.children)
+    return False
 
 
 def lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Program:
@@ -71,6 +93,8 @@ def lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Prog
                 parent=parent,
                 header=(first_header + shift, last_header + shift),
                 assigned=names.assigned.get(uid, ()),
+                target=as_target(node),
+                facts=(FACT_INVOKE,) if parent is not None and opens_invoke(node) else (),
             )
         )
 
@@ -85,6 +109,7 @@ def lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Prog
         header=header,
         units=tuple(units),
         bindings=tuple(Binding(name, BIND_RUNTIME) for name in names.free),
+        **scan_accesses(units[0].source).ir_fields(),
     )
     # Lower what older runtimes cannot parse (header.min_python then reflects the result).
     return lower_syntax(program)

@@ -16,6 +16,8 @@ from .nodes import (  # noqa: F401
     DEF_LOCAL,
     DEF_MODULE,
     DEF_STATEMENT,
+    FACT_INVOKE,
+    UNIT_FACTS,
     UNIT_BLOCK,
     UNIT_TRACE,
     Binding,

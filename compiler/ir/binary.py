@@ -61,7 +61,8 @@ def read_header(data: bytes) -> Header:
     header, _ = _read_header(data)
     check_version(header.get("ir_version"))
     return from_record({"header": header, "units": [], "bindings": [], "definitions": [],
-                        "envoys": [], "dynamic": True}).header
+                        "envoys": [], "dynamic": True,
+                        "dynamic_names": []}).header
 
 
 def _read_header(data: bytes, limits: Optional[DecodeLimits] = None) -> Tuple[Dict[str, Any], int]:

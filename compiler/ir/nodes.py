@@ -61,6 +61,11 @@ class CodeUnit:
       header that owns this body; a tracing context entered on one of those
       lines inside the parent unit runs this unit as its body.
     assigned: names the unit binds at its top level (candidates for write-back).
+    target: the name the unit's with-statement binds with ``as NAME`` (its first
+      with-item whose target is a plain name; None when there is none).
+    facts: what the frontend found about this unit, from :data:`UNIT_FACTS`
+      (``FACT_INVOKE``: its with-header calls ``.invoke(...)``, so the parent's
+      body opens invokes). The runtime decides from these, never from source text.
     """
 
     id: int
@@ -70,6 +75,13 @@ class CodeUnit:
     parent: Optional[int] = None
     header: Tuple[int, int] = (0, 0)
     assigned: Tuple[str, ...] = ()
+    target: Optional[str] = None
+    facts: Tuple[str, ...] = ()
+
+
+# CodeUnit.facts values.
+FACT_INVOKE = "invoke"  # the unit's with-header calls ``<something>.invoke(...)``
+UNIT_FACTS = (FACT_INVOKE,)
 
 
 # Binding.kind values.
@@ -150,9 +162,16 @@ class Program:
     units: the code units; ``units[0]`` is the root trace body.
     bindings: one per free name of the units, in first-use order.
     definitions: user functions/classes captured by value.
-    envoys: statically known envoy paths the code reads or writes
-      (``"model.transformer.h.0"``); ``dynamic`` is True when the code may
-      touch envoys the compiler cannot name, so every module must be hooked.
+    envoys: the static envoy chains of the code, as dotted paths from the
+      name they start at (``"model.transformer.h.0"`` for
+      ``model.transformer.h[0].output``), unique, in order of appearance.
+    dynamic: True when the code needs every module hooked whatever its names
+      are bound to (``.cache()``, ``.source``, ``.get()``, ``.modules()``,
+      ``.named_modules()``, a ``hook=`` argument), or when the frontend did not
+      analyse it (the conservative default).
+    dynamic_names: names used other than as the start of a static chain
+      (``h[i]``, passed to a function, iterated): if one of them is bound to a
+      model at run time, every module of that model is hooked.
     """
 
     header: Header
@@ -161,6 +180,7 @@ class Program:
     definitions: Tuple[Definition, ...] = ()
     envoys: Tuple[str, ...] = ()
     dynamic: bool = True
+    dynamic_names: Tuple[str, ...] = ()
 
     def __str__(self) -> str:
         """The text form (:func:`compiler.ir.print_program`): ``print(tracer.ir)`` reads like the IR."""

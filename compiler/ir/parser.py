@@ -232,6 +232,7 @@ class _Parser:
         self.definitions: List[Any] = []
         self.envoys: List[str] = []
         self.dynamic = True
+        self.dynamic_names: List[str] = []
 
     def record(self) -> Dict[str, Any]:
         self.header["ir_version"] = self._version_line()
@@ -240,6 +241,7 @@ class _Parser:
         return {
             "header": self.header, "units": self.units, "bindings": self.bindings,
             "definitions": self.definitions, "envoys": self.envoys, "dynamic": self.dynamic,
+            "dynamic_names": self.dynamic_names,
         }
 
     def _cursor(self) -> _Cursor:
@@ -308,6 +310,10 @@ class _Parser:
         self.envoys.append(cur.string())
         cur.end()
 
+    def _dynamic_name(self, cur: _Cursor) -> None:
+        self.dynamic_names.append(cur.name())
+        cur.end()
+
     def _binding(self, cur: _Cursor) -> None:
         self.bindings.append(_binding(cur))
 
@@ -331,11 +337,22 @@ class _Parser:
         assigned = cur.literal()
         if type(assigned) is not list or not all(type(a) is str for a in assigned):
             raise cur.error("assigned= must be a list of strings", start)
+        target = None
+        if cur.peek("as="):
+            cur.expect("as=")
+            target = cur.name()
+        facts: List[Any] = []
+        if not cur.at_end():
+            cur.expect("facts=")
+            start = cur.pos
+            facts = cur.literal()
+            if type(facts) is not list or not all(type(f) is str for f in facts):
+                raise cur.error("facts= must be a list of strings", start)
         cur.end()
         source, _ = self._block(allow_globals=False)
         self.units.append({
             "id": uid, "kind": kind, "source": source, "loc": loc, "parent": parent,
-            "header": [first, last], "assigned": assigned,
+            "header": [first, last], "assigned": assigned, "target": target, "facts": facts,
         })
 
     def _definition(self, cur: _Cursor) -> None:
@@ -413,6 +430,7 @@ _STATEMENTS = {
     "feature": _Parser._feature,
     "dynamic": _Parser._dynamic,
     "envoy": _Parser._envoy,
+    "dynamic-name": _Parser._dynamic_name,
     "binding": _Parser._binding,
     "unit": _Parser._unit,
     "definition": _Parser._definition,

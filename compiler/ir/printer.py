@@ -2,13 +2,14 @@
 
 Example::
 
-    nnsight-ir 1
+    nnsight-ir 2
     producer "nnsight 0.9.0"
     python "3.11.7"
     min-python 3.9
     feature "match statement" 4
     dynamic false
     envoy "model.transformer.h.0"
+    dynamic-name norm
 
     binding model model "model"
     binding scale value 0.5
@@ -22,7 +23,8 @@ Example::
       | def norm(x):
       |     return x / x.norm()
 
-A definition of another kind than ``def`` says so (``definition 1 "make.f"
+A unit whose with-statement has an ``as`` target ends with ``as=NAME``, and one
+with facts lists them last (``facts=["invoke"]``). A definition of another kind than ``def`` says so (``definition 1 "make.f"
 kind=local module=...``) and may list ``  cell NAME KIND VALUE`` and
 ``  attr NAME KIND VALUE`` lines after its globals.
 
@@ -71,6 +73,7 @@ def print_program(p: Program) -> str:
     out += ["feature %s %d" % (quote(name), line) for name, line in h.features]
     out.append("dynamic " + ("true" if p.dynamic else "false"))
     out += ["envoy " + quote(e) for e in p.envoys]
+    out += ["dynamic-name " + _word(n) for n in p.dynamic_names]
     if p.bindings:
         out.append("")
         out += ["binding " + _binding(b) for b in p.bindings]
@@ -88,9 +91,11 @@ def print_program(p: Program) -> str:
 
 def _unit_line(u: CodeUnit) -> str:
     parent = "none" if u.parent is None else "%d" % u.parent
-    return "unit %d %s at %s parent=%s header=%d:%d assigned=%s" % (
+    target = "" if u.target is None else " as=" + _word(u.target)
+    facts = " facts=" + format_literal(list(u.facts)) if u.facts else ""
+    return "unit %d %s at %s parent=%s header=%d:%d assigned=%s%s%s" % (
         u.id, _word(u.kind), _loc(u.loc), parent, u.header[0], u.header[1],
-        format_literal(list(u.assigned)))
+        format_literal(list(u.assigned)), target, facts)
 
 
 def _definition_line(i: int, d: Definition) -> str:

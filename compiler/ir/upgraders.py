@@ -21,6 +21,63 @@ Record = Dict[str, Any]
 # version v -> function(record of version v) -> record of version v + 1
 UPGRADERS: Dict[int, Callable[[Record], Record]] = {}
 
+
+def _v1_to_v2(record: Record) -> Record:
+    """Version 2 added the frontend's facts: ``CodeUnit.facts``/``target`` and ``Program.dynamic_names``.
+
+    A version-1 program carries no analysis, so it gets the conservative one: ``dynamic`` True
+    (every module is hooked, as version-1 runtimes did) and no dynamic names. A nested unit's
+    ``invoke`` fact and ``as`` target are read from its with-header lines in the parent's
+    source, which is how version-1 runtimes decided them; this runs once, when an old program
+    is loaded.
+    """
+    units = record.get("units")
+    if not isinstance(units, list):
+        raise IRDecodeError("units: expected a list")
+    by_id = {u.get("id"): u for u in units if isinstance(u, dict)}
+    for unit in units:
+        if not isinstance(unit, dict):
+            continue
+        parent = by_id.get(unit.get("parent")) if unit.get("parent") is not None else None
+        header = _header_text(parent, unit) if parent is not None else ""
+        unit["facts"] = ["invoke"] if ".invoke(" in header else []
+        unit["target"] = _as_target(header) if header else None
+    record["dynamic"] = True
+    record["dynamic_names"] = []
+    return record
+
+
+def _header_text(parent: Record, unit: Record) -> str:
+    try:
+        lines = parent["source"].splitlines()
+        first, last = unit["header"]
+        start = parent["loc"][1]
+        return "\n".join(lines[first - start: last - start + 1])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return ""
+
+
+def _as_target(header: str):
+    """The first plain-name ``as`` target of the with-statement in ``header`` (None if absent)."""
+    import ast
+    import textwrap
+
+    text = textwrap.dedent(header)
+    for candidate in (text, text + "\n    pass\n"):
+        try:
+            tree = ast.parse(candidate)
+        except SyntaxError:
+            continue
+        if tree.body and isinstance(tree.body[0], ast.With):
+            for item in tree.body[0].items:
+                if isinstance(item.optional_vars, ast.Name):
+                    return item.optional_vars.id
+        return None
+    return None
+
+
+UPGRADERS[1] = _v1_to_v2
+
 OLDEST_VERSION = 1  # first version ever produced
 
 
@@ -104,6 +161,8 @@ def to_record(p: Program) -> Record:
                 "parent": u.parent,
                 "header": list(u.header),
                 "assigned": list(u.assigned),
+                "target": u.target,
+                "facts": list(u.facts),
             }
             for u in p.units
         ],
@@ -111,6 +170,7 @@ def to_record(p: Program) -> Record:
         "definitions": [_definition_rec(d) for d in p.definitions],
         "envoys": list(p.envoys),
         "dynamic": p.dynamic,
+        "dynamic_names": list(p.dynamic_names),
     }
 
 
@@ -174,6 +234,10 @@ def _loc(r: _Reader) -> SourceLoc:
     return SourceLoc(f.str(), line.int(), col.int())
 
 
+def _opt_str(r: _Reader):
+    return None if r.value is None else r.str()
+
+
 def _binding(r: _Reader) -> Binding:
     return Binding(r.field("name").str(), r.field("kind").str(), r.field("value").value)
 
@@ -200,6 +264,8 @@ def _unit(r: _Reader) -> CodeUnit:
         parent=r.field("parent").opt_int(),
         header=(first.int(), last.int()),
         assigned=tuple(a.str() for a in r.field("assigned").items()),
+        target=_opt_str(r.field("target")),
+        facts=tuple(f.str() for f in r.field("facts").items()),
     )
 
 
@@ -226,4 +292,5 @@ def from_record(record: Record) -> Program:
         definitions=tuple(_definition(d) for d in r.field("definitions").items()),
         envoys=tuple(e.str() for e in r.field("envoys").items()),
         dynamic=r.field("dynamic").bool(),
+        dynamic_names=tuple(n.str() for n in r.field("dynamic_names").items()),
     )

@@ -8,6 +8,7 @@ from typing import Any, List, Optional, Sequence
 
 from .errors import IRVerifyError
 from .nodes import (
+    UNIT_FACTS,
     BIND_BUILTIN,
     BIND_CLASS,
     BIND_FUNCTION,
@@ -62,6 +63,11 @@ def verify(p: Program) -> None:
         problems.append("envoys: duplicate paths")
     if type(p.dynamic) is not bool:
         problems.append("dynamic: must be a bool, got %r" % (p.dynamic,))
+    for name in p.dynamic_names:
+        if not _identifier(name):
+            problems.append("dynamic name %r is not an identifier" % (name,))
+    if len(set(p.dynamic_names)) != len(p.dynamic_names):
+        problems.append("dynamic names are not unique")
     if problems:
         raise IRVerifyError(problems)
 
@@ -115,6 +121,13 @@ def _units(p: Program, can_compile: bool, problems: List[str]) -> None:
                 problems.append("%s: assigned name %r is not an identifier" % (where, name))
         if len(set(u.assigned)) != len(u.assigned):
             problems.append("%s: assigned names are not unique" % where)
+        if u.target is not None and not _identifier(u.target):
+            problems.append("%s: target %r is not an identifier" % (where, u.target))
+        for fact in u.facts:
+            if fact not in UNIT_FACTS:
+                problems.append("%s: unknown fact %r (known: %s)" % (where, fact, ", ".join(UNIT_FACTS)))
+        if len(set(u.facts)) != len(u.facts):
+            problems.append("%s: facts are not unique" % where)
         _loc(u.loc, where, problems)
         _source(u.source, u.loc, where, can_compile, problems)
 

@@ -19,7 +19,7 @@ from typing import Any, Dict, Tuple
 
 import torch
 
-from runtime import claims, events
+from runtime import claims, events, registries
 from runtime.interleaver import Interleaver
 from runtime.mediator import Mediator, current_mediator
 
@@ -182,7 +182,8 @@ class BackwardsTracer(Tracer):
 
 # ------------------------------------------------------------------ Tensor.backward
 
-_with_cache: Dict[Tuple[int, int], Tuple[object, bool]] = {}
+_with_cache: Dict[Tuple[int, int], Tuple[object, bool]] = {}  # (id(code), lasti) -> (code, opens)
+WITH_CACHE_BOUND = 4096
 
 
 def _opens_with(frame) -> bool:
@@ -200,6 +201,8 @@ def _opens_with(frame) -> bool:
     hit = _bytecode_opens_with(code, frame.f_lasti)
     if hit is None:
         hit = _frontend_opens_with(frame)
+    if len(_with_cache) >= WITH_CACHE_BOUND:
+        _with_cache.clear()
     _with_cache[key] = (code, hit)
     return hit
 
@@ -251,3 +254,6 @@ def install() -> None:
     """Route ``Tensor.backward`` through :func:`backward` (done once, at nnsight import)."""
     if torch.Tensor.backward is not backward:
         torch.Tensor.backward = backward
+
+
+registries.track("nnsight.tracing.backwards.with_sites", lambda: len(_with_cache), WITH_CACHE_BOUND)

@@ -4,13 +4,15 @@ from typing import Dict, Tuple
 
 from compiler.frontend import source_for_frame
 from compiler.frontend.fastpath import lower_with_accesses
-from runtime import claims
+from runtime import claims, registries
 from runtime.builder import CompiledProgram
 
-from .hookplan import preset_report
 from .irdump import dump_program
 
-_cache: Dict[Tuple[int, int], Tuple[object, CompiledProgram]] = {}  # (id(code), lasti) -> (code, program)
+# (id(code), lasti) -> (code, program); at most CACHE_BOUND call sites, the oldest dropped first
+# (a server or notebook makes new code objects all the time). A plain dict: a hit costs one lookup.
+_cache: Dict[Tuple[int, int], Tuple[object, CompiledProgram]] = {}
+CACHE_BOUND = 1024
 
 
 def compile_call_site(frame) -> CompiledProgram:
@@ -28,13 +30,14 @@ def compile_call_site(frame) -> CompiledProgram:
         if source.filename.startswith("<") and source.filename not in linecache.cache:
             lines = source.text.splitlines(True)
             pad = [""] * (source.first_line - 1)
-            linecache.cache[source.filename] = (len(source.text), None, pad + lines, source.filename)
-        program, accesses = lower_with_accesses(source.text, source.filename, frame.f_lineno,
+            registries.remember_lines(source.filename, (len(source.text), None, pad + lines, source.filename))
+        program, _ = lower_with_accesses(source.text, source.filename, frame.f_lineno,
                                                 first_line=source.first_line, lines=source.lines)
         compiled = CompiledProgram(program)
-        preset_report(compiled, accesses)
         dump_program(program)
         _name_units(compiled, frame.f_code)
+        while len(_cache) >= CACHE_BOUND:
+            del _cache[next(iter(_cache))]
         _cache[key] = (code, compiled)
     return compiled
 
@@ -53,3 +56,6 @@ def _name_units(compiled: CompiledProgram, code) -> None:
 
 def clear_cache() -> None:
     _cache.clear()
+
+
+registries.track("nnsight.tracing.compile.call_sites", lambda: len(_cache), CACHE_BOUND)

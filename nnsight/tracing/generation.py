@@ -21,6 +21,7 @@ import types
 from typing import Any, Dict, Optional, Tuple
 
 from compiler.fallbacks import FALLBACKS
+from runtime import registries
 
 from .interleaving import InterleavingTracer
 from .iteration import end_steps, ensure_root_patched
@@ -42,6 +43,8 @@ def opens_with(frame) -> bool:
         FALLBACKS.note("generation.bytecode", f"{code.co_filename}:{code.co_firstlineno} offset {lasti}")
         instructions = _instructions.get(code)
         if instructions is None:
+            if len(_instructions) >= 256:  # (only on the rare fallback path; bounded all the same)
+                _instructions.clear()
             instructions = _instructions[code] = list(dis.get_instructions(code))
         hit = False
         # f_lasti is the call (3.12+) or one of its inline cache entries (3.11): the next real
@@ -139,3 +142,7 @@ def _delegate(model, name: str, method):
         return model._method_call(name, method, args, kwargs)
 
     return call
+
+
+registries.track("nnsight.tracing.generation.with_sites", lambda: len(_opens_with), 4097)
+registries.track("nnsight.tracing.generation.disassembled", lambda: len(_instructions), 256)

@@ -1,8 +1,10 @@
 """Which modules an execution must patch: only those its interventions can touch.
 
-The frontend reports the static envoy chains of a program's code
-(``model.transformer.h[0].output`` → ``model.transformer.h.0``) and which names
-are used in ways it cannot follow. Patching only the named modules makes a
+The frontend records in the IR the static envoy chains of a program's code
+(``Program.envoys``: ``model.transformer.h[0].output`` → ``model.transformer.h.0``),
+the names used in ways it cannot follow (``Program.dynamic_names``) and whether the
+code needs every module (``Program.dynamic``); the runtime reads only those, so a
+server decides from the IR alone. Patching only the named modules makes a
 trace's cost scale with what it touches, not with the model's size. Whenever
 that is not provably safe — a model name used dynamically (``h[i]``, passed to
 a function, iterated), a user-defined callable that might reach the model
@@ -16,33 +18,24 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from compiler.fallbacks import FALLBACKS, reason_of
-from compiler.frontend import scan_accesses
-from runtime import claims
+from compiler.frontend.accesses import AccessReport
+from runtime import claims, registries
 
-_NEEDS_ALL = (".cache(", ".source", ".get(", ".modules(", ".named_modules(", "hook=True")
 _LIBRARY_DIRS = tuple(
     os.path.normpath(p) + os.sep
     for p in {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")} if p
 )
-_opaque_cache: Dict[Any, bool] = {}
-
-
-def preset_report(compiled, report) -> None:
-    """Use ``report`` (computed by the frontend on its own parse) as the program's access report."""
-    if report is not None and compiled._accesses is None:
-        root = compiled.program.units[0].source
-        if not any(token in root for token in _NEEDS_ALL):
-            compiled._accesses = report
+_opaque_cache: Dict[Any, bool] = {}  # code object -> is it user code; at most OPAQUE_BOUND entries
+OPAQUE_BOUND = 4096
 
 
 def _report(compiled):
-    """The program's access report, computed once per compiled program (None: patch everything)."""
+    """The program's access report, read from its IR once per compiled program (None: patch everything)."""
     report = compiled._accesses
     if report is None:
-        root = compiled.program.units[0].source
-        needs_all = any(token in root for token in _NEEDS_ALL)
-        report = (None if needs_all else scan_accesses(root))
-        compiled._accesses = report
+        return None
+    if report is False:  # not read yet
+        report = compiled._accesses = AccessReport.from_program(compiled.program)
     return report
 
 
@@ -51,6 +44,8 @@ def _user_code(code) -> bool:
     if hit is None:
         filename = os.path.normpath(os.path.abspath(code.co_filename))
         hit = not filename.startswith(_LIBRARY_DIRS) and not filename.startswith(_OWN_DIRS)
+        if len(_opaque_cache) >= OPAQUE_BOUND:
+            _opaque_cache.clear()
         _opaque_cache[code] = hit
     return hit
 
@@ -124,6 +119,7 @@ _INTERNAL_NAMES = frozenset(("__builtins__", "__name__", "__nnsight_claimed__", 
 # Library types whose instances can't reach a model (tensors, numbers, strings...): learned as
 # values are classified, so a trace's namespace is usually checked with one set lookup per name.
 _SAFE_TYPES: set = {int, float, bool, str, bytes, type(None)}
+SAFE_TYPES_BOUND = 4096  # (library types only, so this is never reached in practice)
 
 
 def _model_names(model, ns: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -142,7 +138,8 @@ def _model_names(model, ns: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             return None  # (a `.source` operation bound outside the trace: its module must run patched)
         elif not isinstance(value, (list, tuple, set, frozenset, dict, type, types.ModuleType,
                                     types.FunctionType, types.MethodType)):
-            safe.add(cls)  # a library type (user types are opaque): its instances never need a look
+            if len(safe) < SAFE_TYPES_BOUND:
+                safe.add(cls)  # a library type (user types are opaque): its instances never need a look
     return roots
 
 
@@ -252,3 +249,8 @@ def _resolve(plans, Envoy) -> Any:
                 seen.add(id(envoy))
                 envoys.append(envoy)
     return envoys
+
+
+registries.track("nnsight.tracing.hookplan.opaque_codes", lambda: len(_opaque_cache), OPAQUE_BOUND)
+registries.track("nnsight.tracing.hookplan.user_types", lambda: len(_type_cache), None)
+registries.track("nnsight.tracing.hookplan.safe_types", lambda: len(_SAFE_TYPES), SAFE_TYPES_BOUND)

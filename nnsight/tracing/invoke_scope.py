@@ -11,18 +11,16 @@ from typing import Any, Dict, Tuple
 
 from runtime import claims
 
-_names_cache: Dict[Tuple[int, int], Tuple[Any, Tuple[str, ...]]] = {}
-
-
 def _own_names(compiled, unit_id: int) -> Tuple[str, ...]:
     """Names the parent body of invoke ``unit_id`` binds that no other with-body in it binds.
 
     A name another invoke sets is shared between invokes (it flows from one to the next); the
     invoke's own rebinding of a name is written through (see ``Mediator._switch``).
     """
-    hit = _names_cache.get((id(compiled), unit_id))
-    if hit is not None and hit[0] is compiled:
-        return hit[1]
+    key = ("own_names", unit_id)
+    hit = compiled.memo.get(key)
+    if hit is not None:
+        return hit
     parent = compiled.program.units[unit_id].parent
     mine = set(compiled.descendants(unit_id, include_self=True))
     others = set()
@@ -30,9 +28,7 @@ def _own_names(compiled, unit_id: int) -> Tuple[str, ...]:
         if uid not in mine:
             others.update(compiled.program.units[uid].assigned)
     names = tuple(n for n in compiled.program.units[parent].assigned if n not in others)
-    if len(_names_cache) > 4096:
-        _names_cache.clear()
-    _names_cache[(id(compiled), unit_id)] = (compiled, names)
+    compiled.memo[key] = names
     return names
 
 

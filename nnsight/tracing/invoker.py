@@ -75,29 +75,11 @@ class Invoker:
         return False
 
 
-_has_invokes: dict = {}
-
-
 def body_has_invokes(compiled, unit_id: int) -> bool:
-    """Does unit ``unit_id`` directly contain ``with ....invoke(...)`` blocks? (read from the IR)
+    """Does unit ``unit_id`` directly contain ``with ....invoke(...)`` blocks? (the IR's ``invoke`` fact)
 
     A trace given an input whose body also opens invokes (``with model.generate("Hello") as
-    tracer: with tracer.invoke(): ...``) uses the input as one more batch entry instead of running its body as the implicit invoke.
+    tracer: with tracer.invoke(): ...``) uses the input as one more batch entry instead of running
+    its body as the implicit invoke.
     """
-    hit = _has_invokes.get((id(compiled), unit_id))
-    if hit is not None and hit[0] is compiled:
-        return hit[1]
-    program = compiled.program
-    found = False
-    for unit in program.units:
-        if unit.parent != unit_id:
-            continue
-        parent = program.units[unit_id]
-        lines = parent.source.splitlines()
-        first, last = unit.header
-        header = "\n".join(lines[first - parent.loc.line: last - parent.loc.line + 1])
-        if ".invoke(" in header:
-            found = True
-            break
-    _has_invokes[(id(compiled), unit_id)] = (compiled, found)
-    return found
+    return unit_id in compiled.invoke_parents

@@ -27,9 +27,7 @@ output of the last step. Once-per-run values (``tracer.result``,
 ``model.generator.output``) are read at iteration 0 whatever the cursor.
 See docs/features.md for the reasoning.
 """
-import ast
 import sys
-import textwrap
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -289,33 +287,8 @@ def _warn_model_spelling(old: str, new: str) -> None:
 
 # ----------------------------------------------------------------------------- helpers
 
-_as_cache: Dict[Tuple[int, int], Tuple[Any, Optional[str]]] = {}
-
-
 def _as_name(compiled, unit_id: int) -> Optional[str]:
-    """The ``as`` target name of the with-statement that owns ``unit_id`` (None if absent)."""
-    hit = _as_cache.get((id(compiled), unit_id))
-    if hit is not None and hit[0] is compiled:
-        return hit[1]
-    name = None
-    program = compiled.program
-    unit = program.units[unit_id]
-    if unit.parent is not None:
-        parent = program.units[unit.parent]
-        lines = parent.source.splitlines()
-        first, last = unit.header
-        text = textwrap.dedent("\n".join(lines[first - parent.loc.line: last - parent.loc.line + 1]))
-        tree = None
-        for candidate in (text, text + "\n    pass\n"):
-            try:
-                tree = ast.parse(candidate)
-                break
-            except SyntaxError:
-                continue
-        if tree is not None and tree.body and isinstance(tree.body[0], ast.With):
-            for item in tree.body[0].items:
-                if isinstance(item.optional_vars, ast.Name):
-                    name = item.optional_vars.id
-                    break
-    _as_cache[(id(compiled), unit_id)] = (compiled, name)
-    return name
+    """The ``as`` target name of the with-statement that owns nested unit ``unit_id`` (the IR's
+    ``CodeUnit.target``; None if absent)."""
+    unit = compiled.program.units[unit_id]
+    return unit.target if unit.parent is not None else None

@@ -36,6 +36,8 @@ import sys
 import types
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from runtime import registries
+
 MARK = "__nnsight_traceback__"  # set on exceptions that went through clean()
 WORKER_CONTEXT = "__nnsight_context__"  # the implicit context an exception had in its worker
 _NONE = object()
@@ -43,8 +45,11 @@ _HEADER_NAME = "__nnsight_with_header__"
 
 _dirs: Optional[Tuple[str, ...]] = None
 _boundaries: set = set()  # code objects where an intervention worker starts running user code
+# Stand-in frames for with-headers, by (file, line, name, text), at most HEADER_BOUND; the two
+# maps are cleared together, so an id in _header_ids always belongs to a code in _header_codes.
 _header_codes: Dict[Tuple[str, int, str], types.CodeType] = {}
 _header_ids: Dict[int, Optional[str]] = {}  # id() of the codes in _header_codes -> their line
+HEADER_BOUND = 1024
 
 
 def debug() -> bool:
@@ -231,6 +236,9 @@ def header_frame(filename: str, lineno: int, name: str, text: Optional[str] = No
         if sys.version_info >= (3, 11):
             replace["co_qualname"] = name
         code = module.replace(**replace)
+        if len(_header_codes) >= HEADER_BOUND:
+            _header_codes.clear()
+            _header_ids.clear()
         _header_codes[key] = code
         _header_ids[id(code)] = text
     try:
@@ -336,7 +344,7 @@ def _stdin_line(frame, lineno: int) -> Optional[str]:
     from runtime import claims
 
     code = frame.f_code
-    if id(code) in _header_ids:  # (header codes are never freed: their ids stay theirs)
+    if id(code) in _header_ids:  # (a code in _header_ids is alive in _header_codes: its id is its own)
         return _header_ids[id(code)]
     owner = claims.compiled_unit_of(frame)
     if owner is not None:
@@ -419,7 +427,6 @@ def _install_lazily() -> None:
 
 # ------------------------------------------------------------ sources of IR programs
 
-_registered: set = set()  # file names whose linecache entry register_program_sources made
 
 
 def register_program_sources(program) -> List[str]:
@@ -442,12 +449,15 @@ def register_program_sources(program) -> List[str]:
         if not filename or not lines or os.path.exists(filename):
             continue
         entry = linecache.cache.get(filename)
-        if entry is not None and len(entry) == 4 and filename not in _registered:
+        if entry is not None and len(entry) == 4 and not registries.made_lines(filename):
             continue  # someone else's source for that name (a notebook cell, exec'd code)
         old = list(entry[2]) if entry is not None and len(entry) == 4 else []
         size = max(max(lines), len(old))
         text = [lines.get(n, old[n - 1] if n <= len(old) else "\n") for n in range(1, size + 1)]
-        linecache.cache[filename] = (sum(map(len, text)), None, text, filename)
-        _registered.add(filename)
+        registries.remember_lines(filename, (sum(map(len, text)), None, text, filename))
         registered.append(filename)
     return registered
+
+
+registries.track("nnsight.tracing.tracebacks.header_codes", lambda: len(_header_codes), HEADER_BOUND)
+registries.track("nnsight.tracing.tracebacks.boundaries", lambda: len(_boundaries), 64)  # library code only

@@ -7,6 +7,7 @@ from typing import Any, Dict, FrozenSet, Iterator, Optional, Tuple
 
 from compiler import policy
 
+from .. import registries
 from .errors import ServerImportError
 
 
@@ -99,3 +100,6 @@ def block_user_modules(allow: Optional[Dict[str, types.ModuleType]] = None) -> I
             pass
         for name, module in hidden.items():
             sys.modules[name] = module
+
+
+registries.track("runtime.loader.user_module_memo", lambda: len(_USER_MODULE_MEMO), None)  # <= 2 x sys.modules + 256

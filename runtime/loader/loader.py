@@ -562,3 +562,4 @@ class Loader:
                     return "%s:%s" % (mod, qual)
             return server_ref(obj)  # random.random, _functools.reduce: by their public module
         return None
+

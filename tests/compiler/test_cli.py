@@ -184,7 +184,7 @@ def test_emit_errors(tmp_path, capsys):
 def test_ir_doc_example_round_trips():
     with open(os.path.join(ROOT, "docs", "ir.md"), encoding="utf-8") as f:
         doc = f.read()
-    text = re.search(r"```text\n(nnsight-ir 1\n.*?)```", doc, re.S).group(1)
+    text = re.search(r"```text\n(nnsight-ir \d+\n.*?)```", doc, re.S).group(1)
     program = parse_program(text)
     verify(program)
     assert print_program(program) == text

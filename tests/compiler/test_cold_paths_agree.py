@@ -52,6 +52,27 @@ def test_report_from_the_lowering_parse_equals_the_unit_scan():
     assert compared > 200
 
 
+def test_both_lowerings_record_the_same_access_facts():
+    """The IR's envoys, dynamic flag, dynamic names and unit facts are the same from the ast fast
+    path and from libcst (a sample of this repository's trace call sites: libcst is slow)."""
+    from compiler.frontend.lower import lower as lower_libcst
+
+    compared = 0
+    for k, (path, text, line) in enumerate(_trace_sites()):
+        if k % 6:
+            continue
+        try:
+            fast, _ = fastpath._lower(text, path, line, 1, accesses=True)
+        except Exception:
+            continue
+        slow = lower_libcst(text, path, line)
+        assert (fast.envoys, fast.dynamic, fast.dynamic_names) == (slow.envoys, slow.dynamic, slow.dynamic_names), (
+            path, line)
+        assert [(u.facts, u.target) for u in fast.units] == [(u.facts, u.target) for u in slow.units], (path, line)
+        compared += 1
+    assert compared > 30
+
+
 def _lower_both(text, path, line):
     """``fastpath._lower`` with and without the with-statement chunk (an exception's type if it raises)."""
     out = []

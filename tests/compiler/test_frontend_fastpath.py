@@ -49,6 +49,11 @@ EXTRA = [
     "with m.trace(x):\n    class C(B):\n        a = 1\n        def g(self, x=a, *r, k: T = model.z.output, **kw) -> R: return x\n    C()\n",
     "with m.trace(x):\n    global g\n    def f():\n        nonlocal_ = 1\n        global h\n        h = 2\n        return h\n    del q, (r)\n    import a.b.c, d as e\n    from f import g as gg, *\n",
     "with m.trace(x):\n    x: int\n    y: int = 1\n    y += z\n    obj.a += 1\n    [w := 1 for _ in range(3)]\n",
+    # the IR's access facts: features needing every module, invoke headers, dotted string steps
+    "with m.trace(x):\n    c = model.h[0].cache(); s = model.a.source\n    with t.invoke(1):\n        pass\n"
+    "    with f(t.invoke):\n        pass\n    with a, t.invoke (y) as b:\n        pass\n    g(hook=True)\n",
+    "with m.trace(x):\n    v = model.h['a.b'].output\n    with tracer.invoke():\n        w = d.get('k')\n",
+    "with m.trace(x):\n    for n, mod in model.named_modules():\n        pass\n    with no_grad():\n        y = model.modules\n",
     "def run(model):\n    with model.trace(\n        a,\n        # comment\n        b,\n    ) as t:  # the trace\n        # lead\n\n        z = t\n",
 ]
 
@@ -147,6 +152,29 @@ def test_first_line_offset():
     lowered = sum(not isinstance(_libcst(text, line + 99, 100), type) for text, line in sample)
     # a fast path that declined every shifted case would compare nothing
     assert lowered >= 10 and taken > lowered * 3 // 4, (taken, lowered)
+
+
+def test_access_facts_in_the_ir():
+    """Both paths record what the runtime decides from: chains, dynamic names, needs-all, invokes."""
+    src = ("with m.trace(x):\n    h = model.h[0].output\n    with tracer.invoke(p):\n        y = layers[i].output\n"
+           "    with torch.no_grad():\n        z = model.ln.output\n    s = model['a.b'].output\n")
+    for program in (fastpath.try_lower(src, "t.py", 1), lower_libcst(src, "t.py", 1)):
+        assert program.envoys == ("model.h.0", "model.ln")
+        assert program.dynamic is False
+        # bare uses (assignment targets too); model: its chain through 'a.b' has no dotted path
+        assert set(program.dynamic_names) == {"h", "p", "layers", "i", "y", "torch", "z", "s", "model"}
+        assert [u.facts for u in program.units] == [(), ("invoke",), ()]
+        assert [u.target for u in program.units] == [None, None, None]
+    src = "with m.trace(x) as tr:\n    with a, tr.iter[:] as (p, q), b as step:\n        pass\n"
+    for program in (fastpath.try_lower(src, "t.py", 1), lower_libcst(src, "t.py", 1)):
+        assert [u.target for u in program.units] == ["tr", "step"]
+    for needs_all in ("c = model.h.cache()\n", "s = model.h.source\n", "g = model.get('h')\n",
+                      "n = list(model.modules())\n", "n = model.named_modules()\n", "f(model, hook=True)\n"):
+        text = "with m.trace(x):\n    " + needs_all
+        for program in (fastpath.try_lower(text, "t.py", 1), lower_libcst(text, "t.py", 1)):
+            assert program.dynamic is True, needs_all
+    text = "with m.trace(x):\n    t = 'x.cache()  # .source'\n"  # text in strings and comments is not code
+    assert fastpath.try_lower(text, "t.py", 1).dynamic is False
 
 
 def test_declines():

@@ -89,7 +89,12 @@ def test_basic_structure():
     ]
     assert all(b.kind == BIND_RUNTIME for b in p.bindings)
     assert p.header.producer.startswith("nnsight ") and p.header.min_python == (3, 9)
-    assert p.dynamic is True and p.envoys == ()
+    # the frontend's access facts: static chains, names used otherwise, no feature needing all
+    assert p.envoys == ("model.transformer.h.0", "model.lm_head")
+    assert p.dynamic is False
+    assert set(p.dynamic_names) >= {"results", "logits", "prompts", "torch"}
+    assert "model" not in p.dynamic_names
+    assert [u.facts for u in p.units] == [(), ("invoke",), ()]
 
 
 def test_unit_lines_map_to_user_lines():

@@ -1,8 +1,11 @@
-"""Golden files: the v1 text and binary forms of a fixed program must not drift.
+"""Golden files: the text and binary forms of a fixed program must not drift.
 
-Regenerate after an intentional format change with ``UPDATE_GOLDEN=1`` (and
-review the diff: a changed format needs an IR_VERSION bump and an upgrader).
+The files of a released version (``simple_v1.*``) are frozen: they must keep loading, through
+the upgraders, as the program the current runtime sees. The current version's files
+(``simple_v2.*``) are regenerated after an intentional format change with ``UPDATE_GOLDEN=1``
+(review the diff: a changed format needs an IR_VERSION bump and an upgrader).
 """
+import dataclasses
 import os
 from pathlib import Path
 
@@ -35,7 +38,7 @@ label = "Grüße → 世界 | ! \\\\"
 print(len(tokens), label)
 '''
 
-PROGRAM = Program(
+PROGRAM_V1 = Program(
     header=Header(ir_version=1, producer="nnsight 0.9.0", python="3.11.7", min_python=(3, 9),
                   features=(("parenthesized context managers", 7),)),
     units=(
@@ -64,6 +67,15 @@ PROGRAM = Program(
 )
 
 
+# Version 2 added the frontend's access facts; the v1 program loads with the conservative ones.
+# (the nested unit's `as` target is read from its header line, as version 1 runtimes did)
+V1_UPGRADED = dataclasses.replace(PROGRAM_V1, header=dataclasses.replace(PROGRAM_V1.header, ir_version=2),
+                                  units=(PROGRAM_V1.units[0], dataclasses.replace(PROGRAM_V1.units[1], target="g")),
+                                  dynamic=True, dynamic_names=())
+PROGRAM = dataclasses.replace(V1_UPGRADED, dynamic=False,
+                              dynamic_names=("cfg", "g", "label", "len", "normalize", "print", "tokens"))
+
+
 def _check(path: Path, actual: bytes) -> None:
     if UPDATE:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +90,7 @@ def test_golden_program_is_valid():
 
 
 def test_golden_text():
-    path = GOLDEN / "simple_v1.txt"
+    path = GOLDEN / "simple_v2.txt"
     _check(path, print_program(PROGRAM).encode("utf-8"))
     text = path.read_bytes().decode("utf-8")
     assert parse_program(text) == PROGRAM
@@ -86,6 +98,21 @@ def test_golden_text():
 
 
 def test_golden_binary():
-    path = GOLDEN / "simple_v1.nnir"
+    path = GOLDEN / "simple_v2.nnir"
     _check(path, encode(PROGRAM))
     assert decode(path.read_bytes()) == PROGRAM
+
+
+def test_released_v1_files_load_through_the_upgrader():
+    text = (GOLDEN / "simple_v1.txt").read_bytes().decode("utf-8")
+    assert text.startswith("nnsight-ir 1\n")
+    assert parse_program(text) == V1_UPGRADED
+    assert decode((GOLDEN / "simple_v1.nnir").read_bytes()) == V1_UPGRADED
+    verify(V1_UPGRADED)
+
+
+def test_v1_upgrader_reads_the_invoke_fact_from_the_header_lines():
+    text = (GOLDEN / "simple_v1.txt").read_bytes().decode("utf-8")
+    text = text.replace("with model.generate(max_new_tokens=3) as g:", "with g.invoke('x'):")
+    program = parse_program(text)
+    assert [u.facts for u in program.units] == [(), ("invoke",)]

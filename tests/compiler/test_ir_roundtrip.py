@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.ir import (
+    IR_VERSION,
     BINDING_KINDS,
     Binding,
     CodeUnit,
@@ -61,6 +62,8 @@ def units(draw):
             parent=parent,
             header=(draw(ints), draw(ints)),
             assigned=tuple(draw(st.lists(names, max_size=3))),
+            target=draw(st.none() | names),
+            facts=tuple(draw(st.lists(st.just("invoke") | texts, max_size=2))),
         ))
     return tuple(out)
 
@@ -68,7 +71,7 @@ def units(draw):
 definitions = st.builds(Definition, texts, texts, texts, locs, st.lists(bindings(), max_size=2).map(tuple))
 headers = st.builds(
     Header,
-    ir_version=st.just(1),
+    ir_version=st.just(IR_VERSION),
     producer=texts,
     python=texts,
     min_python=st.tuples(st.integers(0, 20), st.integers(0, 20)),
@@ -82,6 +85,7 @@ programs = st.builds(
     definitions=st.lists(definitions, max_size=2).map(tuple),
     envoys=st.lists(texts, max_size=3).map(tuple),
     dynamic=st.booleans(),
+    dynamic_names=st.lists(names, max_size=3).map(tuple),
 )
 
 

@@ -80,20 +80,20 @@ def test_unknown_versions(bad):
 def test_upgrader_mechanism(monkeypatch):
     calls = []
 
-    def v1_to_v2(record):
+    def next_version(record):
         calls.append(record["header"]["ir_version"])
         record["envoys"] = record["envoys"] + ["model.added_by_upgrader"]
         return record
 
     p = program()
     text, data = print_program(p), encode(p)
-    monkeypatch.setattr(upgraders, "IR_VERSION", 2)
+    monkeypatch.setattr(upgraders, "IR_VERSION", IR_VERSION + 1)
     with pytest.raises(IRVersionError, match="no upgrader"):
         decode(data)
-    monkeypatch.setitem(upgraders.UPGRADERS, 1, v1_to_v2)
+    monkeypatch.setitem(upgraders.UPGRADERS, IR_VERSION, next_version)
     for q in (decode(data), parse_program(text)):
-        assert q.header.ir_version == 2 and q.envoys == ("model.added_by_upgrader",)
-    assert calls == [1, 1]
+        assert q.header.ir_version == IR_VERSION + 1 and q.envoys == ("model.added_by_upgrader",)
+    assert calls == [IR_VERSION, IR_VERSION]
 
 
 # -- malformed input --------------------------------------------------------------------

@@ -295,7 +295,7 @@ def run_ir(data: bytes, model, x, extra: Optional[dict] = None) -> Dict[str, obj
     program = decode(data)
     compiled = CompiledProgram(program)
     # the scripts whose body opens invokes are traced as `with model.trace() as tracer:`
-    tracer = model.trace() if ".invoke(" in program.units[0].source else model.trace(x)
+    tracer = model.trace() if 0 in compiled.invoke_parents else model.trace(x)  # (the IR's invoke facts)
     ns = {"model": model, "x": x, "torch": torch, "tracer": tracer}
     ns.update(extra or {})
     return dict(tracer.run_program(compiled, ns))
@@ -325,8 +325,12 @@ def run_live(s: Script, model, x) -> Dict[str, object]:
     exec(compile("".join(lines[: s.line - 1]), s.filename, "exec"), g)  # imports and helpers
     before = set(g)
     exec(compile("\n" * (s.line - 1) + "".join(lines[s.line - 1:]), s.filename, "exec"), g)
-    # what the trace wrote back (and not the tracer of `with model.trace() as tracer:`)
-    return {name: g[name] for name in g if name not in before and name != "tracer"}
+    from nnsight.tracing.unsaved import Unsaved
+
+    # what the trace wrote back (not the tracer of `with model.trace() as tracer:`, nor the
+    # placeholders that make reading an unsaved name raise NotSavedError)
+    return {name: g[name] for name in g
+            if name not in before and name != "tracer" and not isinstance(g[name], Unsaved)}
 
 
 def same(a: Dict[str, object], b: Dict[str, object]) -> Optional[str]:
