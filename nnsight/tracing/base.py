@@ -5,12 +5,12 @@ compiled program (a tracing context nested in traced code claims it), or the
 user's own source, lowered by the frontend (cached per call site). The body
 is not executed in place; on ``__exit__`` :meth:`execute` runs it.
 """
-import builtins
 import sys
 from typing import Any, Dict, Optional
 
 from runtime import claims, saves, skip
-from runtime.builder import CLAIMED, CompiledProgram, namespace
+from runtime.accept import prepare_namespace
+from runtime.builder import CompiledProgram, namespace
 from runtime.frames import release_locals, write_back
 
 from .compile import compile_call_site
@@ -88,8 +88,7 @@ class Tracer:
         name (what a server sends back, and what ``remote='local'`` writes back).
         """
         self._compiled, self._unit_id, self._nested = compiled, 0, False
-        ns.setdefault("__builtins__", builtins)
-        ns.setdefault(CLAIMED, claims.claimed)
+        prepare_namespace(ns)
         register_program_sources(compiled.program)  # its files may not exist here
         saves.enter()
         try:

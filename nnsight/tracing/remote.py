@@ -27,12 +27,10 @@ import sys
 from typing import Any, Dict, Optional, Tuple
 
 from compiler.closure import close_program
-from compiler.ir.request import Request, decode_request, decode_result, encode_request, encode_result
-from compiler.ir.values import decode_value, encode_value
-from compiler.ir.verifier import verify
-from runtime import gate
-from runtime.builder import CompiledProgram
-from runtime.loader import LoadError, Loader, block_user_modules
+from compiler.ir.request import Request, decode_result, encode_request
+from compiler.ir.values import decode_value
+from runtime import accept
+from runtime.loader import LoadError
 
 from .irdump import dump_request
 
@@ -113,24 +111,7 @@ class LocalServer:
         self.hosted[key] = model
 
     def handle(self, payload: bytes) -> bytes:
-        with block_user_modules():
-            request = decode_request(payload)
-            program = request.program
-            verify(program)
-            gate.check(program)  # language level: refused before anything is loaded or run
-            model = self.hosted.get(request.model)
-            if model is None:
-                raise LoadError("model %r is not hosted by this server" % request.model)
-            loader = Loader(program, model=model)
-            with loader.installed():
-                args = loader.decode(request.args)
-                kwargs = loader.decode(request.kwargs)
-                tracer = server_tracer(model, request.method, tuple(args), dict(kwargs))
-                loader.tracer = tracer
-                ns = loader.namespace()
-                saved = tracer.run_program(CompiledProgram(program), ns)
-                tree = encode_value(saved, where="the saved values", classref=loader.classref, objref=loader.objref)
-        return encode_result(tree)
+        return accept.answer(payload, self.hosted.get, server_tracer)
 
 
 # -- the client -----------------------------------------------------------------------------------
