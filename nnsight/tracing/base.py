@@ -27,7 +27,8 @@ class Tracer:
         self._unit_id = 0
         self._nested = False
         self._armed = None
-        self._remote = None  # "local": run through the request path (nnsight/tracing/remote.py)
+        self._remote = None  # "local" or True: run through the request path (nnsight/tracing/remote.py)
+        self._blocking = True  # remote=True: wait for the result (False: tracer.backend fetches it later)
 
     # ------------------------------------------------------------- protocol
 

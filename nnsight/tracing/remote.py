@@ -19,8 +19,9 @@
 
 Nothing else crosses: changes the server makes to captured objects (a probe's
 weights after an optimizer step, a counter) are only visible through saved
-values, exactly as remotely. ``remote=True`` (a real NDIF server) is not
-implemented yet.
+values, exactly as remotely. ``remote=True`` sends the same bytes to an nnsight
+server (``nnsight-server``, the client in :mod:`nnsight.remote`), which runs
+them through the same accept path (:mod:`runtime.accept`).
 """
 import json
 import sys
@@ -37,17 +38,13 @@ from .irdump import dump_request
 LOCAL = "local"
 
 
-def check_remote(remote: Any) -> Optional[str]:
-    """Validate a ``remote=`` argument: None/False (local run), ``'local'`` (simulated server)."""
+def check_remote(remote: Any) -> Any:
+    """Validate a ``remote=`` argument: None/False (local run), ``'local'`` (simulated server),
+    True (the server at ``CONFIG.API.HOST``)."""
     if remote is None or remote is False:
         return None
-    if remote == LOCAL:
-        return LOCAL
-    if remote is True:
-        raise NotImplementedError(
-            "remote=True (running on an NDIF server) is not available in this version yet. "
-            "Use remote='local' to check that your code will run remotely: it compiles, encodes "
-            "and runs the request exactly as a server would, with your own modules hidden.")
+    if remote == LOCAL or remote is True:
+        return remote
     raise ValueError("remote= must be True, False, None or 'local', got %r" % (remote,))
 
 
@@ -76,7 +73,7 @@ def traced_call(tracer: Any) -> Tuple[str, tuple, dict]:
     if hasattr(tracer, "_args") and hasattr(tracer, "_kwargs"):
         return "trace", tuple(tracer._args), dict(tracer._kwargs)
     if name == "Session":
-        options = {k: v for k, v in getattr(tracer, "options", {}).items() if k != "remote"}
+        options = {k: v for k, v in getattr(tracer, "options", {}).items() if k not in ("remote", "blocking")}
         return "session", (), options
     raise NotImplementedError("remote execution of a %s is not supported yet" % name)
 
@@ -176,19 +173,35 @@ def compile_request(tracer: Any, frame: Any):
 
 
 def run_remote(tracer: Any, frame: Any) -> Dict[str, Any]:
-    """Run ``tracer``'s body remotely (only ``'local'`` so far); returns the saved variables."""
-    if tracer._remote != LOCAL:
-        check_remote(tracer._remote)
+    """Run ``tracer``'s body remotely; returns the saved variables to write back.
+
+    ``remote='local'`` answers in this process; ``remote=True`` sends the request to the
+    server (``tracer.backend`` is the job; with ``blocking=False`` nothing is written back
+    now: ``tracer.backend()`` returns the saved values once the job is done).
+    """
     request, closure = compile_request(tracer, frame)
     payload = encode_request(request)
     tracer.remote_request = request  # print_request(tracer.remote_request) shows what was sent
     tracer.remote_payload = payload
     dump_request(request, request.program)
+
+    def decode(reply: bytes) -> Dict[str, Any]:
+        tracer.remote_result = reply
+        saved = decode_value(decode_result(reply), resolve=closure.resolve)
+        if not isinstance(saved, dict):
+            raise LoadError("the server's reply is not a dict of saved variables")
+        return saved
+
+    if tracer._remote is True:
+        from ..remote.backend import RemoteBackend
+        from ..remote.client import Client
+
+        backend = RemoteBackend(Client(), decode)
+        tracer.backend = backend
+        backend.submit(payload)
+        if not tracer._blocking:
+            return {}
+        return backend.wait()
     server = LocalServer()
     server.host(request.model, tracer.model)
-    reply = server.handle(payload)
-    tracer.remote_result = reply
-    saved = decode_value(decode_result(reply), resolve=closure.resolve)
-    if not isinstance(saved, dict):
-        raise LoadError("the server's reply is not a dict of saved variables")
-    return saved
+    return decode(server.handle(payload))
