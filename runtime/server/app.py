@@ -194,7 +194,7 @@ async def get_result(request: Request) -> Response:
     job = service.job(request.path_params["id"], key_id)
     if job["status"] != "COMPLETED":
         raise ApiError(409, "not_completed", "request %s is %s, it has no result" % (job["id"], job["status"]),
-                       "wait for COMPLETED (GET /v1/requests/{id} or the events stream)", status=job["status"],
+                       "wait for COMPLETED (GET /v1/requests/{id} or the events stream)", job_status=job["status"],
                        error=job["error"])
     data = await run_in_threadpool(service.store.read_blob, job["id"], "result")
     if data is None:
@@ -255,6 +255,12 @@ async def _on_api_error(request: Any, error: Exception) -> Response:
     return _error_response(error)
 
 
+async def _on_internal_error(request: Any, error: Exception) -> Response:
+    """A bug in the server: still a JSON answer, with the exception's type and message."""
+    return JSONResponse({"code": "internal_error", "message": "%s: %s" % (type(error).__name__, error),
+                         "hint": "this is a server bug; the server's log has the traceback"}, status_code=500)
+
+
 def make_app(service: Service) -> Starlette:
     """The ASGI application serving ``service``."""
     routes = [
@@ -274,6 +280,6 @@ def make_app(service: Service) -> Starlette:
         service.hub.bind(asyncio.get_running_loop())
         yield
 
-    app = Starlette(routes=routes, exception_handlers={ApiError: _on_api_error}, lifespan=lifespan)
+    app = Starlette(routes=routes, exception_handlers={ApiError: _on_api_error, Exception: _on_internal_error}, lifespan=lifespan)
     app.state.service = service
     return app
