@@ -47,6 +47,15 @@ import compiler.frontend.accesses  # noqa: E402,F401  (AccessReport, for the hoo
 _hookplan._envoy_types()
 
 
+def login(api_key: str, host: str = None, save: bool = True) -> None:
+    """Use ``api_key`` (and ``host``, if given) for ``remote=True``; ``save`` keeps them for later sessions."""
+    CONFIG.API.APIKEY = api_key
+    if host is not None:
+        CONFIG.API.HOST = host
+    if save:
+        CONFIG.set_default_api_key(api_key)
+
+
 def __getattr__(name):  # `from nnsight import DiffusionModel`, imported on first use
     if name == "DiffusionModel":
         from .modeling.diffusion import DiffusionModel

@@ -5,7 +5,6 @@ Torch-free: it sends request bytes and receives result bytes and status frames.
 ``CONFIG.API.APIKEY`` / ``NDIF_API_KEY`` (``nnsight.login(key)`` sets it).
 """
 import json
-import os
 import platform
 from typing import Any, Dict, Iterator, Optional
 
@@ -15,27 +14,17 @@ KEY_HEADER = "ndif-api-key"
 
 
 def default_host() -> str:
-    host = os.environ.get("NDIF_HOST")
-    if host:
-        return host
-    try:
-        from ..config import CONFIG
+    """``CONFIG.API.HOST`` (set in code, or from NNSIGHT_HOST / NDIF_HOST, or the config file)."""
+    from ..config import CONFIG
 
-        return CONFIG.API.HOST
-    except Exception:  # noqa: BLE001 - a torch-free client may not have the config module's deps
-        return "localhost:8000"
+    return CONFIG.API.HOST
 
 
 def default_key() -> str:
-    key = os.environ.get("NDIF_API_KEY")
-    if key:
-        return key
-    try:
-        from ..config import CONFIG
+    """``CONFIG.API.APIKEY`` (``nnsight.login(key)``, NNSIGHT_API_KEY / NDIF_API_KEY, the config file)."""
+    from ..config import CONFIG
 
-        return CONFIG.API.APIKEY
-    except Exception:  # noqa: BLE001
-        return ""
+    return CONFIG.API.APIKEY
 
 
 def base_url(host: str) -> str:
