@@ -68,6 +68,10 @@ def model_key(model: Any) -> str:
 def traced_call(tracer: Any) -> Tuple[str, tuple, dict]:
     """``(method, args, kwargs)`` that makes the same tracer on the server."""
     name = type(tracer).__name__
+    if name == "ScanningTracer":
+        raise NotImplementedError(
+            "model.scan(..., remote=...) is not supported yet: the server would run a real trace. A scan "
+            "runs on fake tensors and needs no weights: run it without remote=.")
     if hasattr(tracer, "_method_name"):
         return tracer._method_name, tuple(tracer._args), dict(tracer._kwargs)
     if hasattr(tracer, "_args") and hasattr(tracer, "_kwargs"):
