@@ -9,7 +9,8 @@ Each ``with`` block is compiled to a portable intervention IR (``compiler``)
 and executed by the interleaving runtime (``runtime``).
 
 Without torch installed, only the remote client is available:
-``RemoteModel``, ``CONFIG``, ``login``, ``save`` and ``register``.
+``RemoteModel``, ``CONFIG``, ``login``, ``status``, ``is_model_running``, ``ndif``,
+``save`` and ``register``.
 """
 from runtime.errors import MissedProviderError, OutOfOrderError  # noqa: F401
 from runtime.saves import save  # noqa: F401
@@ -19,6 +20,10 @@ from compiler import __version__  # noqa: F401
 from .config import CONFIG  # noqa: F401
 from .remote.arrays import importable as _importable
 from .remote.model import RemoteModel  # noqa: F401
+from .remote.service import is_model_running, status  # noqa: F401
+from . import ndif  # noqa: F401
+
+ndif_status = status
 
 HAS_TORCH = _importable("torch")
 

@@ -100,6 +100,12 @@ class Tracer:
         finally:
             saves.exit()
 
+    def local(self):
+        """Hybrid execution (a block run on the client mid-trace): not available yet."""
+        raise NotImplementedError(
+            "tracer.local() (running a block on the client in the middle of a remote trace) is not "
+            "available in this version yet: save the values, and continue on the client after the trace.")
+
     # ------------------------------------------------------------ execution
 
     @property

@@ -149,3 +149,16 @@ def test_cancel_queued_and_running_jobs(server, api_key, payload, gpt2, remote_c
     with gpt2.trace(PROMPT, remote=True):  # the next job still runs
         out = gpt2.lm_head.output.save()
     assert out.shape[-1] == 768
+
+
+def test_status_is_model_running_and_compare(server, api_key, gpt2_path, capsys):
+    import nnsight
+    from nnsight import ndif
+
+    models = nnsight.status(server.host, api_key)
+    assert [m["name"] for m in models] == ["gpt2"] and "gpt2" in capsys.readouterr().out
+    assert nnsight.is_model_running("gpt2", server.host) and nnsight.is_model_running(gpt2_path, server.host)
+    assert not nnsight.is_model_running("llama", server.host)
+    rows = {r["package"]: r for r in ndif.compare(server.host, api_key)}
+    assert rows["torch"]["local"] == rows["torch"]["server"] and not rows["nnsight"]["critical"]
+    assert "torch" in capsys.readouterr().out

@@ -117,3 +117,10 @@ def test_job_over_its_time_limit_fails_cleanly_and_the_next_runs(gpt2, remote_co
     with gpt2.trace(PROMPT, remote=True):
         out = gpt2.lm_head.output.save()
     assert out.shape[-1] == 768
+
+
+def test_tracer_local_is_refused_with_the_reason(gpt2, remote_config):
+    with pytest.raises(NotImplementedError, match=r"tracer.local\(\)"):
+        with gpt2.trace(PROMPT, remote=True) as tracer:
+            with tracer.local():
+                pass
