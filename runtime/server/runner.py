@@ -7,10 +7,13 @@ outright, with its own memory limit) implements the same interface.
 
 A job is interrupted (wall-clock limit, cancel) by raising an exception in the
 worker thread at the next Python bytecode (``PyThreadState_SetAsyncExc``): a
-job stuck in one long native call (a huge matmul) stops when it returns.
+job stuck in one long native call (a huge matmul) stops when it returns. A
+late interrupt (the job ended meanwhile) is dropped.
 """
 import ctypes
+import itertools
 import threading
+import time
 import traceback
 from typing import Any, Callable, Dict, Optional
 
@@ -55,21 +58,55 @@ class JobRunner:
         """Stop the running job with ``kind`` (a :class:`JobInterrupted` subclass), if any."""
         raise NotImplementedError
 
+    def settle(self) -> None:
+        """Called by the worker after a stray interrupt: make sure no job is marked running."""
+
 
 class InProcessRunner(JobRunner):
-    """Runs a job in the calling thread, through :func:`runtime.accept.answer`."""
+    """Runs a job in the calling thread, through the one accept path (:mod:`runtime.accept`).
+
+    An interrupt targets one job (its token), never a thread that has moved on: a thread id
+    may be reused by another thread once its own has ended.
+    """
 
     def __init__(self, make_tracer: accept.MakeTracer) -> None:
         self.make_tracer = make_tracer
         self._lock = threading.Lock()
         self._thread: Optional[int] = None  # the thread running a job now
+        self._job = 0  # the running job's token (0: none)
+        self._deadline: Optional[float] = None
+        self._tokens = itertools.count(1)
+        self._changed = threading.Condition(self._lock)
+        # One watchdog for all jobs: starting a thread while a job starts would open a window in
+        # which CPython gives the new thread's state the starting thread's id (an interrupt could
+        # land in the new thread).
+        self._watchdog = threading.Thread(target=self._watch, name="nnsight-job-watchdog", daemon=True)
+        self._watchdog.start()
 
     def run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float) -> bytes:
         with self._lock:
-            self._thread = threading.get_ident()
-        timer = threading.Timer(time_limit_s, self.interrupt, (JobTimeout,))
-        timer.daemon = True
-        timer.start()
+            self._thread, self._job = threading.get_ident(), next(self._tokens)
+            self._deadline = time.monotonic() + time_limit_s
+            self._changed.notify()
+        try:
+            return self._attempt(payload, model, log)
+        finally:
+            self._settle()
+
+    def _watch(self) -> None:
+        with self._lock:
+            while True:
+                if self._job and self._deadline is not None:
+                    left = self._deadline - time.monotonic()
+                    if left <= 0:
+                        _set_async_exc(self._thread, JobTimeout)
+                        self._deadline = None
+                        continue
+                    self._changed.wait(left)
+                else:
+                    self._changed.wait()
+
+    def _attempt(self, payload: bytes, model: Any, log: LogLine) -> bytes:
         files: set = set()
         try:
             with accept.accepted(payload, lambda key: model, log) as job:
@@ -79,15 +116,25 @@ class InProcessRunner(JobRunner):
             raise
         except BaseException as error:  # noqa: B902 - the user's error, reported to the client
             raise JobFailed(describe(error, files)) from error
-        finally:
-            timer.cancel()
-            with self._lock:
-                thread, self._thread = self._thread, None
-                _set_async_exc(thread, None)  # an interrupt that arrived too late is dropped
+
+    def _settle(self) -> None:
+        """No interrupt can reach this thread any more; one already pending is dropped."""
+        while True:
+            try:
+                with self._lock:
+                    self._thread, self._job, self._deadline = None, 0, None
+                    self._changed.notify()
+                _set_async_exc(threading.get_ident(), None)
+                return
+            except JobInterrupted:  # it landed here: clear again
+                continue
+
+    def settle(self) -> None:
+        self._settle()
 
     def interrupt(self, kind: type) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._job and self._thread is not None:
                 _set_async_exc(self._thread, kind)
 
 

@@ -5,6 +5,7 @@ state is not shared between concurrent jobs yet). Every transition is written
 to the store first, then published as a status frame. The worker also deletes
 expired jobs now and then.
 """
+import logging
 import threading
 import time
 from typing import Any, Dict, Optional
@@ -15,6 +16,8 @@ from .events import EventHub
 from .models import Models
 from .runner import JobCancelled, JobFailed, JobInterrupted, JobRunner, JobTimeout
 from .store import CANCELLED, COMPLETED, ERROR, Store
+
+log = logging.getLogger("nnsight.server")
 
 
 class Worker:
@@ -57,14 +60,36 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._expire()
-            job = self.store.claim_next()
-            if job is None:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            self._announce_positions()
-            self._process(job)
+            job_id = None
+            try:
+                self._expire()
+                job = self.store.claim_next()
+                if job is None:
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    continue
+                job_id = job["id"]
+                self._announce_positions()
+                self._process(job)
+            except JobInterrupted:  # an interrupt that landed outside its job's own handling
+                self.runner.settle()
+                self._abandon(job_id, events.CANCELLED)
+            except Exception:  # noqa: BLE001 - the worker must outlive any one job
+                log.exception("nnsight-server worker: unexpected error")
+                self._abandon(job_id, events.ERROR)
+                time.sleep(0.1)
+
+    def _abandon(self, job_id: Optional[str], status: str) -> None:
+        """A job whose outcome could not be recorded: end it with ``status`` if still running."""
+        if job_id is None:
+            return
+        job = self.store.get(job_id)
+        if job is not None and job["status"] == "RUNNING":
+            error = None if status == events.CANCELLED else {
+                "type": "ServerError", "message": "the server failed while running this job",
+                "hint": "the server's log has the details; submit the job again", "frames": []}
+            self.store.finish(job_id, CANCELLED if status == events.CANCELLED else ERROR, error)
+            self.hub.publish(job_id, status, error=error)
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -5,6 +5,8 @@ from serverproc import ServerProcess, create_key
 
 TIME_LIMIT_S = 3.0  # the server's per-job wall-clock limit (a test job loops past it)
 MAX_REQUEST_BYTES = 2_000_000
+MAX_IN_FLIGHT = 20  # per key
+MAX_QUEUE = 30
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +22,8 @@ def api_key(server_data):
 @pytest.fixture(scope="session")
 def server(server_data, api_key, gpt2_path):
     proc = ServerProcess(server_data, ["gpt2=%s" % gpt2_path], "--job-time-limit", str(TIME_LIMIT_S),
-                         "--max-request-bytes", str(MAX_REQUEST_BYTES))
+                         "--max-request-bytes", str(MAX_REQUEST_BYTES), "--max-in-flight", str(MAX_IN_FLIGHT),
+                         "--max-queue", str(MAX_QUEUE))
     proc.start()
     yield proc
     proc.stop()

@@ -80,3 +80,19 @@ def test_a_job_running_at_each_of_two_crashes_is_failed_with_the_reason(tmp_path
     job = store.get("j1")
     assert job["status"] == ERROR and "2 time(s)" in job["error"]["message"]
     assert store.claim_next() is None
+
+
+def test_finished_jobs_expire_with_their_results(tmp_path):
+    from runtime.server.store import COMPLETED, Store
+
+    store = Store(str(tmp_path / "jobs.sqlite3"), str(tmp_path / "blobs"))
+    store.add_job("old", "gpt2", None, b"request")
+    store.claim_next()
+    store.add_log("old", "a printed line", 10)
+    store.finish("old", COMPLETED, result=b"result bytes")
+    store.add_job("queued", "gpt2", None, b"request")
+    assert store.read_blob("old", "result") == b"result bytes" and store.read_blob("old", "request") is None
+    assert store.expire(ttl_s=3600) == 0  # not old enough
+    assert store.expire(ttl_s=-1) == 1
+    assert store.get("old") is None and store.read_blob("old", "result") is None and store.logs("old") == []
+    assert store.get("queued")["status"] == "QUEUED"  # unfinished jobs never expire

@@ -162,3 +162,60 @@ def test_status_is_model_running_and_compare(server, api_key, gpt2_path, capsys)
     rows = {r["package"]: r for r in ndif.compare(server.host, api_key)}
     assert rows["torch"]["local"] == rows["torch"]["server"] and not rows["nnsight"]["critical"]
     assert "torch" in capsys.readouterr().out
+
+
+def _busy_payload(gpt2, loops):
+    """The bytes of a job that spins ``loops`` times on the server (compiled, never run here)."""
+    with gpt2.trace(PROMPT, remote=True, blocking=False) as tracer:
+        n = 0
+        while n < loops:
+            n += 1
+    tracer.backend.cancel()
+    return tracer.remote_payload
+
+
+def test_quota_429_and_full_queue_503_then_jobs_run_again(server, payload, gpt2, remote_config):
+    from conftest import MAX_IN_FLIGHT, MAX_QUEUE
+    from nnsight.remote.client import Client
+    from serverproc import create_key
+
+    first, second = create_key(server.data_dir, "quota-1"), create_key(server.data_dir, "quota-2")
+    busy = _busy_payload(gpt2, 100_000_000)  # every job holds the worker until its time limit
+    ids = {first: [], second: []}
+    try:
+        # Jobs end (at the time limit) while this runs: submit until refused, well past the limits.
+        reply = None
+        for _ in range(MAX_IN_FLIGHT + 10):
+            reply = post(server, busy, first)
+            if reply.status_code != 202:
+                break
+            ids[first].append(reply.json()["id"])
+        body = refusal(reply, 429, "too_many_jobs")
+        assert str(MAX_IN_FLIGHT) in body["message"] and reply.headers["retry-after"]
+        for _ in range(MAX_QUEUE + 10):
+            reply = post(server, busy, second)
+            if reply.status_code != 202:
+                break
+            ids[second].append(reply.json()["id"])
+        body = refusal(reply, 503, "queue_full")
+        assert str(MAX_QUEUE) in body["message"] and reply.headers["retry-after"]
+    finally:
+        for key, jobs in ids.items():
+            with Client(server.host, key) as client:
+                for job_id in jobs:
+                    client.cancel(job_id)
+    with Client(server.host, first) as client:
+        job_id = client.submit(payload)["id"]
+        assert [f["status"] for f in client.events(job_id)][-1] == "COMPLETED"
+
+
+def test_a_client_that_disconnects_mid_job_finds_its_result_later(server, api_key, gpt2, remote_config):
+    from nnsight.remote.client import Client
+
+    with Client(server.host, api_key) as client:
+        job_id = client.submit(_busy_payload(gpt2, 2_000_000))["id"]
+        for frame in client.events(job_id):
+            break  # the client goes away after its first frame
+    with Client(server.host, api_key) as client:
+        frames = [f["status"] for f in client.events(job_id)]
+        assert frames[-1] == "COMPLETED" and client.result(job_id)
