@@ -100,6 +100,12 @@ class RemoteBackend:
         return None
 
     def _finish(self, frame: Dict[str, Any]) -> Dict[str, Any]:
+        try:
+            return self._outcome(frame)
+        finally:
+            self.client.close()  # the job is over: nothing more to ask the server
+
+    def _outcome(self, frame: Dict[str, Any]) -> Dict[str, Any]:
         status = frame["status"]
         if status == "COMPLETED":
             data = self.client.result(self.job_id)

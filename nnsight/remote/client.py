@@ -46,18 +46,27 @@ class Client:
     """One server: ``Client(host, api_key)``; every method is one HTTP call."""
 
     def __init__(self, host: Optional[str] = None, api_key: Optional[str] = None, timeout: float = 60.0) -> None:
-        import httpx
-
         self.url = base_url(host or default_host())
         self.api_key = api_key if api_key is not None else default_key()
         headers = {"nnsight-version": _version(), "python-version": platform.python_version()}
         if self.api_key:
             headers[KEY_HEADER] = self.api_key
         self.headers = headers
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.timeout = timeout
+        self._http: Any = None
+
+    @property
+    def http(self) -> Any:
+        """The HTTP connection pool (opened on first use, again after :meth:`close`)."""
+        if self._http is None or self._http.is_closed:
+            import httpx
+
+            self._http = httpx.Client(base_url=self.url, headers=self.headers, timeout=self.timeout)
+        return self._http
 
     def close(self) -> None:
-        self.http.close()
+        if self._http is not None:
+            self._http.close()
 
     def __enter__(self) -> "Client":
         return self
