@@ -62,6 +62,9 @@ def model_key(model: Any) -> str:
             payload["revision"] = revision
     else:
         payload = {"local": "%x" % id(model)}  # a plain module: only a local server can host it
+    alias = model.__dict__.get("_alias") if hasattr(model, "__dict__") else None
+    if alias is not None:  # rename= is the client's view: the server applies it for the job
+        payload["rename"] = alias.rename
     return "%s.%s:%s" % (cls.__module__, cls.__qualname__, json.dumps(payload, sort_keys=True))
 
 
@@ -93,6 +96,18 @@ def server_tracer(model: Any, method: str, args: tuple, kwargs: dict) -> Any:
     if fn is None or not hasattr(model, "_method_tracer"):
         raise LoadError("the hosted model has no traceable method %r" % method)
     return model._method_tracer(method, fn, args, kwargs)
+
+
+def model_for_key(model: Any, key: str):
+    """The hosted ``model`` as the key's client sees it (its ``rename=`` aliases), for a ``with``."""
+    from .. import aliasing
+
+    _, _, payload = key.partition(":")
+    try:
+        rename = json.loads(payload).get("rename")
+    except (ValueError, AttributeError):
+        rename = None
+    return aliasing.applied(model, rename if isinstance(rename, dict) else None)
 
 
 # -- the (simulated) server ---------------------------------------------------------------------

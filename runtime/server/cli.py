@@ -89,7 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
     _load_async_backend()
     import uvicorn
 
-    from nnsight.tracing.remote import server_tracer
+    from nnsight.tracing.remote import model_for_key, server_tracer
 
     from .app import Service, make_app
     from .events import EventHub
@@ -111,7 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("loading %s from %s", hosted.name, hosted.source)
     models.load_all()
     hub = EventHub()
-    worker = Worker(config, store, models, InProcessRunner(server_tracer), hub)
+    worker = Worker(config, store, models, InProcessRunner(server_tracer, model_for_key), hub)
     app = make_app(Service(config, store, models, worker, hub))
     worker.start()
     try:

@@ -10,16 +10,19 @@ worker thread at the next Python bytecode (``PyThreadState_SetAsyncExc``): a
 job stuck in one long native call (a huge matmul) stops when it returns. A
 late interrupt (the job ended meanwhile) is dropped.
 """
+import contextlib
 import ctypes
 import itertools
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, ContextManager, Dict, Optional
 
 from runtime import accept
 
 LogLine = Callable[[str], None]
+# (hosted model, request's model key) -> a context manager giving the model as that client sees it
+ModelForKey = Callable[[Any, str], ContextManager[Any]]
 
 
 class JobInterrupted(BaseException):
@@ -69,8 +72,9 @@ class InProcessRunner(JobRunner):
     may be reused by another thread once its own has ended.
     """
 
-    def __init__(self, make_tracer: accept.MakeTracer) -> None:
+    def __init__(self, make_tracer: accept.MakeTracer, model_for_key: Optional[ModelForKey] = None) -> None:
         self.make_tracer = make_tracer
+        self.model_for_key = model_for_key
         self._lock = threading.Lock()
         self._thread: Optional[int] = None  # the thread running a job now
         self._job = 0  # the running job's token (0: none)
@@ -109,9 +113,16 @@ class InProcessRunner(JobRunner):
     def _attempt(self, payload: bytes, model: Any, log: LogLine) -> bytes:
         files: set = set()
         try:
-            with accept.accepted(payload, lambda key: model, log) as job:
-                files = job.files()
-                return accept.encode_saved(job, accept.run(job, self.make_tracer))
+            with contextlib.ExitStack() as stack:  # the model's per-request view lasts the whole job
+
+                def find_model(key: str) -> Any:
+                    if self.model_for_key is None:
+                        return model
+                    return stack.enter_context(self.model_for_key(model, key))
+
+                with accept.accepted(payload, find_model, log) as job:
+                    files = job.files()
+                    return accept.encode_saved(job, accept.run(job, self.make_tracer))
         except JobInterrupted:
             raise
         except BaseException as error:  # noqa: B902 - the user's error, reported to the client

@@ -124,3 +124,20 @@ def test_tracer_local_is_refused_with_the_reason(gpt2, remote_config):
         with gpt2.trace(PROMPT, remote=True) as tracer:
             with tracer.local():
                 pass
+
+
+def test_rename_and_revision_travel_with_the_request(gpt2_path, remote_config):
+    from nnsight import LanguageModel
+
+    renamed = LanguageModel(gpt2_path, rename={"lm_head": "unembed", ".transformer.h": "layers"})
+    with renamed.trace(PROMPT, remote=True):
+        hidden = renamed.layers[0].output.save()
+        out = renamed.unembed.output.save()
+    with renamed.trace(PROMPT):
+        hidden_local = renamed.layers[0].output.save()
+        out_local = renamed.unembed.output.save()
+    assert torch.equal(out, out_local) and torch.equal(hidden, hidden_local)
+    plain = LanguageModel(gpt2_path, revision="main")
+    with pytest.raises(AttributeError, match="unembed"):  # another client's aliases are not left behind
+        with plain.trace(PROMPT, remote=True):
+            plain.unembed.output.save()
