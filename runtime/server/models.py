@@ -34,6 +34,9 @@ class HostedModel:
 
         try:
             self.model = LanguageModel(self.source, dispatch=True)
+            # Gradients are off unless a job asks (`hidden.requires_grad = True`), as on NDIF:
+            # activations are then leaves a job can start a backward pass from.
+            self.model.requires_grad_(False)
         except Exception as error:
             self.state, self.error = "FAILED", "%s: %s" % (type(error).__name__, error)
             raise

@@ -141,3 +141,22 @@ def test_rename_and_revision_travel_with_the_request(gpt2_path, remote_config):
     with pytest.raises(AttributeError, match="unembed"):  # another client's aliases are not left behind
         with plain.trace(PROMPT, remote=True):
             plain.unembed.output.save()
+
+
+def test_gradients_match_local(gpt2_path, remote_config):
+    from nnsight import LanguageModel
+
+    model = LanguageModel(gpt2_path, dispatch=True)
+    model.requires_grad_(False)  # as the server hosts it: gradients only where a job asks
+
+    def run(remote):
+        with model.trace(PROMPT, remote=remote):
+            hs = model.transformer.h[0].output
+            hs.requires_grad = True
+            logits = model.lm_head.output
+            with logits.sum().backward():
+                grad = hs.grad.save()
+        return grad
+
+    remote, local = run(True), run(None)
+    assert remote.shape == local.shape == (1, 8, 64) and torch.equal(remote, local)
