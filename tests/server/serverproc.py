@@ -23,6 +23,17 @@ def _env() -> dict:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child (Linux): killed when the test process dies, even by kill -9 (the server is
+    durable by design, so a hard stop is fine)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - other platforms: the fixture's teardown stops it
+        pass
+
+
 def create_key(data_dir: str, name: str = "tests") -> str:
     out = subprocess.run([sys.executable, "-m", "runtime.server", "keys", "create", name, "--data-dir", data_dir],
                          capture_output=True, text=True, env=_env(), check=True, timeout=60)
@@ -55,7 +66,8 @@ class ServerProcess:
         for spec in self.models:
             args += ["--model", spec]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args + self.extra, stdout=log, stderr=subprocess.STDOUT, env=_env())
+        self.proc = subprocess.Popen(args + self.extra, stdout=log, stderr=subprocess.STDOUT, env=_env(),
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
