@@ -7,65 +7,57 @@
 
 Each ``with`` block is compiled to a portable intervention IR (``compiler``)
 and executed by the interleaving runtime (``runtime``).
+
+Without torch installed, only the remote client is available:
+``RemoteModel``, ``CONFIG``, ``login``, ``status``, ``is_model_running``, ``ndif``,
+``save`` and ``register``.
 """
 from runtime.errors import MissedProviderError, OutOfOrderError  # noqa: F401
 from runtime.saves import save  # noqa: F401
 from compiler.policy import register  # noqa: F401  (send a module/package by value to remote servers)
+from compiler import __version__  # noqa: F401
 
 from .config import CONFIG  # noqa: F401
 from .deprecation import NNsightDeprecationWarning  # noqa: F401
-from .envoy import Envoy  # noqa: F401
-from .modeling import LanguageModel, NNsight, TransformersModel  # noqa: F401
-from .ndif import is_model_running, ndif_status, status  # noqa: F401
-from . import pymount as _pymount
-from .tracing import backwards as _backwards
+from .remote.arrays import importable as _importable
+from .remote.model import RemoteModel  # noqa: F401
+from .remote.service import is_model_running, status  # noqa: F401
+from . import ndif  # noqa: F401
 
-from compiler import __version__  # noqa: E402,F401
-from importlib.util import find_spec as _find_spec  # noqa: E402
+ndif_status = status
+
+HAS_TORCH = _importable("torch")
 
 __all__ = [
-    "NNsight", "LanguageModel", "TransformersModel", "Envoy",
-    "save", "register", "CONFIG",
+    "RemoteModel", "save", "register", "CONFIG", "login",
     "OutOfOrderError", "MissedProviderError", "NNsightDeprecationWarning",
     "ndif_status", "status", "is_model_running",
 ]
-if _find_spec("diffusers") is not None:  # `from nnsight import *` works without the `diffusion` extra
-    __all__.insert(3, "DiffusionModel")
 
-if CONFIG.APP.PYMOUNT:
-    # Some libraries check every public attribute of their classes when the class is
-    # created (anyio's TypedAttributeSet, imported by transformers through
-    # huggingface_hub); import them before `save` appears on `object`.
-    try:
-        import anyio.streams.tls  # noqa: F401
-    except Exception:
-        pass
-    _pymount.mount()
 
-_backwards.install()  # `with loss.backward():` opens a backward tracer
+def login(api_key: str, host: str = None, save: bool = True) -> None:
+    """Use ``api_key`` (and ``host``, if given) for ``remote=True``; ``save`` keeps them for later sessions."""
+    CONFIG.API.APIKEY = api_key
+    if host is not None:
+        CONFIG.API.HOST = host
+    if save:
+        CONFIG.set_default_api_key(api_key)
 
-from . import fallback_report as _fallback_report  # noqa: E402
 
-_fallback_report.install()  # in debug mode, fast paths that fall back say so
+if HAS_TORCH:
+    from ._local import *  # noqa: F401,F403,E402  (the local API: models, envoys, tracing)
+    from ._local import __all__ as _local_names  # noqa: E402
 
-from . import repl as _repl  # noqa: E402
-from .tracing import tracebacks as _tracebacks  # noqa: E402
-
-_tracebacks.install()  # tracebacks of errors in traces show the user's code only
-_repl.install()  # traces typed at the classic `python` prompt
-
-# Load what the first trace would otherwise import on the way (source tracing, syntax passes):
-# importing here keeps the first trace at a call site as cheap as later ones.
-from .tracing import hookplan as _hookplan  # noqa: E402
-import compiler.passes  # noqa: E402,F401
-import compiler.frontend.accesses  # noqa: E402,F401  (AccessReport, for the hook plan)
-
-_hookplan._envoy_types()
+    __all__ = list(_local_names) + __all__
 
 
 def __getattr__(name):  # `from nnsight import DiffusionModel`, imported on first use
-    if name == "DiffusionModel":
+    if name == "DiffusionModel" and HAS_TORCH:
         from .modeling.diffusion import DiffusionModel
 
         return DiffusionModel
+    if not HAS_TORCH and name in ("LanguageModel", "TransformersModel", "NNsight", "Envoy", "DiffusionModel"):
+        raise ImportError("nnsight.%s needs torch, which is not installed here. Without torch, use "
+                          "nnsight.RemoteModel(name, host=..., api_key=...) to run traces on a server."
+                          % name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

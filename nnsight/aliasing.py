@@ -15,8 +15,9 @@ the key was resolved from; a dotted alias (``"transformer.layers"``) is bound
 on the envoy its prefix names. Aliases are extra names for the same envoys:
 paths, providers and iteration are unchanged.
 """
+import contextlib
 import warnings
-from typing import Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
 
 Rename = Dict[Union[str, type], Union[str, Iterable[str]]]
 
@@ -125,6 +126,28 @@ def bind(root, rename: Optional[Rename]) -> Optional[Aliaser]:
     if not aliaser.alias_to_name:
         warnings.warn(f"`rename` {rename!r} matched no module of {type(root._module).__name__}.", stacklevel=3)
     return aliaser
+
+
+@contextlib.contextmanager
+def applied(root, rename: Optional[Rename]) -> Iterator[Any]:
+    """``root`` with the ``rename`` aliases of a client's model for the ``with`` body, then its own.
+
+    A server hosts one model for many clients, each with its own ``rename=``.
+    """
+    if not rename:
+        yield root
+        return
+    own = root.__dict__.get("_alias")
+    root.__dict__["_alias"] = bind(root, rename)
+    try:
+        yield root
+    finally:
+        root.__dict__["_alias"] = own
+        if own is not None:
+            own.build(root)
+        else:
+            for _, envoy in root.named_modules():
+                envoy._aliases.clear()
 
 
 # ---------------------------------------------------------------------- printing

@@ -6,8 +6,8 @@
     CONFIG.APP.CROSS_INVOKER   invokes of one trace share variables               (NNSIGHT_CROSS_INVOKER)
     CONFIG.APP.PYMOUNT         ``obj.save()`` on every object (read at import)    (NNSIGHT_PYMOUNT)
     CONFIG.APP.REMOTE_LOGGING  print remote job status updates                    (NNSIGHT_REMOTE_LOGGING)
-    CONFIG.API.HOST            the remote service                                 (NNSIGHT_HOST)
-    CONFIG.API.APIKEY          your API key                                       (NNSIGHT_API_KEY)
+    CONFIG.API.HOST            the remote service                                 (NNSIGHT_HOST, NDIF_HOST)
+    CONFIG.API.APIKEY          your API key                                       (NNSIGHT_API_KEY, NDIF_API_KEY)
 
 Precedence, lowest first: the defaults above < the per-user config file <
 environment variables (and ``python -d`` for DEBUG) < assignments in code.
@@ -53,6 +53,12 @@ ENV_VARS: Dict[Tuple[str, str], str] = {
     ("APP", "REMOTE_LOGGING"): "NNSIGHT_REMOTE_LOGGING",
     ("API", "HOST"): "NNSIGHT_HOST",
     ("API", "APIKEY"): "NNSIGHT_API_KEY",
+}
+
+# Other names the same settings are read from (NNSIGHT_* wins when both are set).
+ENV_ALIASES: Dict[Tuple[str, str], str] = {
+    ("API", "HOST"): "NDIF_HOST",
+    ("API", "APIKEY"): "NDIF_API_KEY",
 }
 
 
@@ -110,6 +116,9 @@ class Config:
                     self._file[(name, f.name)] = value
         for (name, key), var in ENV_VARS.items():
             raw = environ.get(var)
+            if raw is None and (name, key) in ENV_ALIASES:
+                var = ENV_ALIASES[(name, key)]
+                raw = environ.get(var)
             if raw is None:
                 continue
             section = getattr(self, name)

@@ -6,7 +6,8 @@
 #
 # Each env (default ~/.cache/nnsight-dev/py3X, override the folder with NNSIGHT_PYENVS) holds
 # the compiler's dependencies (pyproject's [project].dependencies: libcst, msgpack, the pinned
-# zstandard) plus hypothesis and pytest, installed from wheels only. The project is NOT
+# zstandard) plus hypothesis and pytest, and the remote client's httpx and websockets, installed
+# from wheels only. The project is NOT
 # installed: run it with PYTHONPATH=<checkout>, so any fresh clone works with the same envs.
 # An env is rebuilt only when its stamp (the requirements, the interpreter, RECIPE below)
 # changes: bump RECIPE when the way an env is built changes. Envs are built in parallel.
@@ -23,8 +24,8 @@ DIR=${NNSIGHT_PYENVS:-$HOME/.cache/nnsight-dev}
 MAIN_VENV=${NNSIGHT_VENV:-$HOME/.cache/nnsight-dev/venv311}
 VERSIONS=("$@")
 [ ${#VERSIONS[@]} -gt 0 ] || VERSIONS=(3.9 3.10 3.11 3.12 3.13)
-EXTRA_REQS=("hypothesis>=6" "pytest>=8")
-RECIPE=1
+EXTRA_REQS=("hypothesis>=6" "pytest>=8" "httpx" "websockets")  # + the remote client's (tests/server)
+RECIPE=2
 
 find_python() {  # newest pyenv 3.X.Y, else python3.X on PATH
   local v=$1 root=${PYENV_ROOT:-$HOME/.pyenv} best=""
@@ -57,7 +58,7 @@ setup_one() {  # setup_one VERSION BASE_PYTHON -> prints the env's python on std
     "$base" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --only-binary :all: \
       "${reqs[@]}" "${EXTRA_REQS[@]}" >&2
-    "$venv/bin/python" -c "import libcst, msgpack, zstandard, hypothesis, pytest" >&2
+    "$venv/bin/python" -c "import libcst, msgpack, zstandard, hypothesis, pytest, httpx, websockets" >&2
     echo "$want" > "$venv/.stamp"
   fi
   echo "$venv/bin/python"

@@ -5,12 +5,12 @@ compiled program (a tracing context nested in traced code claims it), or the
 user's own source, lowered by the frontend (cached per call site). The body
 is not executed in place; on ``__exit__`` :meth:`execute` runs it.
 """
-import builtins
 import sys
 from typing import Any, Dict, Optional
 
 from runtime import claims, saves, skip
-from runtime.builder import CLAIMED, CompiledProgram, namespace
+from runtime.accept import prepare_namespace
+from runtime.builder import CompiledProgram, namespace
 from runtime.frames import release_locals, write_back
 
 from .compile import compile_call_site
@@ -28,7 +28,8 @@ class Tracer:
         self._unit_id = 0
         self._nested = False
         self._armed = None
-        self._remote = None  # "local": run through the request path (nnsight/tracing/remote.py)
+        self._remote = None  # "local" or True: run through the request path (nnsight/tracing/remote.py)
+        self._blocking = True  # remote=True: wait for the result (False: tracer.backend fetches it later)
 
     # ------------------------------------------------------------- protocol
 
@@ -90,8 +91,7 @@ class Tracer:
         name (what a server sends back, and what ``remote='local'`` writes back).
         """
         self._compiled, self._unit_id, self._nested = compiled, 0, False
-        ns.setdefault("__builtins__", builtins)
-        ns.setdefault(CLAIMED, claims.claimed)
+        prepare_namespace(ns)
         register_program_sources(compiled.program)  # its files may not exist here
         saves.enter()
         try:
@@ -101,6 +101,12 @@ class Tracer:
             raise clean(error)
         finally:
             saves.exit()
+
+    def local(self):
+        """Hybrid execution (a block run on the client mid-trace): not available yet."""
+        raise NotImplementedError(
+            "tracer.local() (running a block on the client in the middle of a remote trace) is not "
+            "available in this version yet: save the values, and continue on the client after the trace.")
 
     # ------------------------------------------------------------ execution
 

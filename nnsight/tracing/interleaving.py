@@ -25,11 +25,13 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
 
     def __init__(self, model, *args, **kwargs) -> None:
         remote = kwargs.pop("remote", None)
+        blocking = kwargs.pop("blocking", True)
         super().__init__(model)
         if remote is not None:
             from .remote import check_remote
 
             self._remote = check_remote(remote)
+            self._blocking = bool(blocking)
         self._args = args
         self._kwargs = kwargs
         self._invokes: List[Tuple[tuple, dict, Any]] = []

@@ -19,8 +19,9 @@
 
 Nothing else crosses: changes the server makes to captured objects (a probe's
 weights after an optimizer step, a counter) are only visible through saved
-values, exactly as remotely. ``remote=True`` (a real NDIF server) is not
-implemented yet.
+values, exactly as remotely. ``remote=True`` sends the same bytes to an nnsight
+server (``nnsight-server``, the client in :mod:`nnsight.remote`), which runs
+them through the same accept path (:mod:`runtime.accept`).
 """
 import json
 import sys
@@ -28,28 +29,23 @@ from typing import Any, Dict, Optional, Tuple
 
 from compiler import access
 from compiler.closure import close_program
-from compiler.ir.request import Request, decode_request, decode_result, encode_request, encode_result
-from compiler.ir.values import decode_value, encode_value
-from compiler.ir.verifier import verify
-from runtime import gate
-from runtime.loader import LoadError, Loader, block_user_modules
+from compiler.ir.request import Request, decode_result, encode_request
+from compiler.ir.values import decode_value
+from runtime import accept
+from runtime.loader import LoadError
 
 from .irdump import dump_request
 
 LOCAL = "local"
 
 
-def check_remote(remote: Any) -> Optional[str]:
-    """Validate a ``remote=`` argument: None/False (local run), ``'local'`` (simulated server)."""
+def check_remote(remote: Any) -> Any:
+    """Validate a ``remote=`` argument: None/False (local run), ``'local'`` (simulated server),
+    True (the server at ``CONFIG.API.HOST``)."""
     if remote is None or remote is False:
         return None
-    if remote == LOCAL:
-        return LOCAL
-    if remote is True:
-        raise NotImplementedError(
-            "remote=True (running on an NDIF server) is not available in this version yet. "
-            "Use remote='local' to check that your code will run remotely: it compiles, encodes "
-            "and runs the request exactly as a server would, with your own modules hidden.")
+    if remote == LOCAL or remote is True:
+        return remote
     raise ValueError("remote= must be True, False, None or 'local', got %r" % (remote,))
 
 
@@ -67,18 +63,25 @@ def model_key(model: Any) -> str:
             payload["revision"] = revision
     else:
         payload = {"local": "%x" % id(model)}  # a plain module: only a local server can host it
+    alias = model.__dict__.get("_alias") if hasattr(model, "__dict__") else None
+    if alias is not None:  # rename= is the client's view: the server applies it for the job
+        payload["rename"] = alias.rename
     return "%s.%s:%s" % (cls.__module__, cls.__qualname__, json.dumps(payload, sort_keys=True))
 
 
 def traced_call(tracer: Any) -> Tuple[str, tuple, dict]:
     """``(method, args, kwargs)`` that makes the same tracer on the server."""
     name = type(tracer).__name__
+    if name == "ScanningTracer":
+        raise NotImplementedError(
+            "model.scan(..., remote=...) is not supported yet: the server would run a real trace. A scan "
+            "runs on fake tensors and needs no weights: run it without remote=.")
     if hasattr(tracer, "_method_name"):
         return tracer._method_name, tuple(tracer._args), dict(tracer._kwargs)
     if hasattr(tracer, "_args") and hasattr(tracer, "_kwargs"):
         return "trace", tuple(tracer._args), dict(tracer._kwargs)
     if name == "Session":
-        options = {k: v for k, v in getattr(tracer, "options", {}).items() if k != "remote"}
+        options = {k: v for k, v in getattr(tracer, "options", {}).items() if k not in ("remote", "blocking")}
         return "session", (), options
     raise NotImplementedError("remote execution of a %s is not supported yet" % name)
 
@@ -95,6 +98,18 @@ def server_tracer(model: Any, method: str, args: tuple, kwargs: dict) -> Any:
     if fn is None or not hasattr(model, "_method_tracer"):
         raise LoadError("the hosted model has no traceable method %r" % method)
     return model._method_tracer(method, fn, args, kwargs)
+
+
+def model_for_key(model: Any, key: str):
+    """The hosted ``model`` as the key's client sees it (its ``rename=`` aliases), for a ``with``."""
+    from .. import aliasing
+
+    _, _, payload = key.partition(":")
+    try:
+        rename = json.loads(payload).get("rename")
+    except (ValueError, AttributeError):
+        rename = None
+    return aliasing.applied(model, rename if isinstance(rename, dict) else None)
 
 
 # -- the (simulated) server ---------------------------------------------------------------------
@@ -114,24 +129,7 @@ class LocalServer:
         self.hosted[key] = model
 
     def handle(self, payload: bytes) -> bytes:
-        with block_user_modules():
-            request = decode_request(payload)
-            program = request.program
-            verify(program)
-            gate.check(program)  # language level: refused before anything is loaded or run
-            model = self.hosted.get(request.model)
-            if model is None:
-                raise LoadError("model %r is not hosted by this server" % request.model)
-            loader = Loader(program, model=model)
-            with loader.installed():
-                args = loader.decode(request.args)
-                kwargs = loader.decode(request.kwargs)
-                tracer = server_tracer(model, request.method, tuple(args), dict(kwargs))
-                loader.tracer = tracer
-                ns = loader.namespace()
-                saved = tracer.run_program(loader.compile(program), ns)
-                tree = encode_value(saved, where="the saved values", classref=loader.classref, objref=loader.objref)
-        return encode_result(tree)
+        return accept.answer(payload, self.hosted.get, server_tracer)
 
 
 # -- the client -----------------------------------------------------------------------------------
@@ -196,19 +194,35 @@ def compile_request(tracer: Any, frame: Any):
 
 
 def run_remote(tracer: Any, frame: Any) -> Dict[str, Any]:
-    """Run ``tracer``'s body remotely (only ``'local'`` so far); returns the saved variables."""
-    if tracer._remote != LOCAL:
-        check_remote(tracer._remote)
+    """Run ``tracer``'s body remotely; returns the saved variables to write back.
+
+    ``remote='local'`` answers in this process; ``remote=True`` sends the request to the
+    server (``tracer.backend`` is the job; with ``blocking=False`` nothing is written back
+    now: ``tracer.backend()`` returns the saved values once the job is done).
+    """
     request, closure = compile_request(tracer, frame)
     payload = encode_request(request)
     tracer.remote_request = request  # print_request(tracer.remote_request) shows what was sent
     tracer.remote_payload = payload
     dump_request(request, request.program)
+
+    def decode(reply: bytes) -> Dict[str, Any]:
+        tracer.remote_result = reply
+        saved = decode_value(decode_result(reply), resolve=closure.resolve, may_build=closure.may_build)
+        if not isinstance(saved, dict):
+            raise LoadError("the server's reply is not a dict of saved variables")
+        return saved
+
+    if tracer._remote is True:
+        from ..remote.backend import RemoteBackend
+        from ..remote.client import Client
+
+        backend = RemoteBackend(Client(), decode)
+        tracer.backend = backend
+        backend.submit(payload)
+        if not tracer._blocking:
+            return {}
+        return backend.wait()
     server = LocalServer()
     server.host(request.model, tracer.model)
-    reply = server.handle(payload)
-    tracer.remote_result = reply
-    saved = decode_value(decode_result(reply), resolve=closure.resolve, may_build=closure.may_build)
-    if not isinstance(saved, dict):
-        raise LoadError("the server's reply is not a dict of saved variables")
-    return saved
+    return decode(server.handle(payload))

@@ -36,6 +36,7 @@ class Session(Tracer):
             from .remote import check_remote
 
             self._remote = check_remote(options["remote"])
+            self._blocking = bool(options.get("blocking", True))
 
     def execute(self, ns: Dict[str, Any]) -> None:
         exec(self._code(), ns)

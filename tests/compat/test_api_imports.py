@@ -57,15 +57,14 @@ def test_deprecation_warning_is_a_future_warning():
     assert caught[0].category is NNsightDeprecationWarning
 
 
-@pytest.mark.parametrize("call", [lambda: nnsight.ndif_status(), lambda: nnsight.status(),
-                                  lambda: nnsight.is_model_running("openai-community/gpt2")])
-def test_status_queries_say_there_is_no_remote_client(call):
-    from nnsight.ndif import RemoteUnavailableError
+@pytest.mark.parametrize("call", [lambda h: nnsight.ndif_status(host=h), lambda h: nnsight.status(host=h),
+                                  lambda h: nnsight.is_model_running("openai-community/gpt2", host=h)])
+def test_status_queries_name_the_server_they_cannot_reach(call):
+    """Both spellings ask the configured server; with none listening, the error says which host."""
+    from nnsight.remote.errors import RemoteError
 
-    with pytest.raises(RemoteUnavailableError, match="remote='local'") as info:
-        call()
-    assert isinstance(info.value, NotImplementedError)
-    assert "no client for the remote service" in str(info.value)
+    with pytest.raises(RemoteError, match="cannot reach the nnsight server at http://127.0.0.1:9"):
+        call("http://127.0.0.1:9")
 
 
 def test_import_nnsight_does_not_import_diffusers_or_peft():

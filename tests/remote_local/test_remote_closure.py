@@ -287,9 +287,8 @@ def test_llama_trace(llama_path, mm):
     assert same(run(None), run("local"))
 
 
-def test_remote_true_is_not_implemented_yet(mlp, x):
-    with pytest.raises(NotImplementedError, match="remote='local'"):
-        mlp.trace(x, remote=True)
+def test_remote_argument_values(mlp, x):
+    assert mlp.trace(x, remote=True)._remote is True  # the server's tests are in tests/server
     with pytest.raises(ValueError, match="remote="):
         mlp.trace(x, remote="ndif")
 

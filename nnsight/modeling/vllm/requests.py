@@ -2,9 +2,9 @@
 
 :class:`RequestHelper` (one per model runner)
 
-* loads a trace's program the first time one of its requests arrives (the same
-  checks and :class:`runtime.loader.Loader` as a ``remote='local'`` server: user
-  modules blocked, program verified and version-gated), runs the trace body's
+* loads a trace's program the first time one of its requests arrives, through
+  the one accept path (:mod:`runtime.accept`: user modules blocked, program
+  verified and version-gated, then loaded), runs the trace body's
   own statements once (its invokes are separate requests), and starts one
   mediator per request in the trace's shared namespace;
 * before each forward pass, gives every scheduled request's mediator its batch
@@ -15,15 +15,12 @@
   ``tracer.result`` provider), ends their interventions, and returns the saved
   variables as encoded value trees and any intervention errors.
 """
-import builtins
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from compiler.ir.request import decode_request
-from compiler.ir.verifier import verify
-from runtime import claims, gate, saves
-from runtime.builder import CLAIMED, CompiledProgram
+from runtime import accept, saves
+from runtime.builder import CompiledProgram
 from runtime.interleaver import RESULT
-from runtime.loader import Loader, block_user_modules
+from runtime.loader import Loader
 from runtime.mediator import Mediator
 
 from .mediator import ThreadMediator
@@ -85,27 +82,19 @@ class RequestHelper:
 
     def _load(self, ctx: TraceContext, payload: bytes, setup: bool) -> None:
         try:
-            with block_user_modules():
-                request = decode_request(payload)
-                program = request.program
-                verify(program)
-                gate.check(program)
-                loader = Loader(program, model=self.model)
-                with loader.installed():
-                    tracer = WorkerTracer(self.model)
-                    loader.tracer = tracer
-                    ns = loader.namespace()
-                    compiled = loader.compile(program)
-                    tracer._compiled, tracer._unit_id = compiled, 0
-                    ns.setdefault("__builtins__", builtins)
-                    ns.setdefault(CLAIMED, claims.claimed)
-                    ctx.files = {u.loc.file for u in program.units}
-                    ctx.files |= set(register_program_sources(program))
-                    ctx.loader, ctx.tracer, ctx.compiled, ctx.ns = loader, tracer, compiled, ns
-                    saves.enter()
-                    ctx.entered = True
-                    if setup:  # the body's own statements (its invokes arrive as requests)
-                        exec(compiled.units[0].code, ns)
+            with accept.accepted(payload, lambda key: self.model) as job:
+                program = job.program
+                tracer = WorkerTracer(self.model)
+                job.loader.tracer = tracer
+                ns = accept.prepare_namespace(job.loader.namespace())
+                compiled = job.loader.compile(program)
+                tracer._compiled, tracer._unit_id = compiled, 0
+                ctx.files = job.files() | set(register_program_sources(program))
+                ctx.loader, ctx.tracer, ctx.compiled, ctx.ns = job.loader, tracer, compiled, ns
+                saves.enter()
+                ctx.entered = True
+                if setup:  # the body's own statements (its invokes arrive as requests)
+                    exec(compiled.units[0].code, ns)
         except BaseException as error:  # noqa: B902 - reported at collect time
             ctx.error = error
 

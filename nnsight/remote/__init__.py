@@ -1,0 +1,7 @@
+"""The client of an nnsight server: ``remote=True`` on traces, generations and sessions.
+
+``client`` speaks the HTTP/WebSocket protocol (docs/protocol.md), ``backend``
+follows one job and decodes its result, ``errors`` raises a job's error with
+the user's file:line.
+"""
+from .errors import RemoteError, RemoteJobError  # noqa: F401

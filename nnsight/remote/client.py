@@ -1,0 +1,148 @@
+"""HTTP and WebSocket client of an nnsight server (the protocol of docs/protocol.md).
+
+Torch-free: it sends request bytes and receives result bytes and status frames.
+``host`` is ``CONFIG.API.HOST`` / ``NDIF_HOST`` unless given, the key
+``CONFIG.API.APIKEY`` / ``NDIF_API_KEY`` (``nnsight.login(key)`` sets it).
+"""
+import json
+import platform
+from typing import Any, Dict, Iterator, Optional
+
+from .errors import RemoteError
+
+KEY_HEADER = "ndif-api-key"
+
+
+def default_host() -> str:
+    """``CONFIG.API.HOST`` (set in code, or from NNSIGHT_HOST / NDIF_HOST, or the config file)."""
+    from ..config import CONFIG
+
+    return CONFIG.API.HOST
+
+
+def default_key() -> str:
+    """``CONFIG.API.APIKEY`` (``nnsight.login(key)``, NNSIGHT_API_KEY / NDIF_API_KEY, the config file)."""
+    from ..config import CONFIG
+
+    return CONFIG.API.APIKEY
+
+
+def base_url(host: str) -> str:
+    """``localhost:8000`` -> ``http://localhost:8000`` (an explicit scheme is kept)."""
+    host = host.strip().rstrip("/")
+    return host if "://" in host else "http://" + host
+
+
+def _version() -> str:
+    try:
+        from compiler import __version__
+
+        return __version__
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+class Client:
+    """One server: ``Client(host, api_key)``; every method is one HTTP call."""
+
+    def __init__(self, host: Optional[str] = None, api_key: Optional[str] = None, timeout: float = 60.0) -> None:
+        self.url = base_url(host or default_host())
+        self.api_key = api_key if api_key is not None else default_key()
+        headers = {"nnsight-version": _version(), "python-version": platform.python_version()}
+        if self.api_key:
+            headers[KEY_HEADER] = self.api_key
+        self.headers = headers
+        self.timeout = timeout
+        self._http: Any = None
+
+    @property
+    def http(self) -> Any:
+        """The HTTP connection pool (opened on first use, again after :meth:`close`)."""
+        if self._http is None or self._http.is_closed:
+            import httpx
+
+            # Plain http needs no TLS context (building one loads the CA bundle: ~50 ms a client).
+            verify = not self.url.startswith("http://")
+            self._http = httpx.Client(base_url=self.url, headers=self.headers, timeout=self.timeout, verify=verify)
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    def _check(self, response: Any) -> Any:
+        if response.status_code < 400:
+            return response
+        try:
+            data = response.json()
+        except ValueError:
+            data = {"message": response.text[:500]}
+        if not isinstance(data, dict):
+            data = {"message": str(data)}
+        raise RemoteError("%s (HTTP %d from %s)" % (data.get("message", "error"), response.status_code, self.url),
+                          status=response.status_code, code=str(data.get("code", "")),
+                          hint=str(data.get("hint", "")), data=data)
+
+    def _get(self, path: str) -> Any:
+        import httpx
+
+        try:
+            return self._check(self.http.get(path))
+        except httpx.TransportError as error:
+            raise RemoteError("cannot reach the nnsight server at %s: %s" % (self.url, error),
+                              hint="start one with `nnsight-server serve --model ...`, or set CONFIG.API.HOST "
+                                   "/ NDIF_HOST to its address") from None
+
+    def ping(self) -> bool:
+        return self._get("/ping").json().get("status") == "ok"
+
+    def env(self) -> Dict[str, Any]:
+        return self._get("/v1/env").json()
+
+    def models(self) -> Any:
+        return self._get("/v1/models").json()["models"]
+
+    def model_config(self, name: str) -> Dict[str, str]:
+        return self._get("/v1/models/%s/config" % name).json()["files"]
+
+    def submit(self, payload: bytes) -> Dict[str, Any]:
+        import httpx
+
+        try:
+            response = self.http.post("/v1/requests", content=payload,
+                                      headers={"content-type": "application/octet-stream"})
+        except httpx.TransportError as error:
+            raise RemoteError("cannot reach the nnsight server at %s: %s" % (self.url, error),
+                              hint="start one with `nnsight-server serve --model ...`, or set CONFIG.API.HOST "
+                                   "/ NDIF_HOST to its address") from None
+        return self._check(response).json()
+
+    def status(self, job_id: str) -> Dict[str, Any]:
+        return self._get("/v1/requests/%s" % job_id).json()
+
+    def result(self, job_id: str) -> bytes:
+        return self._get("/v1/requests/%s/result" % job_id).content
+
+    def cancel(self, job_id: str) -> Dict[str, Any]:
+        return self._check(self.http.delete("/v1/requests/%s" % job_id)).json()
+
+    def events(self, job_id: str, timeout: Optional[float] = None) -> Iterator[Dict[str, Any]]:
+        """The job's status frames until its last one (COMPLETED, ERROR or CANCELLED)."""
+        from websockets.sync.client import connect
+
+        url = self.url.replace("http", "ws", 1) + "/v1/requests/%s/events" % job_id
+        headers = {KEY_HEADER: self.api_key} if self.api_key else {}
+        with connect(url, additional_headers=headers, open_timeout=timeout, max_size=None) as socket:
+            for message in socket:
+                frame = json.loads(message)
+                yield frame
+                if frame.get("status") in ("COMPLETED", "ERROR", "CANCELLED"):
+                    return

@@ -1,0 +1,130 @@
+"""The one accept path of a remote request: decode -> verify -> language gate -> load -> run -> encode.
+
+Every place that runs request bytes goes through here: the in-process
+simulation (``remote='local'``), the ``nnsight-server`` job runner and the vLLM
+worker. The steps, all with the user's modules hidden
+(:func:`runtime.loader.block_user_modules`), so a request fails exactly where a
+real server would fail it:
+
+* :func:`admit` -- decode the bytes, verify the program, refuse a program that
+  needs a newer Python than this runtime. Nothing is loaded or run; a server
+  calls it when a request arrives, to answer malformed input at once;
+* :func:`accepted` -- admit, find the hosted model for the request's key, and
+  build the program's :class:`runtime.loader.Loader` (its by-value modules
+  installed for the ``with`` body);
+* :func:`answer` -- the whole path: run the program with the tracer the
+  request names and encode the saved values as result bytes.
+
+A job's ``print()`` goes to the job's own ``log`` callback (the loader's
+builtins are per request), never to a process-wide stream.
+"""
+import builtins
+import contextlib
+import io
+from typing import Any, Callable, Dict, Iterator, Optional
+
+from compiler.ir.request import Request, decode_request, encode_result
+from compiler.ir.values import encode_value
+from compiler.ir.verifier import verify
+
+from . import claims, gate
+from .builder import CLAIMED
+from .loader import LoadError, Loader, block_user_modules
+
+# (model, method, args, kwargs) -> the tracer that runs the request's program
+MakeTracer = Callable[[Any, str, tuple, dict], Any]
+# request.model key -> the hosted model (raise LoadError when it is not hosted)
+FindModel = Callable[[str], Any]
+# one line the job printed
+LogLine = Callable[[str], None]
+
+
+def admit(payload: bytes) -> Request:
+    """Decode and check a request without loading or running anything.
+
+    Raises :class:`compiler.ir.errors.IRError` (malformed, wrong IR version,
+    invalid program) or :class:`runtime.gate.LanguageLevelError`.
+    """
+    request = decode_request(payload)
+    verify(request.program)
+    gate.check(request.program)  # language level: refused before anything is loaded or run
+    return request
+
+
+class Accepted:
+    """One admitted request with its model and loader (valid inside :func:`accepted`)."""
+
+    def __init__(self, request: Request, model: Any, loader: Loader) -> None:
+        self.request = request
+        self.program = request.program
+        self.model = model
+        self.loader = loader
+
+    def files(self) -> set:
+        """The source files of the user's code in this program (for error frames)."""
+        files = {u.loc.file for u in self.program.units}
+        files |= {d.loc.file for d in getattr(self.program, "definitions", ())}
+        return files
+
+
+def printer(log: LogLine) -> Callable[..., None]:
+    """A ``print`` that sends each printed line to ``log`` instead of a stream."""
+
+    def job_print(*args: Any, sep: Optional[str] = " ", end: Optional[str] = "\n", file: Any = None,
+                  flush: bool = False) -> None:
+        if file is not None:  # print(..., file=f) to the user's own object still works
+            builtins.print(*args, sep=sep, end=end, file=file, flush=flush)
+            return
+        buffer = io.StringIO()
+        builtins.print(*args, sep=sep, end=end, file=buffer)
+        text = buffer.getvalue()
+        for line in text.splitlines() or [""]:
+            log(line)
+
+    job_print.__name__ = job_print.__qualname__ = "print"
+    return job_print
+
+
+@contextlib.contextmanager
+def accepted(payload: bytes, find_model: FindModel, log: Optional[LogLine] = None) -> Iterator[Accepted]:
+    """Admit ``payload``, find its model and load its program (user modules hidden meanwhile)."""
+    with block_user_modules():
+        request = admit(payload)
+        model = find_model(request.model)
+        if model is None:
+            raise LoadError("model %r is not hosted by this server" % request.model)
+        loader = Loader(request.program, model=model)
+        if log is not None:
+            loader.builtins["print"] = printer(log)
+        with loader.installed():
+            yield Accepted(request, model, loader)
+
+
+def prepare_namespace(ns: Dict[str, Any]) -> Dict[str, Any]:
+    """What every program namespace needs besides its bindings (builtins, the claim hook)."""
+    ns.setdefault("__builtins__", builtins)
+    ns.setdefault(CLAIMED, claims.claimed)
+    return ns
+
+
+def run(job: Accepted, make_tracer: MakeTracer) -> Dict[str, Any]:
+    """Run an accepted request with the tracer its call names; returns the saved variables."""
+    request, loader = job.request, job.loader
+    args = loader.decode(request.args)
+    kwargs = loader.decode(request.kwargs)
+    tracer = make_tracer(job.model, request.method, tuple(args), dict(kwargs))
+    loader.tracer = tracer
+    return tracer.run_program(loader.compile(job.program), loader.namespace())
+
+
+def encode_saved(job: Accepted, saved: Dict[str, Any]) -> bytes:
+    """The result bytes of the saved variables (user classes as references the client resolves)."""
+    tree = encode_value(saved, where="the saved values", classref=job.loader.classref, objref=job.loader.objref)
+    return encode_result(tree)
+
+
+def answer(payload: bytes, find_model: FindModel, make_tracer: MakeTracer,
+           log: Optional[LogLine] = None) -> bytes:
+    """Request bytes in, result bytes out: the whole accept path."""
+    with accepted(payload, find_model, log) as job:
+        return encode_saved(job, run(job, make_tracer))

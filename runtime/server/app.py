@@ -1,0 +1,285 @@
+"""The HTTP API (Starlette): the routes of ``docs/protocol.md``.
+
+Every refusal is an :class:`ApiError` answered as JSON ``{code, message, hint}``
+with its status. A request is admitted (decoded, verified, version-gated) and
+persisted before the 202 that acknowledges it.
+"""
+import asyncio
+import contextlib
+import json
+import platform
+import sys
+import uuid
+from typing import Any, Dict, Optional
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+import compiler
+from compiler.ir.errors import IRError, IRVersionError
+from compiler.ir.version import IR_VERSION
+from runtime import accept
+from runtime.gate import LanguageLevelError
+
+from . import events, keys
+from .config import ServerConfig
+from .errors import ApiError
+from .events import EventHub
+from .models import Models
+from .store import FINISHED, QUEUED, RUNNING, Store
+from .worker import Worker
+
+PROTOCOL_VERSION = 1
+KEY_HEADER = "ndif-api-key"
+
+
+class Service:
+    """Everything one server process holds: settings, store, models, worker, event hub."""
+
+    def __init__(self, config: ServerConfig, store: Store, models: Models, worker: Worker, hub: EventHub) -> None:
+        self.config = config
+        self.store = store
+        self.models = models
+        self.worker = worker
+        self.hub = hub
+
+    def key_id(self, key: Optional[str]) -> Optional[str]:
+        """The caller's key id (None with --no-auth); 401 for a missing or unknown key."""
+        if not self.config.auth:
+            return None
+        key_id = keys.check(self.store, key)
+        if key_id is None:
+            raise ApiError(401, "bad_api_key", "missing or unknown API key" if key else "no API key was sent",
+                           "send your key in the %r header (nnsight.login(key), CONFIG.API.APIKEY or "
+                           "NDIF_API_KEY); the operator creates keys with `nnsight-server keys create`" % KEY_HEADER)
+        return key_id
+
+    def job(self, job_id: str, key_id: Optional[str]) -> Dict[str, Any]:
+        job = self.store.get(job_id)
+        if job is None or (self.config.auth and job["key_id"] != key_id):
+            raise ApiError(404, "unknown_request", "no request %r on this server" % job_id,
+                           "finished requests are deleted after %gs" % self.config.result_ttl_s)
+        return job
+
+    def status(self, job: Dict[str, Any]) -> Dict[str, Any]:
+        return {"id": job["id"], "status": job["status"], "model": job["model"],
+                "position": self.store.position(job["id"]) if job["status"] == QUEUED else None,
+                "error": job["error"], "logs": self.store.logs(job["id"]), "created": job["created"],
+                "started": job["started"], "finished": job["finished"]}
+
+
+def _error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _service(request: Any) -> Service:
+    return request.app.state.service
+
+
+async def ping(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def env(request: Request) -> Response:
+    return JSONResponse({
+        "protocol": PROTOCOL_VERSION,
+        "python": platform.python_version(),
+        "nnsight": compiler.__version__,
+        "ir_versions": [1, IR_VERSION],
+        "python_runtime": list(sys.version_info[:2]),
+        "server_modules": _server_modules(),
+        "packages": _packages(),
+    })
+
+
+def _server_modules() -> Any:
+    """The server-module table the policy enforces (compiler/data/server_modules.json)."""
+    from importlib import resources
+
+    return json.loads((resources.files("compiler") / "data" / "server_modules.json").read_text("utf-8"))
+
+
+def _packages() -> Dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for name in ("torch", "transformers", "numpy", "tokenizers", "safetensors", "starlette", "uvicorn"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+async def list_models(request: Request) -> Response:
+    service = _service(request)
+    return JSONResponse({"models": [
+        {"name": h.name, "source": h.source, "key": "nnsight.modeling.language.LanguageModel:" +
+         '{"repo_id": "%s"}' % h.name, "state": h.state, "queue": service.store.queue_length(h.name)}
+        for h in service.models.by_name.values()]})
+
+
+async def model_config(request: Request) -> Response:
+    service = _service(request)
+    hosted = service.models.get(request.path_params["name"])
+    files = await run_in_threadpool(hosted.config_files)
+    return JSONResponse({"name": hosted.name, "source": hosted.source, "files": files})
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    too_big = ApiError(413, "too_large", "the request body is larger than this server's limit of %d bytes" % limit,
+                       "save less, or send large inputs as smaller pieces in several requests")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _admit(payload: bytes):
+    try:
+        return accept.admit(payload)
+    except IRVersionError as error:
+        raise ApiError(400, "ir_version", str(error), "this server accepts IR versions 1 to %d; upgrade or "
+                       "downgrade nnsight on the client to match" % IR_VERSION, accepted=[1, IR_VERSION])
+    except LanguageLevelError as error:
+        raise ApiError(400, "python_version", str(error), "write the code for Python %d.%d or older"
+                       % sys.version_info[:2])
+    except IRError as error:
+        raise ApiError(400, "malformed_request", "the request is not a valid nnsight request: %s" % error,
+                       "send the bytes nnsight's client encodes (the body may have been cut short)")
+    except Exception as error:  # noqa: BLE001 - anything a decoder raises on garbage is the client's fault
+        raise ApiError(400, "malformed_request", "the request could not be decoded: %s: %s"
+                       % (type(error).__name__, error), "send the bytes nnsight's client encodes")
+
+
+async def submit(request: Request) -> Response:
+    service = _service(request)
+    config = service.config
+    key_id = service.key_id(request.headers.get(KEY_HEADER))
+    payload = await _body(request, config.max_request_bytes)
+    admitted = await run_in_threadpool(_admit, payload)
+    hosted = service.models.find(admitted.model)
+    if service.store.count(QUEUED) >= config.max_queue:
+        raise ApiError(503, "queue_full", "the server's queue is full (%d jobs)" % config.max_queue,
+                       "retry after a few seconds", headers={"Retry-After": "5"})
+    if key_id is not None and service.store.in_flight(key_id) >= config.max_in_flight_per_key:
+        raise ApiError(429, "too_many_jobs", "this key already has %d jobs queued or running"
+                       % config.max_in_flight_per_key, "wait for some to finish", headers={"Retry-After": "2"})
+    job_id = uuid.uuid4().hex
+    await run_in_threadpool(service.store.add_job, job_id, hosted.name, key_id, payload)
+    service.worker.wake()
+    return JSONResponse({"id": job_id, "status": QUEUED, "position": service.store.position(job_id)},
+                        status_code=202)
+
+
+async def get_status(request: Request) -> Response:
+    service = _service(request)
+    key_id = service.key_id(request.headers.get(KEY_HEADER))
+    return JSONResponse(service.status(service.job(request.path_params["id"], key_id)))
+
+
+async def get_result(request: Request) -> Response:
+    service = _service(request)
+    key_id = service.key_id(request.headers.get(KEY_HEADER))
+    job = service.job(request.path_params["id"], key_id)
+    if job["status"] != "COMPLETED":
+        raise ApiError(409, "not_completed", "request %s is %s, it has no result" % (job["id"], job["status"]),
+                       "wait for COMPLETED (GET /v1/requests/{id} or the events stream)", job_status=job["status"],
+                       error=job["error"])
+    data = await run_in_threadpool(service.store.read_blob, job["id"], "result")
+    if data is None:
+        raise ApiError(404, "result_expired", "the result of request %s is gone" % job["id"], "submit it again")
+    return Response(data, media_type="application/octet-stream")
+
+
+async def cancel(request: Request) -> Response:
+    service = _service(request)
+    key_id = service.key_id(request.headers.get(KEY_HEADER))
+    job = service.job(request.path_params["id"], key_id)
+    status = service.store.cancel(job["id"])
+    if status == "CANCELLED" and job["status"] == QUEUED:
+        service.hub.publish(job["id"], events.CANCELLED)
+    elif status == RUNNING:
+        service.worker.cancel(job["id"])
+    return JSONResponse({"id": job["id"], "status": status})
+
+
+async def job_events(websocket: WebSocket) -> None:
+    service = _service(websocket)
+    job_id = websocket.path_params["id"]
+    try:
+        key_id = service.key_id(websocket.headers.get(KEY_HEADER) or websocket.query_params.get("api_key"))
+        service.job(job_id, key_id)
+    except ApiError as error:
+        await websocket.close(code=4000 + error.status, reason=error.message[:120])
+        return
+    await websocket.accept()
+    queue = service.hub.subscribe(job_id)
+    try:
+        job = service.store.get(job_id)
+        if job is None:
+            await websocket.close(code=4404)
+            return
+        for n, line in enumerate(service.store.logs(job_id)):
+            await websocket.send_json({"id": job_id, "status": events.LOG, "n": n, "line": line})
+        status = job["status"]
+        if status in FINISHED:
+            await websocket.send_json({"id": job_id, "status": status, "error": job["error"]})
+            await websocket.close()
+            return
+        await websocket.send_json({"id": job_id, "status": status, "position": service.store.position(job_id)})
+        while True:
+            frame = await queue.get()
+            await websocket.send_json(frame)
+            if frame["status"] in events.TERMINAL:
+                await websocket.close()
+                return
+    except WebSocketDisconnect:
+        return
+    finally:
+        service.hub.unsubscribe(job_id, queue)
+
+
+async def _on_api_error(request: Any, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return _error_response(error)
+
+
+async def _on_internal_error(request: Any, error: Exception) -> Response:
+    """A bug in the server: still a JSON answer, with the exception's type and message."""
+    return JSONResponse({"code": "internal_error", "message": "%s: %s" % (type(error).__name__, error),
+                         "hint": "this is a server bug; the server's log has the traceback"}, status_code=500)
+
+
+def make_app(service: Service) -> Starlette:
+    """The ASGI application serving ``service``."""
+    routes = [
+        Route("/ping", ping),
+        Route("/v1/env", env),
+        Route("/v1/models", list_models),
+        Route("/v1/models/{name:path}/config", model_config),
+        Route("/v1/requests", submit, methods=["POST"]),
+        Route("/v1/requests/{id}", get_status, methods=["GET"]),
+        Route("/v1/requests/{id}", cancel, methods=["DELETE"]),
+        Route("/v1/requests/{id}/result", get_result),
+        WebSocketRoute("/v1/requests/{id}/events", job_events),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        service.hub.bind(asyncio.get_running_loop())
+        yield
+
+    app = Starlette(routes=routes, exception_handlers={ApiError: _on_api_error, Exception: _on_internal_error}, lifespan=lifespan)
+    app.state.service = service
+    return app

@@ -1,0 +1,62 @@
+"""Status frames of jobs, fanned out to the WebSocket subscribers of each job.
+
+The worker thread publishes; each ``/v1/requests/{id}/events`` connection holds
+one asyncio queue. Nothing is kept for a job nobody listens to: a subscriber
+first subscribes, then reads the job's state and logs from the store, so it
+misses nothing (LOG frames carry their index ``n`` so a repeated line is
+recognised). The registry holds only live connections.
+"""
+import asyncio
+import threading
+from typing import Any, Dict, List, Optional
+
+RECEIVED, QUEUED, DISPATCHED, RUNNING = "RECEIVED", "QUEUED", "DISPATCHED", "RUNNING"
+LOG, COMPLETED, ERROR, CANCELLED = "LOG", "COMPLETED", "ERROR", "CANCELLED"
+TERMINAL = (COMPLETED, ERROR, CANCELLED)
+
+
+class EventHub:
+    """Thread-safe publish, asyncio subscribe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._subscribers: Dict[str, List[asyncio.Queue]] = {}
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The event loop the subscribers' queues belong to (the HTTP server's)."""
+        self._loop = loop
+
+    def subscribe(self, job_id: str) -> "asyncio.Queue[Dict[str, Any]]":
+        queue: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
+        with self._lock:
+            self._subscribers.setdefault(job_id, []).append(queue)
+        return queue
+
+    def unsubscribe(self, job_id: str, queue: "asyncio.Queue") -> None:
+        with self._lock:
+            queues = self._subscribers.get(job_id)
+            if queues is not None and queue in queues:
+                queues.remove(queue)
+                if not queues:
+                    del self._subscribers[job_id]
+
+    def watched(self) -> List[str]:
+        """Ids of the jobs someone is subscribed to."""
+        with self._lock:
+            return list(self._subscribers)
+
+    def publish(self, job_id: str, status: str, **fields: Any) -> None:
+        """Send one frame to the job's subscribers (from any thread)."""
+        with self._lock:
+            queues = list(self._subscribers.get(job_id, ()))
+        loop = self._loop
+        if not queues or loop is None:
+            return
+        frame = {"id": job_id, "status": status}
+        frame.update(fields)
+        for queue in queues:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, frame)
+            except RuntimeError:  # the loop is closed: the server is stopping
+                return

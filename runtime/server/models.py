@@ -1,0 +1,138 @@
+"""The hosted models: loaded at start-up, found by the model key a client sends.
+
+``--model [NAME=]PATH_OR_HUB_ID`` loads the model with the same code as the
+client's ``LanguageModel(PATH_OR_HUB_ID)`` (here with its weights). A client's
+key is ``import.path.ClassName:{"repo_id": ..., "revision": ...}``; it names a
+hosted model when its ``repo_id`` is the model's NAME, its path or hub id, or
+the same directory.
+"""
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from .errors import ApiError
+
+# Files a client needs to build the model's skeleton and tokenizer without weights.
+CONFIG_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model",
+                "added_tokens.json", "chat_template.jinja")
+MAX_CONFIG_FILE_BYTES = 32 * 1024 * 1024
+
+
+class HostedModel:
+    """One model this server runs jobs on."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.model: Any = None
+        self.state = "LOADING"
+        self.error: Optional[str] = None
+
+    def load(self) -> None:
+        from nnsight import LanguageModel
+
+        try:
+            self.model = LanguageModel(self.source, dispatch=True)
+            # Gradients are off unless a job asks (`hidden.requires_grad = True`), as on NDIF:
+            # activations are then leaves a job can start a backward pass from.
+            self.model.requires_grad_(False)
+        except Exception as error:
+            self.state, self.error = "FAILED", "%s: %s" % (type(error).__name__, error)
+            raise
+        self.state = "READY"
+
+    def matches(self, repo_id: str) -> bool:
+        if repo_id in (self.name, self.source):
+            return True
+        if os.path.isdir(self.source) and os.path.isdir(repo_id):
+            return os.path.realpath(repo_id) == os.path.realpath(self.source)
+        return False
+
+    def directory(self) -> Optional[str]:
+        """The local directory holding the model's files (a path, or the hub cache snapshot)."""
+        if os.path.isdir(self.source):
+            return self.source
+        try:
+            from huggingface_hub import snapshot_download
+
+            return snapshot_download(self.source, local_files_only=True,
+                                     allow_patterns=list(CONFIG_FILES))
+        except Exception:
+            return None
+
+    def config_files(self) -> Dict[str, str]:
+        """``{file name: text}`` of the config and tokenizer files (never the weights)."""
+        directory = self.directory()
+        files: Dict[str, str] = {}
+        if directory is None:
+            return files
+        for name in CONFIG_FILES:
+            path = os.path.join(directory, name)
+            if os.path.isfile(path) and os.path.getsize(path) <= MAX_CONFIG_FILE_BYTES:
+                with open(path, encoding="utf-8") as f:
+                    files[name] = f.read()
+        return files
+
+
+def parse_spec(spec: str) -> HostedModel:
+    """``NAME=PATH_OR_HUB_ID`` or ``PATH_OR_HUB_ID`` (named after its last path component)."""
+    name, sep, source = spec.partition("=")
+    if not sep:
+        source = spec
+        name = os.path.basename(os.path.normpath(spec)) if os.path.isdir(spec) else spec
+    if not name or not source:
+        raise ValueError("--model %r: expected [NAME=]PATH_OR_HUB_ID" % spec)
+    return HostedModel(name, source)
+
+
+class Models:
+    """The hosted models by name."""
+
+    def __init__(self, specs: List[str]) -> None:
+        self.by_name: Dict[str, HostedModel] = {}
+        for spec in specs:
+            hosted = parse_spec(spec)
+            if hosted.name in self.by_name:
+                raise ValueError("two --model options are named %r; name them: --model NAME=PATH" % hosted.name)
+            self.by_name[hosted.name] = hosted
+
+    def load_all(self) -> None:
+        for hosted in self.by_name.values():
+            hosted.load()
+
+    def names(self) -> List[str]:
+        return sorted(self.by_name)
+
+    def get(self, name: str) -> HostedModel:
+        hosted = self.by_name.get(name)
+        if hosted is None:
+            raise ApiError(404, "unknown_model", "this server hosts no model named %r" % name,
+                           "hosted models: %s" % ", ".join(self.names()), models=self.names())
+        return hosted
+
+    def find(self, key: str) -> HostedModel:
+        """The hosted model a client's model key names (404 listing the hosted ones if none)."""
+        _, sep, payload = key.partition(":")
+        repo_id = None
+        revision = None
+        if sep:
+            try:
+                data = json.loads(payload)
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                repo_id, revision = data.get("repo_id"), data.get("revision")
+        if isinstance(repo_id, str):
+            for hosted in self.by_name.values():
+                if hosted.matches(repo_id):
+                    if revision not in (None, "main"):
+                        raise ApiError(404, "unknown_revision",
+                                       "model %r is hosted at its default revision, not %r" % (hosted.name, revision),
+                                       "drop revision= or ask the operator to host that revision",
+                                       models=self.names())
+                    return hosted
+        shown = repo_id if isinstance(repo_id, str) else key
+        raise ApiError(404, "unknown_model", "this server does not host %r" % shown,
+                       "hosted models: %s (use one of these names or their paths in LanguageModel(...))"
+                       % ", ".join(self.names()), models=self.names())

@@ -1,0 +1,172 @@
+"""Job runners: run one request's bytes against a hosted model and return the result bytes.
+
+:class:`JobRunner` is the interface the worker uses; :class:`InProcessRunner`
+runs the job in the calling (worker) thread through the one accept path
+(:mod:`runtime.accept`). An out-of-process runner (a job that can be killed
+outright, with its own memory limit) implements the same interface.
+
+A job is interrupted (wall-clock limit, cancel) by raising an exception in the
+worker thread at the next Python bytecode (``PyThreadState_SetAsyncExc``): a
+job stuck in one long native call (a huge matmul) stops when it returns. A
+late interrupt (the job ended meanwhile) is dropped.
+"""
+import contextlib
+import ctypes
+import itertools
+import threading
+import time
+import traceback
+from typing import Any, Callable, ContextManager, Dict, Optional
+
+from runtime import accept
+
+LogLine = Callable[[str], None]
+# (hosted model, request's model key) -> a context manager giving the model as that client sees it
+ModelForKey = Callable[[Any, str], ContextManager[Any]]
+
+
+class JobInterrupted(BaseException):
+    """Raised inside a running job to stop it (not an ``Exception``: user code must not swallow it)."""
+
+    reason = "interrupted"
+
+
+class JobTimeout(JobInterrupted):
+    reason = "timeout"
+
+
+class JobCancelled(JobInterrupted):
+    reason = "cancelled"
+
+
+class JobFailed(Exception):
+    """A job raised: ``info`` is :func:`describe`'s account of the error, sent to the client."""
+
+    def __init__(self, info: Dict[str, Any]) -> None:
+        super().__init__(info.get("message", ""))
+        self.info = info
+
+
+class JobRunner:
+    """Runs jobs; one job at a time per runner."""
+
+    def run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float) -> bytes:
+        """The result bytes of ``payload`` run on ``model``.
+
+        Raises :class:`JobFailed` for the job's own error, :class:`JobInterrupted` when stopped.
+        """
+        raise NotImplementedError
+
+    def interrupt(self, kind: type) -> None:
+        """Stop the running job with ``kind`` (a :class:`JobInterrupted` subclass), if any."""
+        raise NotImplementedError
+
+    def settle(self) -> None:
+        """Called by the worker after a stray interrupt: make sure no job is marked running."""
+
+
+class InProcessRunner(JobRunner):
+    """Runs a job in the calling thread, through the one accept path (:mod:`runtime.accept`).
+
+    An interrupt targets one job (its token), never a thread that has moved on: a thread id
+    may be reused by another thread once its own has ended.
+    """
+
+    def __init__(self, make_tracer: accept.MakeTracer, model_for_key: Optional[ModelForKey] = None) -> None:
+        self.make_tracer = make_tracer
+        self.model_for_key = model_for_key
+        self._lock = threading.Lock()
+        self._thread: Optional[int] = None  # the thread running a job now
+        self._job = 0  # the running job's token (0: none)
+        self._deadline: Optional[float] = None
+        self._tokens = itertools.count(1)
+        self._changed = threading.Condition(self._lock)
+        # One watchdog for all jobs: starting a thread while a job starts would open a window in
+        # which CPython gives the new thread's state the starting thread's id (an interrupt could
+        # land in the new thread).
+        self._watchdog = threading.Thread(target=self._watch, name="nnsight-job-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float) -> bytes:
+        with self._lock:
+            self._thread, self._job = threading.get_ident(), next(self._tokens)
+            self._deadline = time.monotonic() + time_limit_s
+            self._changed.notify()
+        try:
+            return self._attempt(payload, model, log)
+        finally:
+            self._settle()
+
+    def _watch(self) -> None:
+        with self._lock:
+            while True:
+                if self._job and self._deadline is not None:
+                    left = self._deadline - time.monotonic()
+                    if left <= 0:
+                        _set_async_exc(self._thread, JobTimeout)
+                        self._deadline = None
+                        continue
+                    self._changed.wait(left)
+                else:
+                    self._changed.wait()
+
+    def _attempt(self, payload: bytes, model: Any, log: LogLine) -> bytes:
+        files: set = set()
+        try:
+            with contextlib.ExitStack() as stack:  # the model's per-request view lasts the whole job
+
+                def find_model(key: str) -> Any:
+                    if self.model_for_key is None:
+                        return model
+                    return stack.enter_context(self.model_for_key(model, key))
+
+                with accept.accepted(payload, find_model, log) as job:
+                    files = job.files()
+                    return accept.encode_saved(job, accept.run(job, self.make_tracer))
+        except JobInterrupted:
+            raise
+        except BaseException as error:  # noqa: B902 - the user's error, reported to the client
+            raise JobFailed(describe(error, files)) from error
+
+    def _settle(self) -> None:
+        """No interrupt can reach this thread any more; one already pending is dropped."""
+        while True:
+            try:
+                with self._lock:
+                    self._thread, self._job, self._deadline = None, 0, None
+                    self._changed.notify()
+                _set_async_exc(threading.get_ident(), None)
+                return
+            except JobInterrupted:  # it landed here: clear again
+                continue
+
+    def settle(self) -> None:
+        self._settle()
+
+    def interrupt(self, kind: type) -> None:
+        with self._lock:
+            if self._job and self._thread is not None:
+                _set_async_exc(self._thread, kind)
+
+
+def _set_async_exc(thread_id: Optional[int], kind: Optional[type]) -> None:
+    if thread_id is None:
+        return
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                               ctypes.py_object(kind) if kind is not None else None)
+
+
+def describe(error: BaseException, files: Optional[set] = None) -> Dict[str, Any]:
+    """A job's exception as plain data: its type, message and the frames in the user's code.
+
+    ``files`` are the program's source files; without them, every frame whose
+    file is not part of the server's own installation is kept.
+    """
+    cls = type(error)
+    frames = []
+    for f in traceback.extract_tb(error.__traceback__):
+        if files is not None and f.filename not in files:
+            continue
+        frames.append([f.filename, f.lineno, f.name, f.line or ""])
+    return {"type": "%s.%s" % (cls.__module__, cls.__qualname__), "message": str(error),
+            "hint": "", "frames": frames}

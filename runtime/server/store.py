@@ -1,0 +1,261 @@
+"""Durable server state in ``--data-dir``: jobs, their logs and API keys in SQLite (WAL), blobs as files.
+
+A job is written here (request bytes fsynced, then the row committed) before
+the server acknowledges it, so a ``kill -9`` loses nothing: at the next start
+:meth:`Store.recover` re-queues a job that was running (up to the attempt
+limit; then it is failed with the reason) and queued jobs simply run.
+
+Job states: ``QUEUED`` -> ``RUNNING`` -> ``COMPLETED`` | ``ERROR`` | ``CANCELLED``.
+One connection, guarded by a lock: every caller (the HTTP handlers, the
+worker) goes through short transactions.
+"""
+import json
+import os
+import sqlite3
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+QUEUED, RUNNING, COMPLETED, ERROR, CANCELLED = "QUEUED", "RUNNING", "COMPLETED", "ERROR", "CANCELLED"
+FINISHED = (COMPLETED, ERROR, CANCELLED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    model TEXT NOT NULL,
+    key_id TEXT,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    error TEXT,
+    log_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
+CREATE TABLE IF NOT EXISTS logs (
+    job_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (job_id, n)
+);
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY,
+    hash TEXT UNIQUE NOT NULL,
+    name TEXT NOT NULL,
+    created REAL NOT NULL,
+    revoked REAL
+);
+"""
+
+
+def _fsync_write(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Store:
+    """Jobs, logs, keys and blobs of one data directory."""
+
+    def __init__(self, db_path: str, blob_dir: str) -> None:
+        os.makedirs(blob_dir, exist_ok=True)
+        self.blob_dir = blob_dir
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- blobs -------------------------------------------------------------------------------
+
+    def blob_path(self, job_id: str, kind: str) -> str:
+        return os.path.join(self.blob_dir, "%s.%s" % (job_id, kind))
+
+    def read_blob(self, job_id: str, kind: str) -> Optional[bytes]:
+        try:
+            with open(self.blob_path(job_id, kind), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def _drop_blobs(self, job_id: str) -> None:
+        for kind in ("request", "result"):
+            try:
+                os.remove(self.blob_path(job_id, kind))
+            except FileNotFoundError:
+                pass
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def add_job(self, job_id: str, model: str, key_id: Optional[str], payload: bytes) -> None:
+        """Persist a new queued job (the request bytes first, then its row)."""
+        _fsync_write(self.blob_path(job_id, "request"), payload)
+        with self._lock:
+            self._db.execute("INSERT INTO jobs (id, model, key_id, status, created) VALUES (?, ?, ?, ?, ?)",
+                             (job_id, model, key_id, QUEUED, time.time()))
+
+    def count(self, status: str) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,)).fetchone()[0]
+
+    def queue_length(self, model: str) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ? AND model = ?",
+                                    (QUEUED, model)).fetchone()[0]
+
+    def in_flight(self, key_id: Optional[str]) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE key_id IS ? AND status IN (?, ?)",
+                                    (key_id, QUEUED, RUNNING)).fetchone()[0]
+
+    def claim_next(self) -> Optional[Dict[str, Any]]:
+        """The oldest queued job, now RUNNING (its attempt counted), or None."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
+                if row is None:
+                    db.execute("COMMIT")
+                    return None
+                db.execute("UPDATE jobs SET status = ?, attempts = attempts + 1, started = ? WHERE id = ?",
+                           (RUNNING, time.time(), row["id"]))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        job = dict(row)
+        job["status"], job["attempts"] = RUNNING, job["attempts"] + 1
+        return job
+
+    def position(self, job_id: str) -> Optional[int]:
+        """How many queued jobs are ahead of this one (None unless it is queued)."""
+        with self._lock:
+            row = self._db.execute("SELECT seq, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row["status"] != QUEUED:
+                return None
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ? AND seq < ?",
+                                    (QUEUED, row["seq"])).fetchone()[0]
+
+    def finish(self, job_id: str, status: str, error: Optional[Dict[str, Any]] = None,
+               result: Optional[bytes] = None) -> None:
+        """Record a job's end (its result file first, then the row)."""
+        if result is not None:
+            _fsync_write(self.blob_path(job_id, "result"), result)
+        with self._lock:
+            self._db.execute("UPDATE jobs SET status = ?, finished = ?, error = ? WHERE id = ?",
+                             (status, time.time(), json.dumps(error) if error is not None else None, job_id))
+        try:
+            os.remove(self.blob_path(job_id, "request"))  # no longer needed to re-run it
+        except FileNotFoundError:
+            pass
+
+    def cancel(self, job_id: str) -> Optional[str]:
+        """Cancel a job: a queued one ends now, a running one is flagged. Returns its status then."""
+        with self._lock:
+            row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            status = row["status"]
+            if status == QUEUED:
+                self._db.execute("UPDATE jobs SET status = ?, finished = ? WHERE id = ?",
+                                 (CANCELLED, time.time(), job_id))
+                return CANCELLED
+            if status == RUNNING:
+                self._db.execute("UPDATE jobs SET cancel = 1 WHERE id = ?", (job_id,))
+            return status
+
+    def get(self, job_id: str) -> Optional[Dict[str, Any]]:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        job = dict(row)
+        job["error"] = json.loads(job["error"]) if job["error"] else None
+        return job
+
+    # -- logs ----------------------------------------------------------------------------------
+
+    def add_log(self, job_id: str, line: str, limit: int) -> Optional[int]:
+        """Keep one printed line; its index (None once the job's limit is reached: only counted)."""
+        with self._lock:
+            n = self._db.execute("SELECT log_count FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+            self._db.execute("UPDATE jobs SET log_count = log_count + 1 WHERE id = ?", (job_id,))
+            if n >= limit:
+                return None
+            self._db.execute("INSERT INTO logs (job_id, n, line) VALUES (?, ?, ?)", (job_id, n, line))
+            return n
+
+    def logs(self, job_id: str) -> List[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT line FROM logs WHERE job_id = ? ORDER BY n", (job_id,)).fetchall()
+        return [r[0] for r in rows]
+
+    # -- restart and expiry --------------------------------------------------------------------
+
+    def recover(self, max_attempts: int) -> List[str]:
+        """After a crash: re-queue jobs that were running, or fail them once out of attempts."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, attempts FROM jobs WHERE status = ?", (RUNNING,)).fetchall()
+        failed = []
+        for row in rows:
+            if row["attempts"] < max_attempts:
+                with self._lock:
+                    self._db.execute("UPDATE jobs SET status = ? WHERE id = ?", (QUEUED, row["id"]))
+            else:
+                failed.append(row["id"])
+                self.finish(row["id"], ERROR, {
+                    "type": "JobLostError",
+                    "message": "the server stopped while this job was running, %d time(s); it is not "
+                               "retried again" % row["attempts"],
+                    "hint": "a job that crashes the server (out of memory, a native crash) fails like "
+                            "this; make it smaller, or ask the server's operator for its log",
+                    "frames": []})
+        return failed
+
+    def expire(self, ttl_s: float) -> int:
+        """Delete finished jobs (rows, logs, result files) older than ``ttl_s``."""
+        cutoff = time.time() - ttl_s
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM jobs WHERE finished IS NOT NULL AND finished < ?",
+                                    (cutoff,)).fetchall()
+        for row in rows:
+            self._drop_blobs(row["id"])
+            with self._lock:
+                self._db.execute("DELETE FROM logs WHERE job_id = ?", (row["id"],))
+                self._db.execute("DELETE FROM jobs WHERE id = ?", (row["id"],))
+        return len(rows)
+
+    # -- API keys ------------------------------------------------------------------------------
+
+    def add_key(self, key_id: str, key_hash: str, name: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO keys (id, hash, name, created) VALUES (?, ?, ?, ?)",
+                             (key_id, key_hash, name, time.time()))
+
+    def key_by_hash(self, key_hash: str) -> Optional[Dict[str, Any]]:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM keys WHERE hash = ? AND revoked IS NULL", (key_hash,)).fetchone()
+        return dict(row) if row is not None else None
+
+    def keys(self) -> List[Dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, name, created, revoked FROM keys ORDER BY created").fetchall()
+        return [dict(r) for r in rows]
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("UPDATE keys SET revoked = ? WHERE id = ? AND revoked IS NULL",
+                                   (time.time(), key_id))
+            return cur.rowcount > 0
