@@ -49,6 +49,8 @@ if HAS_TORCH:
     from ._local import __all__ as _local_names  # noqa: E402
 
     __all__ = list(_local_names) + __all__
+    if _importable("diffusers"):  # `from nnsight import *` works without the `diffusion` extra
+        __all__.insert(len(_local_names), "DiffusionModel")
 
 
 def __getattr__(name):  # `from nnsight import DiffusionModel`, imported on first use

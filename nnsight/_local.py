@@ -1,6 +1,4 @@
 """The local API (needs torch): models, envoys, tracing, and what importing nnsight installs."""
-from importlib.util import find_spec as _find_spec
-
 from .config import CONFIG
 from .envoy import Envoy  # noqa: F401
 from .modeling import LanguageModel, NNsight, TransformersModel  # noqa: F401
@@ -8,8 +6,6 @@ from . import pymount as _pymount
 from .tracing import backwards as _backwards
 
 __all__ = ["NNsight", "LanguageModel", "TransformersModel", "Envoy"]
-if _find_spec("diffusers") is not None:  # `from nnsight import *` works without the `diffusion` extra
-    __all__.append("DiffusionModel")
 
 if CONFIG.APP.PYMOUNT:
     # Some libraries check every public attribute of their classes when the class is
