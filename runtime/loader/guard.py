@@ -21,7 +21,6 @@ hooks for every attribute read and write; the guarded builtins
 * writes: a server module, a server class or a server function cannot be
   written; private names only on the request's own objects.
 """
-import os
 import sys
 import types
 import weakref
@@ -40,10 +39,16 @@ _FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, t
 
 
 def _where() -> str:
-    """``file:line`` of the user code that called a hook (walks out of this package)."""
+    """``file:line`` of the request code that called a hook; ``""`` when no request code did.
+
+    Request code runs with the request's builtins table (it holds the guard's hooks), so the first
+    frame that has it is the user's line. A refusal while a binding or a value tree is being decoded
+    has no such frame: naming the toolchain's own file there would point the user at the wrong place.
+    """
+    from .rewrite import ATTR
+
     frame = sys._getframe(2)
-    here = os.path.dirname(os.path.abspath(__file__))
-    while frame is not None and frame.f_code.co_filename.startswith(here):
+    while frame is not None and ATTR not in frame.f_builtins:
         frame = frame.f_back
     return "%s:%d: " % (frame.f_code.co_filename, frame.f_lineno) if frame is not None else ""
 

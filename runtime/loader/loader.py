@@ -49,6 +49,7 @@ from compiler.ir.nodes import (
     Definition,
     Program,
 )
+from compiler.ir.errors import IRDecodeError
 from compiler.ir.values import decode_value, default_classref
 from compiler.public_homes import server_ref
 
@@ -385,7 +386,11 @@ class Loader:
         if kind == BIND_OBJECT:
             return self.object(value)
         if kind == BIND_VALUE:
-            return self.decode(value)
+            try:
+                return self.decode(value)
+            except IRDecodeError as e:  # say which binding (the user's name), not where the decoder is
+                e.args = ("binding %r: %s" % (b.name, e.args[0] if e.args else e),) + e.args[1:]
+                raise
         if kind in (BIND_FUNCTION, BIND_CLASS):
             return self.definition(value)
         if kind == BIND_BUILTIN:
