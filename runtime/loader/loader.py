@@ -100,6 +100,24 @@ def _refill(shell: Any, value: Any) -> bool:
     return True
 
 
+def _torch_modes() -> Optional[tuple]:
+    """The thread's autograd switches, which a request may flip and not flip back
+    (``torch.set_grad_enabled(True)`` as a call, ``detect_anomaly().__enter__()``)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    return torch.is_grad_enabled(), torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()
+
+
+def _restore_torch_modes(modes: Optional[tuple]) -> None:
+    """Put them back after the request: the next request on this thread starts as this one did."""
+    torch = sys.modules.get("torch")
+    if modes is None or torch is None:
+        return
+    torch.set_grad_enabled(modes[0])
+    torch.set_anomaly_enabled(modes[1], modes[2])
+
+
 def _server_name(name: Any) -> bool:
     """A module name a request cannot use for its own code: the server's (or the policy's)."""
     if not isinstance(name, str):
@@ -156,9 +174,11 @@ class Loader:
         self._installing = {}
         for name, module in self.modules.items():
             self._install(name, module)
+        modes = _torch_modes()
         try:
             yield
         finally:
+            _restore_torch_modes(modes)
             for name, old in self._installing.items():
                 if sys.modules.get(name) is self.modules.get(name):
                     if old is _UNBOUND:
