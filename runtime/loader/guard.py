@@ -96,6 +96,8 @@ class Guard:
                     parent = _peek(parent, part)
                     if parent is None:
                         break
+                if parent is None and len(parts) > 1:  # a class of a submodule a lazy package hides
+                    parent = _loaded_class(top + "." + ".".join(parts[:-1]))
                 if parent is None:
                     continue
                 full = top + "." + path
