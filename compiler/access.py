@@ -59,6 +59,16 @@ _MODULES: Dict[str, dict] = _TABLE["modules"]
 #: top-level module -> {dotted path inside it -> reason} (``"torch"`` -> {``"save"``: ...}).
 REFUSED_ENTRIES: Mapping[str, Mapping[str, str]] = types.MappingProxyType({
     top: types.MappingProxyType(dict(spec.get("refuse", {}))) for top, spec in _MODULES.items()})
+#: top-level module -> {``Class.method`` path -> reason}: refused on the server's objects only, allowed on
+#: the request's own (``hosted_layer.to("cuda")`` changes the model every request shares; ``my_probe.to``
+#: of the request's own ``nn.Module`` subclass is fine).
+SHARED_ENTRIES: Mapping[str, Mapping[str, str]] = types.MappingProxyType({
+    top: types.MappingProxyType(dict(spec["refuse_shared"])) for top, spec in _MODULES.items()
+    if "refuse_shared" in spec})
+#: top-level module -> {class path -> why}: instances whose attributes a request may not assign or delete
+#: unless the request made the class (the hosted model's layers, weights, configuration, tokenizer).
+READ_ONLY_CLASSES: Mapping[str, Mapping[str, str]] = types.MappingProxyType({
+    top: types.MappingProxyType(dict(spec["read_only"])) for top, spec in _MODULES.items() if "read_only" in spec})
 #: top-level module -> {path -> why}: the only paths a request may reach in it (absent: no such limit).
 ONLY_ENTRIES: Mapping[str, Mapping[str, str]] = types.MappingProxyType({
     top: types.MappingProxyType(dict(spec["only"])) for top, spec in _MODULES.items() if "only" in spec})

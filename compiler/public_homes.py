@@ -185,9 +185,10 @@ def refusal(obj: Any, name: str) -> Optional[tuple]:
     if kind == policy.SERVER and isinstance(qual, str):
         module = sys.modules.get(own)
         if module is not None and _lookup(module, qual) is obj:
-            return None
-    if server_ref(obj, (name,)) is not None:
-        return None
+            return _refused_ref(name, "%s:%s" % (own, qual))
+    ref = server_ref(obj, (name,))
+    if ref is not None:
+        return _refused_ref(name, ref)
     self_ = _attr(obj, "__self__")
     if self_ is not None and not isinstance(self_, (type, types.ModuleType)):
         shown = "a method bound to a %s object" % type(self_).__name__
@@ -200,6 +201,23 @@ def refusal(obj: Any, name: str) -> Optional[tuple]:
         return "NN202", "'%s' is %s, and module '%s' is installed here but not provided by the server" % (
             name, shown, own)
     return "NN503", "'%s' (%s) cannot be referenced by name on the server" % (name, shown)
+
+
+def _refused_ref(name: str, ref: str) -> Optional[tuple]:
+    """NN401 if the access table refuses the reference the server would get (``from contextlib
+    import MethodType`` sends ``types:MethodType``; ``from logging.handlers import FileHandler``
+    sends ``logging:FileHandler``), as the closure pass and the loader refuse it."""
+    from . import access
+
+    module = ref.split(":", 1)[0]
+    if module == "builtins" or policy.classify_module(module) != policy.SERVER:
+        return None
+    dotted = ref.replace(":", ".")
+    reason = access.entry_refusal(dotted)
+    if reason is None:
+        return None
+    shown = "" if dotted.rpartition(".")[2] == name else " (%s)" % dotted
+    return "NN401", "'%s'%s is not available on the server: %s" % (name if shown else dotted, shown, reason)
 
 
 def _function_like(obj: Any) -> bool:

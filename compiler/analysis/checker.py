@@ -210,6 +210,7 @@ class _Scan(cst.CSTVisitor):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.nested += 1
+        self._native(node.name)  # ``def __array_interface__``: one visitor method per node type
 
     def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.nested -= 1
@@ -362,9 +363,6 @@ class _Scan(cst.CSTVisitor):
         if node.value in access.NATIVE_PROTOCOLS:
             self.finding("NN402", node, "'%s' cannot be defined on the server: %s" % (
                 node.value, access.NATIVE_PROTOCOLS[node.value]))
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self._native(node.name)
 
     def _store(self, target: cst.BaseExpression) -> None:
         if isinstance(target, cst.Name):

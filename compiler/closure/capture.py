@@ -225,14 +225,14 @@ class Closer:
             if isinstance(obj, types.ModuleType):
                 return BIND_MODULE, self._module(obj, where)
             if isinstance(obj, type):
-                return self._class(obj, where, found_as, name)
+                return self._open_entry(self._class(obj, where, found_as, name), where)
             if _is_function_like(obj):
-                return self._callable(obj, where, found_as, name)
+                return self._open_entry(self._callable(obj, where, found_as, name), where)
             if isinstance(obj, logging.Logger):
                 return BIND_VALUE, ["objref", ["logger", obj.name]]
             ref = self._named_object(obj, name, where)
             if ref is not None:
-                return BIND_OBJECT, ref
+                return self._open_entry((BIND_OBJECT, ref), where)
             if global_form and self.frame_module is not None and self.frame_globals is not None \
                     and self.frame_globals.get(name) is obj and _user_module(self.frame_module):
                 info = self.module_info(self.frame_module, self.frame_globals, sys.modules.get(self.frame_module))
@@ -254,7 +254,7 @@ class Closer:
             raise self.reject("NN501", where, "cannot send %s to the server: %s" % (what, _strip_where(str(e))))
 
     def _classref(self, cls: type, where: Where) -> Any:
-        kind, value = self._class(cls, where, None, cls.__name__)
+        kind, value = self._open_entry(self._class(cls, where, None, cls.__name__), where)
         return ["def", value] if kind == BIND_CLASS else value
 
     def _model_path(self, obj: Any, where: Where) -> Optional[str]:
@@ -275,7 +275,8 @@ class Closer:
         if isinstance(obj, types.ModuleType):
             return ["module", self._module(obj, where.at("", where.pos))]
         if _is_function_like(obj):
-            kind, value = self._callable(obj, where, None, getattr(obj, "__name__", ""))
+            kind, value = self._open_entry(
+                self._callable(obj, where, None, getattr(obj, "__name__", "")), where)
             if kind == BIND_FUNCTION:
                 return ["def", value]
             if kind == BIND_BUILTIN:
@@ -283,7 +284,22 @@ class Closer:
             return value
         if isinstance(obj, logging.Logger):
             return ["logger", obj.name]
-        return self._named_object(obj, "", where)
+        ref = self._named_object(obj, "", where)
+        return ref if ref is None else self._open_entry((BIND_OBJECT, ref), where)[1]
+
+    def _open_entry(self, binding: Tuple[str, Any], where: Where) -> Tuple[str, Any]:
+        """Refuse a server reference the access table refuses (``contextlib:redirect_stdout``,
+        ``types:FunctionType``): the server's loader resolves ``"module:qual"`` through the same
+        table, so it is reported here, at the user's line, before anything is sent."""
+        kind, ref = binding
+        if self.remote and kind == BIND_OBJECT and isinstance(ref, str) and ":" in ref and \
+                not ref.startswith("builtins:"):  # builtins: the builtins table (NN301)
+            dotted = ref.replace(":", ".")
+            if policy.classify_module(ref.split(":", 1)[0]) == policy.SERVER:
+                reason = access.entry_refusal(dotted)
+                if reason is not None:
+                    raise self.reject("NN401", where, "'%s' is not available on the server: %s" % (dotted, reason))
+        return binding
 
     # -- modules -------------------------------------------------------------------------------
 

@@ -51,6 +51,10 @@ def verify(p: Program) -> None:
         elif d.kind != DEF_LOCAL and (d.cells or d.attrs):
             problems.append("%s: only %r definitions have cells and attrs" % (where, DEF_LOCAL))
         _bindings(d.cells, len(p.definitions), where + " cell", problems)
+        for c in d.cells:  # ``__class__`` is the cell of zero-argument super(); no other dunder is a free variable
+            if _dunder(c.name) and c.name != "__class__":
+                problems.append("%s cell %r: a cell cannot be named like a dunder: such names belong to the "
+                                "interpreter" % (where, c.name))
         _bindings(d.attrs, len(p.definitions), where + " attr", problems)
         for a in d.attrs:
             if _dunder(a.name) and a.name not in _FUNCTION_DUNDERS:

@@ -21,7 +21,6 @@ hooks for every attribute read and write; the guarded builtins
 * writes: a server module, a server class or a server function cannot be
   written; private names only on the request's own objects.
 """
-import os
 import sys
 import types
 import weakref
@@ -38,12 +37,20 @@ _FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, t
               types.WrapperDescriptorType, types.MethodWrapperType, types.MethodDescriptorType,
               types.ClassMethodDescriptorType, types.GetSetDescriptorType, types.MemberDescriptorType)
 
+_BOUND = (types.MethodType, types.BuiltinMethodType, types.MethodWrapperType)
+
 
 def _where() -> str:
-    """``file:line`` of the user code that called a hook (walks out of this package)."""
+    """``file:line`` of the request code that called a hook; ``""`` when no request code did.
+
+    Request code runs with the request's builtins table (it holds the guard's hooks), so the first
+    frame that has it is the user's line. A refusal while a binding or a value tree is being decoded
+    has no such frame: naming the toolchain's own file there would point the user at the wrong place.
+    """
+    from .rewrite import ATTR
+
     frame = sys._getframe(2)
-    here = os.path.dirname(os.path.abspath(__file__))
-    while frame is not None and frame.f_code.co_filename.startswith(here):
+    while frame is not None and ATTR not in frame.f_builtins:
         frame = frame.f_back
     return "%s:%d: " % (frame.f_code.co_filename, frame.f_lineno) if frame is not None else ""
 
@@ -65,7 +72,8 @@ class Guard:
         # id -> (object, path, reason): refused entry points; reason None: a builtin the request's
         # table replaces (the real `open`, `getattr` re-exported by a server module), path = its name
         self.refused_ids: Dict[int, Tuple[Any, str, Optional[str]]] = {}
-        self.members: Dict[str, list] = {}  # method name -> [(class, path, reason)]
+        self.read_only: list = []  # [(server class, why)]: its instances' attributes cannot be written
+        self.members: Dict[str, list] = {}  # method name -> [(class, path, reason, only on server objects)]
         self.methods: Dict[str, Tuple[str, str]] = {}  # method name -> (package, reason)
         self._private_ok: Dict[Tuple[type, str], bool] = {}
         self._resolve_refused()
@@ -75,7 +83,9 @@ class Guard:
     # -- the table, resolved against what is imported -------------------------------------------
 
     def _resolve_refused(self) -> None:
-        for top, entries in access.REFUSED_ENTRIES.items():
+        tables = [(top, entries, False) for top, entries in access.REFUSED_ENTRIES.items()]
+        tables += [(top, entries, True) for top, entries in access.SHARED_ENTRIES.items()]
+        for top, entries, shared in tables:
             module = sys.modules.get(top)
             if module is None or top == "builtins":
                 continue
@@ -86,16 +96,25 @@ class Guard:
                     parent = _peek(parent, part)
                     if parent is None:
                         break
+                if parent is None and len(parts) > 1:  # a class of a submodule a lazy package hides
+                    parent = _loaded_class(top + "." + ".".join(parts[:-1]))
                 if parent is None:
                     continue
                 full = top + "." + path
                 if isinstance(parent, type):
-                    self.members.setdefault(parts[-1], []).append((parent, full, reason))
+                    self.members.setdefault(parts[-1], []).append((parent, full, reason, shared))
+                if shared:
+                    continue  # by class only: the request's own subclasses keep the method
                 obj = _peek(parent, parts[-1])
                 # types' classes are refused by path only: type(f) is FunctionType anyway (and useless
                 # without a code object, which no request can reach)
                 if obj is not None and top != "types" and not isinstance(obj, (_MODULE, str, int, float, bool)):
                     self.refused_ids[id(obj)] = (obj, full, reason)
+        for top, entries in access.READ_ONLY_CLASSES.items():
+            for path, reason in entries.items():
+                cls = _loaded_class(top + "." + path)
+                if cls is not None:
+                    self.read_only.append((cls, reason))
         for package, table in access.REFUSED_METHODS.items():
             for name, reason in table.items():
                 self.methods[name] = (package, reason)
@@ -203,6 +222,13 @@ class Guard:
         value = getattr(obj, name)
         if isinstance(value, _MODULE) or id(value) in self.refused_ids:
             return self.value(value)
+        if name in self.special_names and isinstance(value, _BOUND):
+            owner = getattr(value, "__self__", None)
+            if owner is not obj and owner is not None and not isinstance(owner, _MODULE):
+                # a proxy's __getattr__ handed out another object's method (an envoy's module)
+                checked = self._special_public(owner, name)
+                if checked is not None:
+                    return checked
         return value
 
     def private_readable(self, obj: Any, name: str) -> bool:
@@ -255,9 +281,17 @@ class Guard:
         return checked
 
     def _special_public(self, obj: Any, name: str) -> Any:
-        """Refused methods of server classes, and ``str.format``'s field traversal."""
-        for cls, path, reason in self.members.get(name, ()):
-            if isinstance(obj, cls) or (isinstance(obj, type) and issubclass(obj, cls)):
+        """Refused methods of server classes, and ``str.format``'s field traversal.
+
+        ``super(C, x).name`` is judged as ``x.name`` (the method it finds is one of ``x``'s classes').
+        """
+        if isinstance(obj, super):
+            obj = obj.__self__
+        for cls, path, reason, shared in self.members.get(name, ()):
+            if isinstance(obj, cls) or (isinstance(obj, type) and issubclass(obj, cls)) or \
+                    (shared and _is_envoy(obj) and _is_torch_module_class(cls)):  # an envoy forwards to its layer
+                if shared and self.is_own(obj):
+                    continue
                 raise _entry(path, reason)
         entry = self.methods.get(name)
         if entry is not None:
@@ -350,6 +384,14 @@ class Guard:
         if isinstance(obj, _FUNCTIONS) and not own:
             raise refuse("NN404", "cannot assign or delete an attribute of the server's function %s"
                          % _describe(obj))
+        if not own:
+            for cls, reason in self.read_only:
+                if isinstance(obj, cls):
+                    raise refuse("NN404", "cannot assign or delete %r on %s: %s" % (name, _describe(obj), reason))
+            if _is_envoy(obj) and not any(name in c.__dict__ for c in type(obj).__mro__):
+                raise refuse("NN404", "cannot assign or delete %r on %s: it writes through to the hosted model, "
+                                      "which is shared by every request (set an intervention's .output / .input "
+                                      "instead)" % (name, _describe(obj)))
         if kind == access.PRIVATE and not self.private_ok(obj, name):
             raise refuse("NN402", "private attribute %r of %s is not available to a request" % (
                 name, _describe(obj)))
@@ -362,6 +404,34 @@ class Guard:
 
         return {ATTR: self.attr, PRIVATE: self.private, SPECIAL: self.special, STORE: self.store,
                 VALUE: self.value}
+
+
+def _loaded_class(dotted: str) -> Optional[type]:
+    """Class ``package.module.Class`` if its module is imported (never imports: lazy packages such as
+    transformers keep their classes out of the package's ``__dict__`` until asked)."""
+    module_path, _, qual = dotted.rpartition(".")
+    while module_path:
+        module = sys.modules.get(module_path)
+        if module is not None:
+            obj: Any = module
+            for part in qual.split("."):
+                obj = _peek(obj, part) if obj is not None else None
+            return obj if isinstance(obj, type) else None
+        module_path, _, head = module_path.rpartition(".")
+        qual = head + "." + qual
+    return None
+
+
+def _is_envoy(obj: Any) -> bool:
+    """An envoy of the hosted model (it forwards attribute reads and writes to its layer)."""
+    envoy = sys.modules.get("nnsight.envoy")
+    cls = getattr(envoy, "Envoy", None) if envoy is not None else None
+    return isinstance(cls, type) and isinstance(obj, cls)
+
+
+def _is_torch_module_class(cls: type) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and issubclass(torch.nn.Module, cls)
 
 
 def _peek(obj: Any, name: str) -> Any:

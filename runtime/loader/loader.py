@@ -49,6 +49,7 @@ from compiler.ir.nodes import (
     Definition,
     Program,
 )
+from compiler.ir.errors import IRDecodeError
 from compiler.ir.values import decode_value, default_classref
 from compiler.public_homes import server_ref
 
@@ -97,6 +98,24 @@ def _refill(shell: Any, value: Any) -> bool:
         shell.clear()
         shell.update(value)
     return True
+
+
+def _torch_modes() -> Optional[tuple]:
+    """The thread's autograd switches, which a request may flip and not flip back
+    (``torch.set_grad_enabled(True)`` as a call, ``detect_anomaly().__enter__()``)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    return torch.is_grad_enabled(), torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()
+
+
+def _restore_torch_modes(modes: Optional[tuple]) -> None:
+    """Put them back after the request: the next request on this thread starts as this one did."""
+    torch = sys.modules.get("torch")
+    if modes is None or torch is None:
+        return
+    torch.set_grad_enabled(modes[0])
+    torch.set_anomaly_enabled(modes[1], modes[2])
 
 
 def _server_name(name: Any) -> bool:
@@ -155,9 +174,11 @@ class Loader:
         self._installing = {}
         for name, module in self.modules.items():
             self._install(name, module)
+        modes = _torch_modes()
         try:
             yield
         finally:
+            _restore_torch_modes(modes)
             for name, old in self._installing.items():
                 if sys.modules.get(name) is self.modules.get(name):
                     if old is _UNBOUND:
@@ -385,7 +406,11 @@ class Loader:
         if kind == BIND_OBJECT:
             return self.object(value)
         if kind == BIND_VALUE:
-            return self.decode(value)
+            try:
+                return self.decode(value)
+            except IRDecodeError as e:  # say which binding (the user's name), not where the decoder is
+                e.args = ("binding %r: %s" % (b.name, e.args[0] if e.args else e),) + e.args[1:]
+                raise
         if kind in (BIND_FUNCTION, BIND_CLASS):
             return self.definition(value)
         if kind == BIND_BUILTIN:

@@ -56,7 +56,6 @@ ALLOWED = [
     ("from datetime import timedelta", "timedelta(days=1).total_seconds()"),
     ("from decimal import Decimal", "str(Decimal('1.5') * 2)"),
     ("from types import SimpleNamespace", "SimpleNamespace(a=1).a"),
-    ("from types import FunctionType", "isinstance(len, FunctionType)"),
     ("from weakref import WeakSet", "len(WeakSet())"),
     ("from warnings import warn", "callable(warn)"),
     ("from contextvars import ContextVar", "ContextVar('v', default=3).get()"),
@@ -79,6 +78,10 @@ REFUSED = [
     ("import _functools", "_functools.reduce(max, [1, 2])", "NN201"),
     ("from sys import getsizeof", "getsizeof(1) > 0", "NN201"),
     ("from torch.hub import list as hub_list", "hub_list is not None", "NN201"),
+    # the access table refuses these entries of allowed modules: both sides say NN401, on every form
+    ("from types import FunctionType", "isinstance(len, FunctionType)", "NN401"),
+    ("from contextlib import redirect_stdout", "redirect_stdout is not None", "NN401"),
+    ("from operator import attrgetter", "attrgetter('real')(1)", "NN401"),
 ]
 
 MISSING = [("import nnsight_no_such_pkg", "nnsight_no_such_pkg.VALUE", "NN204")]

@@ -55,7 +55,7 @@ class Trace:
     """What a request must not change: files, processes, modules, the policy, the server's modules."""
 
     WATCHED = ("torch", "numpy", "math", "logging", "compiler.policy", "compiler.access", "runtime.loader",
-               "builtins", "nnsight", "torch.nn", "torch.nn.functional", "operator", "types")
+               "builtins", "nnsight", "torch.nn", "torch.nn.functional", "operator", "types", "warnings")
 
     def __init__(self, tmp: str):
         import compiler.access  # noqa: F401

@@ -83,6 +83,12 @@ def test_docs_list_every_refused_entry():
     for top, entries in access.REFUSED_ENTRIES.items():
         for path in entries:
             assert "| `%s` | `%s` |" % (top, path) in doc, (top, path)
+    for top, entries in access.SHARED_ENTRIES.items():
+        for path in entries:
+            assert "| `%s` | `%s` on the server's objects" % (top, path) in doc, (top, path)
+    for top, entries in access.READ_ONLY_CLASSES.items():
+        for path in entries:
+            assert "| `%s` | assigning or deleting an attribute of a `%s`" % (top, path) in doc, (top, path)
     for name in access.SAFE_DUNDERS:
         assert "`%s`" % name in doc, name
     for section in ("## Threat model", "## The loader"):

@@ -39,9 +39,10 @@ NAMING_ATTACKS = {
     "objref ctypes:CDLL": (["objref", "ctypes:CDLL"], "ctypes"),
     "objref module os": (["objref", ["module", "os"]], "module 'os'"),
     "objref module subprocess": (["objref", ["module", "subprocess"]], "subprocess"),
-    "objref torch:os (an allowed module leading to a refused one)": (["objref", "torch:os"], "leads to module 'os'"),
-    "objref logging:sys": (["objref", "logging:sys"], "leads to module 'sys'"),
-    "objref runtime.loader:importlib": (["objref", "runtime.loader:importlib"], "leads to module 'importlib'"),
+    "objref torch:os (an allowed module leading to a refused one)": (["objref", "torch:os"], "module 'os' is not available"),
+    "objref logging:sys": (["objref", "logging:sys"], "module 'sys' is not available"),
+    "objref runtime.loader:importlib": (["objref", "runtime.loader:importlib"],
+                                          "'runtime.loader' is not available"),
     "objref torch:save.__globals__": (["objref", "torch:save.__globals__"], "never reachable"),
     "objref dunder chain": (["objref", "logging:Logger.__init__.__globals__"], "never reachable"),
     "objref def __globals__": (["objref", ["def", 0, "__globals__"]], "never reachable"),
@@ -49,15 +50,15 @@ NAMING_ATTACKS = {
                                           "never reachable"),
     "objref malformed name": (["objref", "os.path:join;rm -rf /"], "malformed reference"),
     "namedtuple torch:save (allowed function, not a class)": (
-        ["namedtuple", "torch:save", ["dict"], "/tmp/x"], "not a named tuple class"),
+        ["namedtuple", "torch:save", ["dict"], "/tmp/x"], "'torch.save' is not available"),
     "object torch:Tensor (C type)": (["object", "torch:Tensor", [], []], "not a plain Python class"),
     "state logging:FileHandler (server class, not allowlisted)": (
-        ["state", "logging:FileHandler", ["dict", ["baseFilename", "x"]]], "neither defined by value"),
+        ["state", "logging:FileHandler", ["dict", ["baseFilename", "x"]]], "'logging.FileHandler' is not available"),
     "object logging:Logger (server class, not allowlisted)": (
         ["object", "logging:Logger", [["name", "x"]], []], "neither defined by value"),
     "state nn.Linear with a non-dict state": (
         ["state", "torch.nn.modules.linear:Linear", ["tuple", "os:system", MARK]], "only a __dict__"),
-    "enum torch:save": (["enum", "torch:save", "x"], "not a standard enum class"),
+    "enum torch:save": (["enum", "torch:save", "x"], "'torch.save' is not available"),
     "type with unknown tag": (["pickle", "os:system", MARK], "unknown tag"),
     "ref to unknown shared id": (["ref", 7], "unknown shared id"),
     "shared id not an int": (["shared", "os:system", ["list"]], "shared id must be an int"),
@@ -103,6 +104,8 @@ def test_naming_attack_in_a_binding(name, tmp_path):
         with pytest.raises(IRDecodeError) as e:
             server_decode(payload)
     assert message in str(e.value)
+    # a refusal while decoding names the binding, never the toolchain's own file as if it were the user's line
+    assert str(e.value).startswith("binding ") and ".py:" not in str(e.value)
 
 
 @pytest.mark.parametrize("name", sorted(DATA_ATTACKS))

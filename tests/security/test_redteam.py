@@ -1,0 +1,268 @@
+"""Red team: hostile requests that combine the layers (wire, verifier, rewrite, guard, module table).
+
+Written by hand as an attacker would, served as ``remote='local'`` serves a request (LocalServer:
+decode, verify, load, build, run) against a real tiny GPT-2. Each one must end in a clean, typed
+error and leave no trace (the ``no_trace`` fixture: no file, no process, no import, no change to
+the policy or the server's modules, and a legitimate request right after gives the right value).
+Each case names the route it tries; the ones that were real escapes when this file was written
+say so (``escape:``), and the fix is in the layer named there.
+"""
+import pytest
+import torch
+
+from compiler.ir.errors import IRDecodeError, IRVerifyError
+from compiler.ir.request import Request, encode_request
+from compiler.ir.values import encode_value
+from nnsight.tracing.remote import model_key
+from runtime.loader import LoadError, ServerImportError, ServerRefusal
+
+from loader_attacks import ir_text, payload, serve
+
+NN = 'binding nnsight module "nnsight"'
+NP = 'binding np module "numpy"'
+TORCH = 'binding torch module "torch"'
+F_DEF = "f = lambda: 0"
+RAW = "{{'shape': (8,), 'typestr': '|u1', 'data': (id(np), False), 'version': 3}}"
+
+# (id, bindings, body, error type, words the message must contain)
+CASES = [
+    # -- escape: numpy.testing.runstring exec()s a string (the module table now refuses numpy.testing)
+    ("numpy.testing.runstring runs a string", NP,
+     'np.testing.runstring("import pathlib; pathlib.Path(%r).touch()" % "{M}", {{}})', ServerImportError,
+     ["'numpy.testing'", "attack.py:2"]),
+    ("numpy.testing reached by a computed name", NP,
+     'getattr(np, "test" + "ing").measure("open(%r, \'w\')" % "{M}")', ServerImportError, ["'numpy.testing'"]),
+    ("import numpy.testing in code", "", "from numpy.testing import tempdir", ServerImportError,
+     ["numpy.testing"]),
+    # -- escape: super() found refused methods past the by-class check (the guard judges super(C, x) as x)
+    ("super() reaches save_pretrained", "", "tok = model.tokenizer\nsuper(type(tok), tok).save_pretrained('{M}')",
+     ServerImportError, ["save_pretrained", "attack.py:3"]),
+    ("super() reaches ndarray.tofile", NP, "class A(np.ndarray):\n    pass\na = np.zeros(2).view(A)\n"
+     "super(A, a).tofile('{M}')", ServerImportError, ["'numpy.ndarray.tofile'", "attack.py:5"]),
+    ("super() str.format reads __globals__", "", F_DEF + '\nclass S(str):\n    pass\n'
+     's = super(S, S("{{0.__globals__}}")).format(f)', ServerRefusal, ["__globals__", "attack.py:5"]),
+    # -- escape: capture_locals reads the reprs of frames' locals (traceback.TracebackException refused)
+    ("TracebackException captures locals", 'binding tb module "traceback"',
+     "try:\n    1 / 0\nexcept Exception as e:\n    t = tb.TracebackException.from_exception(e, capture_locals=True)",
+     ServerImportError, ["'traceback.TracebackException'", "attack.py:5"]),
+    # -- escape: the hosted model is shared by every request (hooks, moves, modes, attribute writes)
+    ("hook on a hosted layer", "", "h = model.transformer.h[0].register_forward_hook(lambda m, i, o: None)",
+     ServerImportError, ["register_forward_hook", "attack.py:2"]),
+    ("hook through the root model's delegation", "",
+     "h = model.register_forward_pre_hook(lambda m, i: None)", ServerImportError,
+     ["register_forward_pre_hook", "attack.py:2"]),
+    ("half() of the hosted model", "", "model.half()", ServerImportError, ["'torch.nn.Module.half'"]),
+    ("train() of the hosted model", "", "model.train()", ServerImportError, ["'torch.nn.Module.train'"]),
+    ("envoy.to moves the hosted layer", "", 'model.transformer.h[0].to("meta")', ServerImportError,
+     ["'nnsight.Envoy.to'", "attack.py:2"]),
+    ("apply() over every layer", "", "model.apply(lambda m: None)", ServerImportError, ["'torch.nn.Module.apply'"]),
+    ("half() through modules()", "", "for m in model.modules():\n    m.half()", ServerImportError,
+     ["'torch.nn.Module.half'", "attack.py:3"]),
+    ("replace a hosted layer's forward", "", "model.transformer.h[0].forward = lambda *a, **k: 0", ServerRefusal,
+     ["NN404", "forward", "attack.py:2"]),
+    ("replace a hosted submodule", "", "model.transformer.h[0].mlp = None", ServerRefusal, ["NN404", "'mlp'"]),
+    ("write the hosted config", "", "model.config.n_layer = 1", ServerRefusal,
+     ["NN404", "'n_layer'", "configuration"]),
+    ("write the hosted config by setattr", "", 'setattr(model.config, "n_" + "layer", 1)', ServerRefusal,
+     ["NN404", "'n_layer'"]),
+    ("write the hosted tokenizer", "", 'model.tokenizer.padding_side = "right"', ServerRefusal,
+     ["NN404", "padding_side"]),
+    ("add tokens to the hosted tokenizer", "", 'n = model.tokenizer.add_tokens(["zzqq"])', ServerImportError,
+     ["add_tokens"]),
+    ("config.update() of the hosted model", "", 'model.config.update({{"n_layer": 1}})', ServerImportError,
+     ["PretrainedConfig.update", "attack.py:2"]),
+    ("object.__setattr__ on the hosted config", "", 'object.__setattr__(model.config, "n_layer", 1)',
+     ServerRefusal, ["NN404", "'n_layer'"]),
+    ("nn.Module.__setattr__ on a hosted layer", TORCH,
+     'torch.nn.Module.__setattr__(model.transformer.h[0], "forward", print)', ServerRefusal, ["NN404", "forward"]),
+    ("requires_grad off for every weight", "", "for n, p in model.named_parameters():\n    p.requires_grad = False",
+     ServerRefusal, ["NN404", "requires_grad", "attack.py:3"]),
+    ("requires_grad_() of a hosted weight", "", "model.transformer.wte.weight.requires_grad_(False)",
+     ServerImportError, ["requires_grad_"]),
+    ("the Rust tokenizer behind the hosted one", "", 'n = model.tokenizer.backend_tokenizer.add_tokens(["zzqq"])',
+     ServerImportError, ["'tokenizers.Tokenizer.add_tokens'"]),
+    ("write the Rust tokenizer", "", "model.tokenizer.backend_tokenizer.post_processor = None", ServerRefusal,
+     ["NN404", "post_processor"]),
+    ("warnings.catch_warnings entered, never exited", 'binding warnings module "warnings"',
+     "warnings.catch_warnings().__enter__()", ServerImportError, ["'warnings.catch_warnings'"]),
+    ("insert into the server's warning filters", 'binding warnings module "warnings"',
+     'warnings.filters.insert(0, ("ignore", None, Warning, None, 0))', ServerImportError, ["'warnings.filters'"]),
+    ("autograd anomaly mode for every request", TORCH, "torch.autograd.set_detect_anomaly(True)",
+     ServerImportError, ["set_detect_anomaly"]),
+    ("anomaly mode by its torch name", TORCH, "torch.set_anomaly_enabled(True)", ServerImportError,
+     ["'torch.set_anomaly_enabled'"]),
+    # -- introspection routes through server functions and computed names --------------------------
+    ("reduce(getattr) to __globals__", 'binding functools module "functools"',
+     F_DEF + '\ng = functools.reduce(getattr, ["__glo" + "bals__"], f)', ServerRefusal, ["__globals__", "NN403"]),
+    ("map(getattr) to __code__", "", F_DEF + '\ng = list(map(getattr, [f], ["__co" + "de__"]))', ServerRefusal,
+     ["__code__"]),
+    ("partial(object.__getattribute__)", 'binding functools module "functools"',
+     F_DEF + '\ng = functools.partial(object.__getattribute__, f)("__glob" + "als__")', ServerRefusal,
+     ["__globals__"]),
+    ("sorted key reads a code object", "", F_DEF + '\ns = sorted([f], key=lambda x: getattr(x, "__co" + "de__"))',
+     ServerRefusal, ["__code__"]),
+    ("vars(type(x)) reaches __subclasses__", "", 'x = vars(type(1))["__subclasses__"]', ServerRefusal, ["vars()"]),
+    ("getattr(object, computed __subclasses__)", "", 'x = getattr(object, "__sub" + "classes__")()', ServerRefusal,
+     ["__subclasses__", "NN403"]),
+    ("getattr(type(x), computed mro)", "", 'x = getattr(type(1), "m" + "ro")()', ServerRefusal, ["'mro'"]),
+    ("generator frame by computed name", "", 'g = (i for i in [1])\nfr = getattr(g, "gi_" + "frame")',
+     ServerRefusal, ["gi_frame", "attack.py:3"]),
+    ("traceback in a handler by computed name", "",
+     'try:\n    1 / 0\nexcept Exception as e:\n    t = getattr(e, "__trace" + "back__")', ServerRefusal,
+     ["__traceback__", "attack.py:5"]),
+    ("lru_cache wrapper of a server function", 'binding functools module "functools"',
+     "w = functools.lru_cache(None)(len).__wrapped__", ServerRefusal, ["__wrapped__"]),
+    ("copy() runs a __reduce__ naming torch.save", TORCH + '\nbinding copy module "copy"',
+     "class R:\n    def __reduce__(self):\n        return (torch.save, (1, '{M}'))\nr = copy.copy(R())",
+     ServerImportError, ["'torch.save'", "attack.py:4"]),
+    ("__reduce_ex__ reads the hosted model's internals", 'binding copy module "copy"',
+     "class R:\n    def __reduce_ex__(self, p):\n        return (object.__getattribute__, (model, '_module'))\n"
+     "r = copy.copy(R())", ServerRefusal, ["'_module'"]),
+    ("__getattr__ fallback forwards to the model", "",
+     "class G:\n    def __getattr__(self, n):\n        return getattr(model, n)\nm = G()._interleaver", ServerRefusal,
+     ["'_interleaver'", "attack.py:4"]),
+    ("__init_subclass__ writes a refused name", "",
+     'class B:\n    def __init_subclass__(cls):\n        setattr(cls, "__glob" + "als__", 1)\nclass C(B):\n    pass',
+     ServerRefusal, ["__globals__", "attack.py:4"]),
+    ("string annotation in a dataclass", 'binding dataclasses module "dataclasses"',
+     '@dataclasses.dataclass\nclass D:\n    a: "().__class__.__mro__" = 1', ServerRefusal, ["__mro__"]),
+    # -- modules reached through allowed ones -------------------------------------------------------
+    ("torch.nn's own torch.hub", TORCH, "h = torch.nn.modules.module.torch.hub", ServerImportError,
+     ["'torch.hub'"]),
+    ("os.environ through torch", TORCH, "e = torch.os.environ", ServerImportError, ["module 'os'"]),
+    ("transformers' logging switches", 'binding tf module "transformers"', "tf.utils.logging.set_verbosity_debug()",
+     ServerImportError, ["'transformers.utils'"]),
+    ("lazy import by C code under the request's importer", TORCH, "x = torch.utils.data.DataLoader",
+     ServerImportError, ["DataLoader"]),
+    ("tracer internals", 'binding t tracer', "m = t._mediator", ServerRefusal, ["'_mediator'"]),
+    ("envoy internals by computed name", "", 'i = getattr(model, "_inter" + "leaver")', ServerRefusal,
+     ["'_interleaver'"]),
+]
+
+
+@pytest.mark.parametrize("name,bindings,body,error,words", CASES, ids=[c[0] for c in CASES])
+def test_combined_attack_is_refused_cleanly(gpt2, no_trace, name, bindings, body, error, words):
+    text = ir_text(body.format(M=no_trace.marker) + "\nout = model.transformer.h[0].output[0].save()\n", bindings)
+    modes = (torch.is_grad_enabled(), torch.is_anomaly_enabled())
+    with pytest.raises(error) as info:
+        serve(gpt2, payload(gpt2, text))
+    message = str(info.value)
+    for word in words:
+        assert word in message, (word, message)
+    assert (torch.is_grad_enabled(), torch.is_anomaly_enabled()) == modes
+
+
+def test_there_are_at_least_twenty_five_red_team_requests():
+    assert len(CASES) >= 25
+
+
+def test_own_nn_module_keeps_its_methods(gpt2, no_trace):
+    """The hosted model's layers are read-only; a request's own nn.Module subclass is not."""
+    definitions = '''
+        definition 0 "Probe" module="lib" at "lib.py":1:0
+          global torch module "torch"
+          | class Probe(torch.nn.Module):
+          |     def __init__(self):
+          |         super().__init__()
+          |         self.lin = torch.nn.Linear(768, 1)
+        '''
+    body = ("p = Probe()\np.eval()\np = p.to(torch.float32)\np.scale = 2\n"
+            "out = nnsight.save(p.scale + int(p.training))\n")
+    text = ir_text(body, "binding Probe class 0\n" + TORCH + "\n" + NN, definitions, assigned=["p", "out"])
+    assert serve(gpt2, payload(gpt2, text))["out"] == 2
+
+
+def test_grad_mode_left_on_is_restored(gpt2, no_trace):
+    """``torch.set_grad_enabled(True)`` called (not entered) flips a per-thread switch: the server
+    puts it back after the request."""
+    before = torch.is_grad_enabled()
+    with torch.no_grad():
+        text = ir_text("torch.set_grad_enabled(True)\nout = nnsight.save(1)\n", TORCH + "\n" + NN)
+        assert serve(gpt2, payload(gpt2, text))["out"] == 1
+        assert torch.is_grad_enabled() is False
+    assert torch.is_grad_enabled() == before
+
+
+@pytest.mark.parametrize("module", ["compiler.policy", "runtime.loader", "torch", "numpy.testing"])
+def test_by_value_module_cannot_shadow_a_server_module(gpt2, no_trace, module):
+    text = ir_text("out = h()\n", "binding h function 0", '''
+        definition 0 "h" module="%s" at "lib.py":1:0
+          | def h():
+          |     return 1
+        ''' % module)
+    with pytest.raises(LoadError, match="belongs to the server"):
+        serve(gpt2, payload(gpt2, text))
+
+
+def test_closure_cell_named_builtins_is_refused(gpt2, no_trace):
+    text = ir_text("out = h()\n", "binding h function 0", '''
+        definition 0 "make.h" kind=local module="lib" at "lib.py":2:4
+          cell __builtins__ module "builtins"
+          | def h():
+          |     return 1
+        ''')
+    with pytest.raises(IRVerifyError, match="__builtins__"):
+        serve(gpt2, payload(gpt2, text))
+
+
+def test_unit_position_does_not_change_what_is_refused(gpt2, no_trace):
+    """A unit whose recorded position is far from its source's lines: still refused, at its own file."""
+    text = ir_text(F_DEF + "\ng = f.__globals__\nout = 1\n").replace('"attack.py":2:4', '"attack.py":90000:4')
+    with pytest.raises(ServerRefusal) as info:
+        serve(gpt2, payload(gpt2, text))
+    assert "__globals__" in str(info.value) and "attack.py:" in str(info.value)
+
+
+def test_decode_time_refusal_names_the_binding_not_the_decoder(gpt2, no_trace):
+    """A value binding naming a refused entry: refused while decoding, and the message names the
+    binding instead of pointing at the toolchain's own files."""
+    text = ir_text("out = 1\n", 'binding cfg value ["objref", "torch:save"]')
+    with pytest.raises(IRDecodeError) as info:
+        serve(gpt2, payload(gpt2, text))
+    message = str(info.value)
+    assert message.startswith("binding 'cfg': ") and "'torch.save'" in message
+    assert ".py:" not in message
+
+
+def test_call_arguments_cannot_name_a_server_class(gpt2, no_trace):
+    """The traced call's arguments are value trees too: a server class named there is not rebuilt."""
+    from compiler.ir import parse_program
+
+    program = parse_program(ir_text("out = 1\n"))
+    args = ["tuple", ["object", "logging:Logger", [["name", "x"]], []]]
+    data = encode_request(Request(program, model_key(gpt2), "trace", args, encode_value({})))
+    from nnsight.tracing.remote import LocalServer
+
+    server = LocalServer()
+    server.host(model_key(gpt2), gpt2)
+    with pytest.raises(IRDecodeError, match="neither defined by value"):
+        server.handle(data)
+
+
+# -- what this layer does not close in-process (docs/security.md says so) -------------------------------
+
+@pytest.mark.xfail(strict=True, reason="the hosted model's weights are mutable tensors: an in-place op on "
+                                        "them changes the model for every later request (model integrity is "
+                                        "a later issue; docs/security.md, 'does not')")
+def test_weights_cannot_be_changed_in_place(gpt2):  # multiplies by 1: the values stay
+    weight = gpt2.transformer.h[0].mlp.c_fc.weight
+    before = weight._version  # counts in-place writes (this one multiplies by 1: the values stay)
+    text = ir_text("w = model.transformer.h[0].mlp.c_fc.weight\nwith torch.no_grad():\n    w.mul_(1.0)\nout = 1\n",
+                   TORCH)
+    try:
+        serve(gpt2, payload(gpt2, text))
+    except (ServerRefusal, ServerImportError):
+        return  # refused: what the test asks for
+    assert weight._version == before, "the request changed the hosted weights in place"
+
+
+@pytest.mark.xfail(strict=True, reason="numpy reads __array_interface__ from any object, and an object can "
+                                        "carry it without naming it in code (a metaclass filling the class "
+                                        "namespace with a computed key); docs/security.md, 'A known gap'")
+def test_array_interface_through_a_metaclass_is_refused(gpt2):  # reads 8 bytes; changes nothing
+    body = ("class M(type):\n    def __new__(m, n, b, d):\n        d['__array_' + 'interface__'] = %s\n"
+            "        return super().__new__(m, n, b, d)\nclass X(metaclass=M):\n    pass\n"
+            "r = nnsight.save(bytes(np.asarray(X())))\nout = 1\n" % RAW.replace("{{", "{").replace("}}", "}"))
+    text = ir_text(body, NP + "\n" + NN, assigned=["out", "r"])
+    with pytest.raises((ServerRefusal, ServerImportError)):
+        serve(gpt2, payload(gpt2, text))
