@@ -33,7 +33,6 @@ from __future__ import annotations
 import __future__
 import builtins
 import re
-import inspect
 import logging
 import sys
 import types
@@ -52,7 +51,6 @@ from ..ir.nodes import (
     BIND_RUNTIME,
     BIND_TRACER,
     BIND_VALUE,
-    DEF_LOCAL,
     DEF_MODULE,
     Binding,
     Definition,
@@ -60,11 +58,11 @@ from ..ir.nodes import (
     SourceLoc,
 )
 from ..ir.values import encode_value, lookup_qualname, short_repr
-from .. import unresolved
-from ..public_homes import refusal, server_ref, stdlib_server_module
-from . import sources
+from ..public_homes import server_ref
 from .errors import HINTS, CaptureRejected, Where, diagnostic
-from .scan import Chain, SourceFacts, analyze, resolve_import
+from .definitions import DefinitionCapture
+from .imports import ImportCapture
+from .scan import Chain
 
 _MISSING = object()
 _FUTURE_ANNOTATIONS = getattr(__future__, "annotations", None)
@@ -105,19 +103,6 @@ def _is_function_like(obj: Any) -> bool:
     return callable(obj) and hasattr(type(obj), "__call__") and "__wrapped__" in getattr(obj, "__dict__", {})
 
 
-def _unwrap(fn: Any) -> Any:
-    try:
-        return inspect.unwrap(fn)
-    except ValueError:  # a __wrapped__ cycle
-        return fn
-
-
-def _clean_qualname(qual: str) -> str:
-    parts = [p.strip("<>") for p in qual.split(".") if p != "<locals>"]
-    parts = [p if p.isidentifier() else "_" for p in parts]
-    return ".".join(parts) or "lambda"
-
-
 class _Module:
     """A user module captured by value: its namespace and the globals the captured code needs."""
 
@@ -146,7 +131,7 @@ class _Module:
         return _FUTURE_ANNOTATIONS is not None and self.namespace.get("annotations") is _FUTURE_ANNOTATIONS
 
 
-class Closer:
+class Closer(DefinitionCapture, ImportCapture):
     """One run of the closure pass (see the module docstring)."""
 
     def __init__(self, *, remote: bool = True, model_path: Callable[[Any], Optional[str]] = default_model_path,
@@ -551,202 +536,6 @@ class Closer:
         raise self.reject("NN503", where, "%s (%s) cannot be sent: it is neither a function with Python "
                           "source nor a module-level definition" % (_what(where), short_repr(fn)),
                           "use a plain function defined at module level")
-
-    def _is_statement(self, info: _Module, name: str, obj: Any) -> bool:
-        """Is ``obj`` what module ``info``'s statement binding ``name`` creates?
-
-        A def of that name (decorated or not), a function of the module without
-        closure bound by an assignment (``act = lambda x: ...``), or another
-        object made by the module (``P = namedtuple(...)``, ``@lru_cache``).
-        Closures made by a call keep their live state instead (DEF_LOCAL).
-        """
-        if not name or info.namespace.get(name) is not obj:
-            return False
-        inner = _unwrap(obj)
-        if isinstance(inner, types.FunctionType):
-            if inner.__globals__ is not info.namespace:
-                return False  # imported from elsewhere
-            return inner.__name__ == name or inner.__closure__ is None
-        return getattr(obj, "__module__", None) == info.name
-
-    def _statement_file(self, info: _Module, obj: Any) -> Optional[sources.FileText]:
-        inner = _unwrap(obj)
-        filename = None
-        if isinstance(inner, types.FunctionType) and inner.__globals__ is info.namespace:
-            filename = inner.__code__.co_filename
-        elif isinstance(obj, type):
-            filename = sources.class_file(obj)
-        if filename is None:
-            filename = info.namespace.get("__file__")
-        if not isinstance(filename, str):
-            return None
-        return sources.file_text(filename, info.namespace)
-
-    def _statement(self, info: _Module, name: str, obj: Any, where: Where) -> Optional[int]:
-        """DEF_STATEMENT for module global ``name`` of ``info`` (None if it has no statement)."""
-        key = ("stmt", info.name, name)
-        if key in self.keys:
-            return self.keys[key]
-        ft = self._statement_file(info, obj)
-        if ft is None:
-            return None
-        node = None
-        inner = _unwrap(obj)
-        if isinstance(obj, type):
-            node = sources.find_class(ft, obj) if obj.__qualname__ == name else None
-        if node is None and isinstance(inner, types.FunctionType) and inner.__code__.co_filename == ft.filename:
-            line = inner.__code__.co_firstlineno
-            for stmt in sources.function_statements(ft, name):
-                if stmt.lineno <= line <= stmt.end_lineno or sources.statement_start(stmt)[0] == line:
-                    node = stmt
-        if node is None:
-            node = sources.find_binding_statement(ft, name)
-        if node is None:
-            return None
-        snippet = sources.cut_statement(ft, node)
-        source, line = snippet.source, snippet.line
-        lazy = info.lazy_annotations
-        if lazy:
-            source, line = "from __future__ import annotations\n" + source, line - 1
-        try:
-            facts = analyze(snippet.source, lazy_annotations=lazy)
-        except Exception:
-            raise self.reject("NN502", where, "the source of '%s' (%s:%d) does not parse on its own" % (
-                name, ft.filename, snippet.line))
-        index = self._reserve(key, obj)
-        loc = SourceLoc(ft.filename, max(line, 1), snippet.col)
-        self.defs[index] = Definition(name=name, module=info.name, source=source, loc=loc)
-        info.entries[name] = Binding(name, BIND_CLASS if isinstance(obj, type) else BIND_FUNCTION, index)
-        base = Where(SourceLoc(ft.filename, snippet.line, snippet.col), snippet.source, facts=facts,
-                     context="in %s.%s" % (info.name, name))
-        self._reads(info, facts, base, ())
-        self._imports(facts, info.package, base, info)
-        return index
-
-    def _local(self, fn: types.FunctionType, info: _Module, where: Where) -> int:
-        """DEF_LOCAL for a function that is not a module-level statement (closure, lambda, ...)."""
-        key = ("local", id(fn))
-        if key in self.keys:
-            return self.keys[key]
-        code = fn.__code__
-        ft = sources.file_text(code.co_filename, fn.__globals__)
-        node = sources.find_function(ft, code) if ft is not None else None
-        if node is None:
-            raise self.reject("NN502", where, "cannot find the source of function '%s' (defined in %s, line %d)" % (
-                fn.__qualname__, code.co_filename, code.co_firstlineno))
-        is_lambda = code.co_name == "<lambda>"
-        snippet = sources.cut_expression(ft, node) if is_lambda else sources.cut_statement(ft, node, decorators=False)
-        try:
-            facts = analyze(snippet.source, expression=is_lambda, lazy_annotations=True)
-        except Exception:
-            raise self.reject("NN502", where, "the source of '%s' (%s:%d) does not parse on its own" % (
-                fn.__qualname__, ft.filename, snippet.line))
-        index = self._reserve(key, fn)
-        base = Where(SourceLoc(ft.filename, snippet.line, snippet.col), snippet.source, facts=facts,
-                     context="in %s" % fn.__qualname__)
-        cells: List[Binding] = []
-        for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
-            try:
-                content = cell.cell_contents
-            except ValueError:  # an empty cell stays empty
-                continue
-            try:
-                cells.append(self.capture(name, content, base.at(name)))
-            except CaptureRejected:
-                pass
-        attrs: List[Binding] = []
-        extra = [("__defaults__", fn.__defaults__), ("__kwdefaults__", fn.__kwdefaults__)]
-        extra += [(k, v) for k, v in vars(fn).items() if not (k.startswith("__") and k.endswith("__"))]
-        for name, value in extra:
-            if value is None:
-                continue
-            try:
-                attrs.append(self.capture(name, value, base.at("", base.pos)))
-            except CaptureRejected:
-                pass
-        self.defs[index] = Definition(
-            name=_clean_qualname(fn.__qualname__), module=info.name, source=snippet.source,
-            loc=SourceLoc(ft.filename, snippet.line, snippet.col), kind=DEF_LOCAL,
-            cells=tuple(cells), attrs=tuple(attrs))
-        self._reads(info, facts, base, code.co_freevars)
-        self._imports(facts, info.package, base, info)
-        return index
-
-    # -- what captured code reads -----------------------------------------------------------------
-
-    def _reads(self, info: _Module, facts: SourceFacts, base: Where, cells: Iterable[str]) -> None:
-        skip = set(cells)
-        for name in facts.free:
-            if name in skip:
-                continue
-            w = base.at(name)
-            if name in info.namespace:
-                self.entry(info, name, w)
-            elif self.remote and policy.is_dangerous_builtin(name) and hasattr(builtins, name):
-                self.reject("NN301", w, "builtin '%s' is not available on the server: %s" % (
-                    name, policy.DANGEROUS_BUILTINS[name]))
-
-    def imports(self, facts: SourceFacts, package: Optional[str], base: Where) -> None:
-        self._imports(facts, package, base)
-
-    def _imports(self, facts: SourceFacts, package: Optional[str], base: Where,
-                 home: Optional[_Module] = None) -> None:
-        if home is not None and package is not None and any(f.level for f in facts.imports):
-            # relative imports in this module's code resolve against its package on the server
-            home.entries.setdefault("__package__", Binding("__package__", BIND_VALUE, package))
-        for fact in facts.imports:
-            name = resolve_import(fact, package)
-            w = base.at(fact.bound or fact.module, fact.pos)
-            w.name = ""
-            if name is None or name == "__future__":
-                continue
-            kind = policy.classify_module(name)
-            try:
-                if kind != policy.USER:
-                    self._refuse_module(name, kind, w)
-                    if self.remote and fact.names:
-                        for attr, _ in fact.names:
-                            sub = name + "." + attr
-                            reason = access.entry_refusal(sub)
-                            if reason is not None and kind != policy.DANGEROUS:
-                                raise self.reject("NN401", w, "'%s' is not available on the server: %s" % (
-                                    sub, reason))
-                            self._server_object(name, attr, w)
-                    continue
-                module = sys.modules.get(name)
-                if module is None:
-                    if self.remote and not fact.guarded and unresolved.is_unresolved(name):
-                        raise self.reject(unresolved.CODE, w, unresolved.message(name), unresolved.HINT)
-                    continue  # not importable here: it fails on the server as it would here
-                info = self.module_info(name, module.__dict__, module)
-                if fact.names:
-                    for attr, bound in fact.names:
-                        if attr == "*":
-                            self._module_uses(info, Where(w.loc, w.source, "", w.pos))
-                            continue
-                        chains = facts.chains.get(bound, set())
-                        if bound in facts.bare or not chains:
-                            self._module_attr(info, (attr,), Where(w.loc, w.source, "", w.pos))
-                        for chain in sorted(chains):
-                            self._module_attr(info, (attr,) + chain, Where(w.loc, w.source, bound, w.pos, facts))
-                else:
-                    bound_module = name if fact.bound != name.split(".")[0] else name.split(".")[0]
-                    target = sys.modules.get(bound_module, module)
-                    tinfo = self.module_info(target.__name__, target.__dict__, target)
-                    self._module_uses(tinfo, Where(w.loc, w.source, fact.bound, w.pos, facts))
-            except CaptureRejected:
-                pass
-
-    def _server_object(self, module: str, attr: str, where: Where) -> None:
-        """``from functools import RLock`` in captured code: refused as the object itself would be
-        (the static checker's rule, :func:`compiler.public_homes.refusal`)."""
-        mod = stdlib_server_module(module)
-        if mod is None or attr not in mod.__dict__:
-            return
-        found = refusal(mod.__dict__[attr], attr)
-        if found is not None:
-            raise self.reject(found[0], where, found[1])
-
 
 def _user_module(name: str) -> bool:
     module = sys.modules.get(name)
