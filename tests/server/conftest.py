@@ -1,12 +1,9 @@
 """A real nnsight-server on loopback (a subprocess) hosting the tiny GPT-2, shared by the tests."""
 import pytest
 
-from serverproc import ServerProcess, create_key
+from serverproc import MAX_IN_FLIGHT, MAX_QUEUE, MAX_REQUEST_BYTES, ServerProcess, create_key
 
 TIME_LIMIT_S = 3.0  # the server's per-job wall-clock limit (a test job loops past it)
-MAX_REQUEST_BYTES = 2_000_000
-MAX_IN_FLIGHT = 20  # per key
-MAX_QUEUE = 30
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,11 @@ import time
 
 import httpx
 
+# The limits the shared test server runs with (tests/server/conftest.py).
+MAX_REQUEST_BYTES = 2_000_000
+MAX_IN_FLIGHT = 20  # per key
+MAX_QUEUE = 30
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -7,7 +7,7 @@ import pytest
 from compiler.ir import framing
 from compiler.ir.request import REQUEST_MAGIC, Request, decode_request, encode_request
 
-from conftest import MAX_REQUEST_BYTES
+from serverproc import MAX_REQUEST_BYTES
 
 PROMPT = "Hello world"
 
@@ -175,7 +175,7 @@ def _busy_payload(gpt2, loops):
 
 
 def test_quota_429_and_full_queue_503_then_jobs_run_again(server, payload, gpt2, remote_config):
-    from conftest import MAX_IN_FLIGHT, MAX_QUEUE
+    from serverproc import MAX_IN_FLIGHT, MAX_QUEUE
     from nnsight.remote.client import Client
     from serverproc import create_key
 

@@ -13,6 +13,8 @@ import sys
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
+import vllm.outputs  # noqa: F401  (loaded in every process that decodes request outputs: nothing is imported by name)
+
 from compiler.ir.request import decode_result, encode_result
 from compiler.ir.values import decode_value, encode_value
 
