@@ -219,7 +219,7 @@ def run_remote(tracer: Any, frame: Any) -> Dict[str, Any]:
 
         backend = RemoteBackend(Client(), decode)
         tracer.backend = backend
-        backend.submit(payload)
+        backend.submit(payload, tracer._blocking)
         if not tracer._blocking:
             return {}
         return backend.wait()
