@@ -29,8 +29,8 @@ def scaled(x, factor=2):  # user code: travels by value
 
 model = RemoteModel("gpt2", host=sys.argv[2], api_key=sys.argv[3])
 with model.trace("The Eiffel Tower is in the city of"):
-    last = scaled(model.lm_head.output[0][-1]).save()
     lib = remote_helpers.centred(model.transformer.h[0].output[0][-1]).save()
+    last = scaled(model.lm_head.output[0][-1]).save()
     shape = model.lm_head.output.shape.save()
     print("running on the server")
 with model.generate("Hello", max_new_tokens=2) as tracer:
@@ -61,9 +61,9 @@ def helpers_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def expected(gpt2):
     with gpt2.trace("The Eiffel Tower is in the city of"):
-        last = (gpt2.lm_head.output[0][-1] * 2).save()
         hidden = gpt2.transformer.h[0].output[0][-1]
         lib = (hidden - hidden.mean() + 0.25).save()
+        last = (gpt2.lm_head.output[0][-1] * 2).save()
     with gpt2.generate("Hello", max_new_tokens=2) as tracer:
         out = tracer.result.save()
     return {"last": last.tolist(), "lib": lib.tolist(), "shape": [1, 9, 768], "out": out.tolist()}
