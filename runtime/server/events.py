@@ -2,9 +2,10 @@
 
 The worker thread publishes; each ``/v1/requests/{id}/events`` connection holds
 one asyncio queue. Nothing is kept for a job nobody listens to: a subscriber
-first subscribes, then reads the job's state and logs from the store, so it
-misses nothing (LOG frames carry their index ``n`` so a repeated line is
-recognised). The registry holds only live connections.
+first subscribes, then replays the job's lifecycle so far and its logs from
+the store (:func:`history`), so it misses nothing and sees the statuses in
+order; live frames the replay already covered are dropped (:func:`is_replayed`;
+LOG frames carry their index ``n``). The registry holds only live connections.
 """
 import asyncio
 import threading
