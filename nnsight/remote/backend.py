@@ -121,7 +121,8 @@ class RemoteBackend:
     def _outcome(self, frame: Dict[str, Any]) -> Dict[str, Any]:
         status = frame["status"]
         if status == "COMPLETED":
-            data = self.client.result(self.job_id, self.line.download_bar)
+            bar = self.line.download_bar if self.line.live else None  # a plain GET when no bar can show
+            data = self.client.result(self.job_id, bar)
             self._show("COMPLETED", "%d bytes" % len(data))
             self._saved = self.decode(data)
             return self._saved
