@@ -105,3 +105,19 @@ def test_not_a_tty_no_live_line_and_no_bar(script, server, api_key, gpt2_path):
     assert "GOT (64, 8, 768)" in out
     assert "\r" not in err and "downloading" not in err and "\x1b" not in err
     assert [line.split("] ", 1)[1].split(":")[0] for line in err.splitlines() if line.startswith("[")] == LIFECYCLE
+
+
+def test_a_queued_job_shows_its_queue_position(gpt2, remote_config, capsys):
+    import time
+
+    with gpt2.trace(PROMPT, remote=True, blocking=False) as busy:  # keeps the worker busy for a second
+        time.sleep(1.0)
+    with gpt2.trace(PROMPT, remote=True) as tracer:
+        out = gpt2.lm_head.output.save()
+    assert out.shape[-1] == 768
+    err = capsys.readouterr().err
+    mine = [line for line in err.splitlines() if line.startswith("[%s]" % tracer.backend.job_id)]
+    assert "[%s] QUEUED: position 0" % tracer.backend.job_id in mine, err  # waited behind the busy job
+    assert [line.split("] ", 1)[1].split(":")[0] for line in mine] == LIFECYCLE
+    while busy.backend() is None:
+        time.sleep(0.05)
