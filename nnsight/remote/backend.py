@@ -1,9 +1,11 @@
 """One remote job seen from the client: submit, follow its status, fetch and decode its result.
 
 ``with model.trace(..., remote=True):`` waits (:meth:`RemoteBackend.wait`):
-status changes are shown as log lines (``CONFIG.APP.REMOTE_LOGGING``), the
-job's ``print()`` output is printed here as it arrives, and the saved values
-are returned to be written back. With ``blocking=False`` the trace returns at
+status changes are shown as a live status line on a terminal, as log lines
+elsewhere (``display``; ``CONFIG.APP.REMOTE_LOGGING``), in lifecycle order
+(RECEIVED, QUEUED, DISPATCHED, RUNNING, COMPLETED), the job's ``print()``
+output is printed here as it arrives, and the saved values are returned to be
+written back. With ``blocking=False`` the trace returns at
 once; ``tracer.backend`` then answers ``backend()``: None until the job is
 done, then the dict of saved names plus ``'id'``; ``backend.cancel()`` stops it.
 """
@@ -12,19 +14,12 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from .client import Client
+from .display import StatusLine
 from .errors import RemoteError, job_error
 
 TERMINAL = ("COMPLETED", "ERROR", "CANCELLED")
+ORDER = {"RECEIVED": 0, "QUEUED": 1, "DISPATCHED": 2, "RUNNING": 3, "COMPLETED": 4, "ERROR": 4, "CANCELLED": 4}
 Decode = Callable[[bytes], Dict[str, Any]]
-
-
-def _logging_on() -> bool:
-    try:
-        from ..config import CONFIG
-
-        return bool(CONFIG.APP.REMOTE_LOGGING)
-    except Exception:  # noqa: BLE001 - torch-free client
-        return True
 
 
 class RemoteBackend:
@@ -37,35 +32,51 @@ class RemoteBackend:
         self.job_status: Optional[str] = None
         self._logs_seen = 0
         self._saved: Optional[Dict[str, Any]] = None
+        self._line: Optional[StatusLine] = None
+        self._detail = ""
+        self._blocking = True
 
     # -- status display ------------------------------------------------------------------------
 
+    @property
+    def line(self) -> StatusLine:
+        if self._line is None:
+            self._line = StatusLine(live=self._blocking)
+        return self._line
+
     def _show(self, status: str, detail: str = "") -> None:
-        if status == self.job_status and not detail:
+        """Show a status change; a status the job is already past (a replayed frame) is skipped."""
+        rank, current = ORDER.get(status, -1), ORDER.get(self.job_status, -1)
+        if rank < current or (status, detail) == (self.job_status, self._detail):
             return
-        self.job_status = status
-        if _logging_on():
-            print("[%s] %s%s" % (self.job_id, status, (": " + detail) if detail else ""), file=sys.stderr)
+        self.job_status, self._detail = status, detail
+        self.line.show(self.job_id, status, detail)
 
     def _log(self, n: Optional[int], line: str) -> None:
         if n is not None and n < self._logs_seen:
             return  # already shown (a subscriber may see a line twice)
         self._logs_seen = (n + 1) if n is not None else self._logs_seen + 1
+        self.line.close()  # the user's output goes below the status line, not through it
         print(line)
 
     # -- the job -------------------------------------------------------------------------------
 
-    def submit(self, payload: bytes) -> str:
+    def submit(self, payload: bytes, blocking: bool = True) -> str:
+        """Send the job. Blocking: its status is shown by :meth:`wait`, from the server's replay of
+        the lifecycle; otherwise RECEIVED and QUEUED are logged now (the id to come back for)."""
         reply = self.client.submit(payload)
         self.job_id = reply["id"]
-        self._show("RECEIVED")
-        position = reply.get("position")
-        self._show("QUEUED", "position %d" % position if isinstance(position, int) else "")
+        self._blocking = blocking
+        if not blocking:
+            self._show("RECEIVED")
+            position = reply.get("position")
+            self._show("QUEUED", "position %d" % position if isinstance(position, int) else "")
         return self.job_id
 
     def wait(self, poll_s: float = 0.05) -> Dict[str, Any]:
         """Follow the job to its end; the saved values (raises the job's error)."""
         final: Optional[Dict[str, Any]] = None
+        self._show("RECEIVED")
         try:
             for frame in self.client.events(self.job_id):
                 final = self._frame(frame)
@@ -92,7 +103,8 @@ class RemoteBackend:
             self._log(frame.get("n"), str(frame.get("line", "")))
             return None
         if status == "QUEUED" and isinstance(frame.get("position"), int):
-            self._show("QUEUED", "position %d" % frame["position"])
+            if self.job_status in (None, "RECEIVED", "QUEUED"):
+                self._show("QUEUED", "position %d" % frame["position"])
         elif status in TERMINAL:
             return frame
         elif isinstance(status, str):
@@ -103,12 +115,14 @@ class RemoteBackend:
         try:
             return self._outcome(frame)
         finally:
+            self.line.close()
             self.client.close()  # the job is over: nothing more to ask the server
 
     def _outcome(self, frame: Dict[str, Any]) -> Dict[str, Any]:
         status = frame["status"]
         if status == "COMPLETED":
-            data = self.client.result(self.job_id)
+            bar = self.line.download_bar if self.line.live else None  # a plain GET when no bar can show
+            data = self.client.result(self.job_id, bar)
             self._show("COMPLETED", "%d bytes" % len(data))
             self._saved = self.decode(data)
             return self._saved

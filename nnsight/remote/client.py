@@ -6,7 +6,7 @@ Torch-free: it sends request bytes and receives result bytes and status frames.
 """
 import json
 import platform
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from .errors import RemoteError
 
@@ -128,8 +128,27 @@ class Client:
     def status(self, job_id: str) -> Dict[str, Any]:
         return self._get("/v1/requests/%s" % job_id).json()
 
-    def result(self, job_id: str) -> bytes:
-        return self._get("/v1/requests/%s/result" % job_id).content
+    def result(self, job_id: str, progress: Optional[Callable[[Optional[int]], Any]] = None) -> bytes:
+        """The encoded result; ``progress(total)`` may return a callback fed each chunk's size."""
+        if progress is None:
+            return self._get("/v1/requests/%s/result" % job_id).content
+        import httpx
+
+        try:
+            with self.http.stream("GET", "/v1/requests/%s/result" % job_id) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._check(response)
+                total = response.headers.get("content-length")
+                advance = progress(int(total) if total and total.isdigit() else None)
+                chunks = []
+                for chunk in response.iter_bytes(1 << 16):
+                    chunks.append(chunk)
+                    if advance is not None:
+                        advance(len(chunk))
+                return b"".join(chunks)
+        except httpx.TransportError as error:
+            raise RemoteError("cannot reach the nnsight server at %s: %s" % (self.url, error)) from None
 
     def cancel(self, job_id: str) -> Dict[str, Any]:
         return self._check(self.http.delete("/v1/requests/%s" % job_id)).json()

@@ -150,7 +150,7 @@ class RemoteTracer:
             return saved
 
         self.backend = RemoteBackend(self.model.client(), decode)
-        self.backend.submit(payload)
+        self.backend.submit(payload, self.blocking)
         if not self.blocking:
             return {}
         return self.backend.wait()

@@ -73,9 +73,7 @@ def traced_call(tracer: Any) -> Tuple[str, tuple, dict]:
     """``(method, args, kwargs)`` that makes the same tracer on the server."""
     name = type(tracer).__name__
     if name == "ScanningTracer":
-        raise NotImplementedError(
-            "model.scan(..., remote=...) is not supported yet: the server would run a real trace. A scan "
-            "runs on fake tensors and needs no weights: run it without remote=.")
+        return "scan", tuple(tracer._args), dict(tracer._kwargs)
     if hasattr(tracer, "_method_name"):
         return tracer._method_name, tuple(tracer._args), dict(tracer._kwargs)
     if hasattr(tracer, "_args") and hasattr(tracer, "_kwargs"):
@@ -92,6 +90,10 @@ def server_tracer(model: Any, method: str, args: tuple, kwargs: dict) -> Any:
         return model.trace(*args, **kwargs)
     if method == "session":
         return model.session(**kwargs)
+    if method == "scan":  # shapes and dtypes on fake tensors: saved tensors come back as meta tensors
+        from .scan import ServedScanningTracer
+
+        return ServedScanningTracer(model, *args, **kwargs)
     module = getattr(model, "_module", None)
     refused = not isinstance(method, str) or method.startswith("_") or access.refused_method_name(method)
     fn = getattr(module, method, None) if not refused else None  # (save_pretrained writes files)
@@ -219,7 +221,7 @@ def run_remote(tracer: Any, frame: Any) -> Dict[str, Any]:
 
         backend = RemoteBackend(Client(), decode)
         tracer.backend = backend
-        backend.submit(payload)
+        backend.submit(payload, tracer._blocking)
         if not tracer._blocking:
             return {}
         return backend.wait()

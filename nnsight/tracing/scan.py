@@ -63,3 +63,36 @@ def _record_output(envoy):
         envoy.__dict__["_fake_output"] = output
 
     return hook
+
+
+class ServedScanningTracer(ScanningTracer):
+    """A scan run for a remote client (``model.scan(..., remote=True)``).
+
+    Fake tensors cannot travel (they belong to the server's fake mode), so each
+    saved one goes back as a meta tensor: the same shape and dtype, no data,
+    which is all a scan knows. The recorded ``_fake_inputs``/``_fake_output``
+    are cleared afterwards: they describe one client's input, and a hosted
+    model must not keep them from job to job.
+    """
+
+    def run_program(self, compiled: Any, ns: Any) -> Any:
+        try:
+            return _as_meta(super().run_program(compiled, ns))
+        finally:
+            for _, envoy in self.model.named_modules():
+                envoy.__dict__.pop("_fake_inputs", None)
+                envoy.__dict__.pop("_fake_output", None)
+
+
+def _as_meta(value: Any) -> Any:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if isinstance(value, FakeTensor):
+        return torch.empty(tuple(value.shape), dtype=value.dtype, device="meta")
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_as_meta(v) for v in value) if type(value) is tuple else value
+    if isinstance(value, list):
+        return [_as_meta(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_meta(v) for k, v in value.items()}
+    return value

@@ -230,16 +230,24 @@ async def job_events(websocket: WebSocket) -> None:
         if job is None:
             await websocket.close(code=4404)
             return
-        for n, line in enumerate(service.store.logs(job_id)):
+        replay = events.history(job, service.store.position(job_id))
+        finished = job["status"] in FINISHED
+        for frame in replay[:-1] if finished else replay:  # the lifecycle so far, in order
+            await websocket.send_json(frame)
+        logs = service.store.logs(job_id)
+        for n, line in enumerate(logs):
             await websocket.send_json({"id": job_id, "status": events.LOG, "n": n, "line": line})
-        status = job["status"]
-        if status in FINISHED:
-            await websocket.send_json({"id": job_id, "status": status, "error": job["error"]})
+        if finished:
+            await websocket.send_json(replay[-1])
             await websocket.close()
             return
-        await websocket.send_json({"id": job_id, "status": status, "position": service.store.position(job_id)})
+        last = replay[-1]
         while True:
             frame = await queue.get()
+            if events.is_replayed(frame, last, len(logs)):
+                continue
+            if frame["status"] != events.LOG:
+                last = frame
             await websocket.send_json(frame)
             if frame["status"] in events.TERMINAL:
                 await websocket.close()

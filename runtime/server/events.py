@@ -2,9 +2,10 @@
 
 The worker thread publishes; each ``/v1/requests/{id}/events`` connection holds
 one asyncio queue. Nothing is kept for a job nobody listens to: a subscriber
-first subscribes, then reads the job's state and logs from the store, so it
-misses nothing (LOG frames carry their index ``n`` so a repeated line is
-recognised). The registry holds only live connections.
+first subscribes, then replays the job's lifecycle so far and its logs from
+the store (:func:`history`), so it misses nothing and sees the statuses in
+order; live frames the replay already covered are dropped (:func:`is_replayed`;
+LOG frames carry their index ``n``). The registry holds only live connections.
 """
 import asyncio
 import threading
@@ -60,3 +61,36 @@ class EventHub:
                 loop.call_soon_threadsafe(queue.put_nowait, frame)
             except RuntimeError:  # the loop is closed: the server is stopping
                 return
+
+
+ORDER = {RECEIVED: 0, QUEUED: 1, DISPATCHED: 2, RUNNING: 3, COMPLETED: 4, ERROR: 4, CANCELLED: 4}
+
+
+def history(job: Dict[str, Any], position: Optional[int]) -> List[Dict[str, Any]]:
+    """The status frames a job has been through so far, rebuilt from its stored row.
+
+    A subscriber connects after the submit's 202, often after DISPATCHED (or even
+    COMPLETED) was published: replaying this history first means every client sees
+    the whole lifecycle, in order, however late it subscribed.
+    """
+    job_id, status = job["id"], job["status"]
+    frames = [{"id": job_id, "status": RECEIVED}, {"id": job_id, "status": QUEUED}]
+    if status == QUEUED:
+        frames[-1]["position"] = position
+        return frames
+    if job.get("started") is not None:  # it was taken from the queue
+        frames += [{"id": job_id, "status": DISPATCHED}, {"id": job_id, "status": RUNNING}]
+    if status in TERMINAL:
+        frames.append({"id": job_id, "status": status, "error": job.get("error")})
+    return frames
+
+
+def is_replayed(frame: Dict[str, Any], last: Dict[str, Any], logs_sent: int) -> bool:
+    """Was ``frame`` (published live) already sent to this subscriber by the replay?"""
+    status = frame.get("status")
+    if status == LOG:
+        n = frame.get("n")
+        return isinstance(n, int) and n < logs_sent
+    if status == QUEUED and last.get("status") == QUEUED:
+        return False  # a new queue position
+    return ORDER.get(status, 99) <= ORDER.get(last.get("status"), -1)

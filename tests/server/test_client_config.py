@@ -22,14 +22,3 @@ def test_login_sets_the_key_the_client_sends(monkeypatch):
     assert client.url == "http://127.0.0.1:1" and client.headers["ndif-api-key"] == "nns_example"
     client.close()
 
-
-def test_remote_scan_is_refused_with_the_reason():
-    import pytest
-    import torch
-
-    from nnsight import NNsight
-
-    model = NNsight(torch.nn.Sequential(torch.nn.Linear(4, 4)))
-    with pytest.raises(NotImplementedError, match="scan"):
-        with model.scan(torch.zeros(1, 4), remote="local"):
-            model[0].output.save()

@@ -1,9 +1,11 @@
-"""16 concurrent clients, a few jobs each: every result is correct and reaches its own client
-(equal to that client's own local answer)."""
+"""Concurrent clients: every result is correct and reaches its own client (equal to that client's
+own local answer), and the server's queue stays bounded (one job in flight per client)."""
 import threading
+import time
+
+import pytest
 
 CLIENTS = 16
-JOBS_EACH = 3
 
 
 def _logits(result_bytes):
@@ -13,7 +15,14 @@ def _logits(result_bytes):
     return decode_value(decode_result(result_bytes))["logits"]
 
 
-def test_concurrent_clients_get_their_own_results(server, api_key, gpt2):
+def _queue_length(server):
+    import httpx
+
+    return httpx.get(server.url + "/v1/models", timeout=10).json()["models"][0]["queue"]
+
+
+def run_clients(server, api_key, gpt2, jobs_each):
+    """16 client threads, ``jobs_each`` jobs each, one after the other; the queue lengths seen."""
     import torch
 
     from nnsight.remote.client import Client
@@ -27,12 +36,14 @@ def test_concurrent_clients_get_their_own_results(server, api_key, gpt2):
 
     failures = []
     delivered = [0] * CLIENTS
+    queue_lengths = []
+    done = threading.Event()
 
     def client_thread(i):
         payload, expected = requests[i]
         try:
             with Client(server.host, api_key) as client:
-                for _ in range(JOBS_EACH):
+                for _ in range(jobs_each):
                     job_id = client.submit(payload)["id"]
                     frames = [f["status"] for f in client.events(job_id)]
                     if frames[-1] != "COMPLETED":
@@ -45,14 +56,32 @@ def test_concurrent_clients_get_their_own_results(server, api_key, gpt2):
         except Exception as error:  # noqa: BLE001 - reported below
             failures.append((i, repr(error)))
 
+    def watch_queue():
+        while not done.wait(0.2):
+            queue_lengths.append(_queue_length(server))
+
+    watcher = threading.Thread(target=watch_queue)
+    watcher.start()
     threads = [threading.Thread(target=client_thread, args=(i,)) for i in range(CLIENTS)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
+        t.join(300)
+    done.set()
+    watcher.join()
     assert not failures
-    assert delivered == [JOBS_EACH] * CLIENTS
-    import httpx
+    assert delivered == [jobs_each] * CLIENTS
+    assert _queue_length(server) == 0  # drained
+    return queue_lengths
 
-    models = httpx.get(server.url + "/v1/models").json()["models"]
-    assert models[0]["queue"] == 0  # drained
+
+def test_concurrent_clients_get_their_own_results(server, api_key, gpt2):
+    run_clients(server, api_key, gpt2, jobs_each=3)
+
+
+@pytest.mark.slow
+def test_16_clients_by_20_jobs_all_correct_and_the_queue_bounded(server, api_key, gpt2):
+    started = time.monotonic()
+    queue_lengths = run_clients(server, api_key, gpt2, jobs_each=20)
+    assert queue_lengths and max(queue_lengths) <= CLIENTS  # never more than one waiting job a client
+    print("320 jobs in %.1fs, longest queue %d" % (time.monotonic() - started, max(queue_lengths)))
