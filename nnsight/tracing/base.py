@@ -30,6 +30,8 @@ class Tracer:
         self._armed = None
         self._remote = None  # "local" or True: run through the request path (nnsight/tracing/remote.py)
         self._blocking = True  # remote=True: wait for the result (False: tracer.backend fetches it later)
+        # on a server: the job's runtime.local_blocks.LocalBlocks (None: local blocks run inline)
+        self.local_blocks = None
 
     # ------------------------------------------------------------- protocol
 
@@ -84,13 +86,16 @@ class Tracer:
             self._frame = None
         return True
 
-    def run_program(self, compiled: CompiledProgram, ns: Dict[str, Any]) -> Dict[str, Any]:
+    def run_program(self, compiled: CompiledProgram, ns: Dict[str, Any], local_blocks: Any = None) -> Dict[str, Any]:
         """Run a compiled program as this tracer's body, without a user frame.
 
-        ``ns`` binds the program's free names. Returns the saved variables by
-        name (what a server sends back, and what ``remote='local'`` writes back).
+        ``ns`` binds the program's free names; ``local_blocks`` (a
+        :class:`runtime.local_blocks.LocalBlocks`) runs its ``tracer.local()`` blocks on
+        the client. Returns the saved variables by name (what a server sends back, and
+        what ``remote='local'`` writes back).
         """
         self._compiled, self._unit_id, self._nested = compiled, 0, False
+        self.local_blocks = local_blocks
         prepare_namespace(ns)
         register_program_sources(compiled.program)  # its files may not exist here
         saves.enter()
@@ -103,10 +108,16 @@ class Tracer:
             saves.exit()
 
     def local(self):
-        """Hybrid execution (a block run on the client mid-trace): not available yet."""
-        raise NotImplementedError(
-            "tracer.local() (running a block on the client in the middle of a remote trace) is not "
-            "available in this version yet: save the values, and continue on the client after the trace.")
+        """``with tracer.local():`` -- in a remote trace, a block that runs on the client.
+
+        The server stops at the block and sends the values it reads; the block runs
+        here (with your own functions and data); what it assigns, edits in place or
+        saves goes back, and the forward pass continues. Without ``remote=`` the block
+        runs inline. See :mod:`nnsight.tracing.local_block`.
+        """
+        from .local_block import LocalBlock
+
+        return LocalBlock(self)
 
     # ------------------------------------------------------------ execution
 
