@@ -21,7 +21,7 @@ from compiler.ir.values import decode_value
 from runtime import claims, saves
 from runtime.accept import prepare_namespace
 from runtime.builder import namespace
-from runtime.local_blocks import LocalBlockError, encode_reply
+from runtime.local_blocks import LocalBlockError, encode_reply, frame_reply
 
 
 class LocalBlock:
@@ -86,6 +86,10 @@ class ClientLocalBlocks:
             if self.failure is None:
                 self.failure = error
             return encode_reply(block, {}, [], error=error)
+
+    def reply(self, block: int, message: bytes) -> bytes:
+        """:meth:`answer`, framed as the LOCAL_RESULT message of the events WebSocket."""
+        return frame_reply(block, self.answer(block, message))
 
     def _decode(self, block: int, message: bytes):
         local = decode_value(decode_result(message, limits=self.limits), resolve=self.resolve,

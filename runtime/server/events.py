@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 RECEIVED, QUEUED, DISPATCHED, RUNNING = "RECEIVED", "QUEUED", "DISPATCHED", "RUNNING"
 LOG, COMPLETED, ERROR, CANCELLED = "LOG", "COMPLETED", "ERROR", "CANCELLED"
+LOCAL = "LOCAL"  # a tracer.local() block waits for the client (the frame's bytes follow it)
 TERMINAL = (COMPLETED, ERROR, CANCELLED)
 
 

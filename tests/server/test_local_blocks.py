@@ -1,0 +1,84 @@
+"""``with tracer.local():`` through a real server on loopback: the block runs here, mid-job."""
+import time
+import traceback
+
+import pytest
+import torch
+
+PROMPT = "The Eiffel Tower is in the city of"
+
+
+class ClientSideSteering:
+    """Defined in this test module: the server cannot import it, and the block is not sent."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __call__(self, hidden):
+        return hidden * self.scale + torch.linspace(0, 1, hidden.shape[-1])
+
+
+def test_block_computes_with_a_client_only_function_and_writes_back(gpt2, remote_config):
+    steer = ClientSideSteering(1.5)
+    with gpt2.trace(PROMPT, remote=True) as tracer:
+        hidden = gpt2.transformer.h[1].output[0]
+        with tracer.local():
+            steered = steer(hidden)
+        gpt2.transformer.h[1].output[0][:] = steered
+        logits = gpt2.lm_head.output.save()
+    with gpt2.trace(PROMPT):
+        hidden = gpt2.transformer.h[1].output[0]
+        gpt2.transformer.h[1].output[0][:] = steer(hidden)
+        expected = gpt2.lm_head.output.save()
+    with gpt2.trace(PROMPT):
+        plain = gpt2.lm_head.output.save()
+    assert torch.allclose(logits, expected, atol=1e-5)
+    assert not torch.allclose(logits, plain)
+    assert "ClientSideSteering" not in tracer.remote_payload.decode("latin-1")
+
+
+def test_print_in_the_block_runs_here_and_in_place_edits_go_back(gpt2, remote_config, capsys):
+    with gpt2.trace(PROMPT, remote=True) as tracer:
+        hidden = gpt2.transformer.h[0].output[0]
+        with tracer.local():
+            print("local block sees", tuple(hidden.shape))
+            hidden[:, -1] = 0
+            norm = hidden.norm().save()
+        last = gpt2.transformer.h[0].output[0][:, -1].save()
+    with gpt2.trace(PROMPT):
+        shape = gpt2.transformer.h[0].output[0].shape.save()
+    assert "local block sees %s" % (tuple(shape),) in capsys.readouterr().out
+    assert torch.count_nonzero(last) == 0
+    assert isinstance(norm, torch.Tensor) and norm.ndim == 0
+
+
+def test_error_in_the_block_points_at_the_users_line_and_the_job_ends(gpt2, remote_config):
+    from nnsight.remote.client import Client
+
+    with pytest.raises(ZeroDivisionError) as info:
+        with gpt2.trace(PROMPT, remote=True) as tracer:
+            hidden = gpt2.transformer.h[0].output[0]
+            with tracer.local():
+                broken = float(hidden.sum()) / 0  # this line
+            out = gpt2.lm_head.output.save()
+    frames = traceback.extract_tb(info.value.__traceback__)
+    assert any(f.filename == __file__ and "# this line" in (f.line or "") for f in frames), frames
+    job_id = tracer.backend.job_id
+    with Client() as client:
+        deadline = time.monotonic() + 10
+        while client.status(job_id)["status"] not in ("ERROR", "COMPLETED", "CANCELLED"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        status = client.status(job_id)
+    assert status["status"] == "ERROR" and "ZeroDivisionError" in status["error"]["message"]
+    with gpt2.trace(PROMPT, remote=True):  # the server runs the next job
+        logits = gpt2.lm_head.output.save()
+    assert logits.shape[0] == 1
+
+
+def test_a_block_needs_blocking(gpt2, remote_config):
+    with pytest.raises(ValueError, match="blocking=True"):
+        with gpt2.trace(PROMPT, remote=True, blocking=False) as tracer:
+            hidden = gpt2.transformer.h[0].output[0]
+            with tracer.local():
+                print(hidden.shape)
