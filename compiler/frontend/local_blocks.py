@@ -20,7 +20,10 @@ def _header_with(parent: CodeUnit, unit: CodeUnit) -> Optional[ast.With]:
     lines = parent.source.splitlines()
     first, last = unit.header
     start = parent.loc.line
-    text = "\n".join(lines[first - start: last - start + 1])
+    header = lines[first - start: last - start + 1]
+    if header and unit.loc.line == last:  # `with x: body` on one line: keep the header part
+        header[-1] = header[-1][:unit.loc.col - parent.loc.col]
+    text = "\n".join(header)
     try:
         tree = ast.parse(textwrap.dedent(text).rstrip() + "\n    pass\n")
     except SyntaxError:

@@ -102,3 +102,31 @@ def test_the_block_body_is_not_sent(gpt2):
     assert all(b.name != "ClientOnlyScale" for b in sent.bindings)
     local = [u for u in sent.units if "local" in u.facts]
     assert len(local) == 1 and local[0].reads == ("hidden",) and local[0].assigned == ("changed",)
+
+
+def test_block_inside_an_invoke(gpt2):
+    with gpt2.trace(remote="local") as tracer:
+        with tracer.invoke("Hello world"):
+            hidden = gpt2.transformer.h[0].output[0]
+            with tracer.local():
+                hidden[:] = client_double(hidden)
+            logits = gpt2.lm_head.output.save()
+    with gpt2.trace("Hello world"):
+        hidden = gpt2.transformer.h[0].output[0]
+        hidden[:] = hidden * 2
+        expected = gpt2.lm_head.output.save()
+    assert torch.allclose(logits, expected)
+
+
+def test_block_in_every_generation_step(gpt2):
+    with gpt2.generate("Hello", max_new_tokens=3, remote="local") as tracer:
+        tokens = list().save()
+        for step in tracer.iter[:]:
+            top = gpt2.lm_head.output[0][-1].argmax(dim=-1)
+            with tracer.local():
+                seen = int(top)  # a plain int, computed here
+            tokens.append(seen)
+    with gpt2.generate("Hello", max_new_tokens=3) as local_run:
+        out = local_run.result.save()
+    assert len(tokens) == 3 and all(isinstance(t, int) for t in tokens)
+    assert tokens == [int(t) for t in out[0][-3:]]
