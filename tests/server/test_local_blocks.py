@@ -82,3 +82,14 @@ def test_a_block_needs_blocking(gpt2, remote_config):
             hidden = gpt2.transformer.h[0].output[0]
             with tracer.local():
                 print(hidden.shape)
+
+
+def test_the_torch_free_client_refuses_a_block_before_sending():
+    from nnsight import RemoteModel
+
+    model = RemoteModel("gpt2", host="http://127.0.0.1:9", api_key="unused")
+    with pytest.raises(NotImplementedError, match="torch-free RemoteModel"):
+        with model.trace(PROMPT) as tracer:
+            hidden = model.transformer.h[0].output[0]
+            with tracer.local():
+                print(hidden.shape)
