@@ -258,6 +258,8 @@ async def job_events(websocket: WebSocket) -> None:
         return
     finally:
         service.hub.unsubscribe(job_id, queue)
+        if not service.hub.is_watched(job_id):  # nobody left to run a tracer.local() block it waits on
+            service.worker.local.abandon(job_id)
 
 
 async def _send_frame(websocket: WebSocket, frame: Dict[str, Any]) -> None:

@@ -47,6 +47,11 @@ class EventHub:
         with self._lock:
             return list(self._subscribers)
 
+    def is_watched(self, job_id: str) -> bool:
+        """Is someone subscribed to the job now?"""
+        with self._lock:
+            return job_id in self._subscribers
+
     def publish(self, job_id: str, status: str, **fields: Any) -> None:
         """Send one frame to the job's subscribers (from any thread)."""
         with self._lock:

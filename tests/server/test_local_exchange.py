@@ -40,7 +40,7 @@ def test_a_reply_reaches_only_the_jobs_own_pending_block():
 
 
 def test_oversized_and_malformed_replies_are_refused_and_the_job_times_out():
-    exchange = LocalExchange(EventHub(), timeout_s=0.3, max_bytes=16)
+    exchange = LocalExchange(EventHub(), timeout_s=0.3, max_bytes=16)  # (nobody follows: 0.3 s)
     big, big_run = _answer_later(exchange, "job", frame_reply(1, b"y" * 100))
     junk, junk_run = _answer_later(exchange, "job", b"not a reply")
     with pytest.raises(LocalBlockTimeout, match="did not answer local block 1"):
@@ -74,3 +74,29 @@ def test_the_reply_binds_assigned_names_and_writes_read_tensors_in_place():
 def test_the_clients_error_stops_the_job():
     with pytest.raises(LocalBlockError, match="ZeroDivisionError: division by zero"):
         _blocks(encode_reply(1, {}, [], error=ZeroDivisionError("division by zero"))).run(UNIT, {"h": 1})
+
+
+def test_a_block_whose_client_left_ends_at_once():
+    exchange = LocalExchange(EventHub(), timeout_s=30.0, max_bytes=16)
+
+    def leave():
+        import time
+
+        time.sleep(0.05)
+        exchange.abandon("job")
+
+    thread = threading.Thread(target=leave)
+    thread.start()
+    with pytest.raises(LocalBlockError, match="client disconnected"):
+        exchange.ask("job", 1, b"values")
+    thread.join()
+
+
+def test_a_block_nobody_follows_ends_after_the_grace_period():
+    import time
+
+    exchange = LocalExchange(EventHub(), timeout_s=30.0, max_bytes=16, unfollowed_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(LocalBlockTimeout):
+        exchange.ask("job", 1, b"values")
+    assert time.monotonic() - started < 5
