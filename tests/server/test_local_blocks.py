@@ -93,3 +93,41 @@ def test_the_torch_free_client_refuses_a_block_before_sending():
             hidden = model.transformer.h[0].output[0]
             with tracer.local():
                 print(hidden.shape)
+
+
+def test_hostile_replies_are_refused_and_a_malformed_one_ends_the_job(gpt2, server, api_key, remote_config):
+    """A raw client: a reply for another block is dropped; a garbled one ends the job; the next runs."""
+    import json
+
+    from websockets.sync.client import connect
+
+    from nnsight.remote.client import KEY_HEADER, Client
+    from runtime.local_blocks import frame_reply
+
+    with gpt2.trace(PROMPT, remote="local") as tracer:  # the same request bytes remote=True sends
+        hidden = gpt2.transformer.h[0].output[0]
+        with tracer.local():
+            hidden[:] = 0
+        out = gpt2.lm_head.output.save()
+    with Client() as client:
+        job_id = client.submit(tracer.remote_payload)["id"]
+        url = client.url.replace("http", "ws", 1) + "/v1/requests/%s/events" % job_id
+        with connect(url, additional_headers={KEY_HEADER: api_key}, max_size=None) as socket:
+            frames = []
+            while True:
+                message = socket.recv(timeout=20)
+                if isinstance(message, bytes):
+                    continue
+                frame = json.loads(message)
+                frames.append(frame["status"])
+                if frame["status"] == "LOCAL":
+                    socket.send(frame_reply(frame["block"] + 1, b"NNRS stale"))  # not the pending block
+                    socket.send(b"junk")  # not a reply at all
+                    socket.send(frame_reply(frame["block"], b"NNRS garbled"))
+                if frame["status"] in ("COMPLETED", "ERROR", "CANCELLED"):
+                    break
+        assert "LOCAL" in frames and frame["status"] == "ERROR", frames
+        assert "malformed" in frame["error"]["message"]
+    with gpt2.trace(PROMPT, remote=True):
+        logits = gpt2.lm_head.output.save()
+    assert logits.shape[0] == 1
