@@ -26,6 +26,8 @@ from compiler.ir.values import encode_value
 from . import saves
 
 REPLY_MAGIC = b"NNLR"
+# The program namespace's name for the job's LocalBlocks (absent: local blocks run inline).
+LOCAL_BLOCKS = "__nnsight_local_blocks__"
 # (block number, LOCAL bytes) -> LOCAL_RESULT bytes (without the NNLR header)
 Transport = Callable[[int, bytes], bytes]
 

@@ -12,6 +12,7 @@ from runtime import claims, saves, skip
 from runtime.accept import prepare_namespace
 from runtime.builder import CompiledProgram, namespace
 from runtime.frames import release_locals, write_back
+from runtime.local_blocks import LOCAL_BLOCKS
 
 from .compile import compile_call_site
 from .tracebacks import clean, register_program_sources
@@ -30,8 +31,6 @@ class Tracer:
         self._armed = None
         self._remote = None  # "local" or True: run through the request path (nnsight/tracing/remote.py)
         self._blocking = True  # remote=True: wait for the result (False: tracer.backend fetches it later)
-        # on a server: the job's runtime.local_blocks.LocalBlocks (None: local blocks run inline)
-        self.local_blocks = None
 
     # ------------------------------------------------------------- protocol
 
@@ -95,7 +94,8 @@ class Tracer:
         what ``remote='local'`` writes back).
         """
         self._compiled, self._unit_id, self._nested = compiled, 0, False
-        self.local_blocks = local_blocks
+        if local_blocks is not None:  # every tracer of the program finds it there (a session's traces too)
+            ns[LOCAL_BLOCKS] = local_blocks
         prepare_namespace(ns)
         register_program_sources(compiled.program)  # its files may not exist here
         saves.enter()

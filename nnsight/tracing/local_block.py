@@ -21,7 +21,7 @@ from compiler.ir.values import decode_value
 from runtime import claims, saves
 from runtime.accept import prepare_namespace
 from runtime.builder import namespace
-from runtime.local_blocks import LocalBlockError, encode_reply, frame_reply
+from runtime.local_blocks import LOCAL_BLOCKS, LocalBlockError, encode_reply, frame_reply
 
 
 class LocalBlock:
@@ -31,12 +31,13 @@ class LocalBlock:
         self.tracer = tracer
         self._frame = None
         self._unit = None
+        self._channel = None
 
     def __enter__(self) -> "LocalBlock":
-        channel = self.tracer.local_blocks
+        frame = sys._getframe(1)
+        channel = frame.f_globals.get(LOCAL_BLOCKS)  # set by the server for the program's code
         if channel is None:  # not a remote run: the body runs inline, in place
             return self
-        frame = sys._getframe(1)
         claimed = claims.claim(frame)
         if claimed is None:
             raise LocalBlockError("tracer.local() must open a `with` block directly inside the trace's body")
@@ -46,15 +47,15 @@ class LocalBlock:
             raise LocalBlockError(
                 "%s:%d: `with tracer.local():` must be the only item of its with-statement"
                 % (unit.loc.file, unit.header[0]))
-        self._frame, self._unit = frame, unit
+        self._frame, self._unit, self._channel = frame, unit, channel
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        frame, unit = self._frame, self._unit
-        self._frame = self._unit = None
+        frame, unit, channel = self._frame, self._unit, self._channel
+        self._frame = self._unit = self._channel = None
         if exc_type is not None or unit is None:
             return False
-        self.tracer.local_blocks.run(unit, frame.f_globals)  # unit code runs with the program's names as globals
+        channel.run(unit, frame.f_globals)  # unit code runs with the program's names as globals
         return False
 
 

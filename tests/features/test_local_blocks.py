@@ -130,3 +130,17 @@ def test_block_in_every_generation_step(gpt2):
         out = local_run.result.save()
     assert len(tokens) == 3 and all(isinstance(t, int) for t in tokens)
     assert tokens == [int(t) for t in out[0][-3:]]
+
+
+def test_block_in_a_trace_inside_a_session(gpt2):
+    with gpt2.session(remote="local"):
+        with gpt2.trace("Hello world") as inner:
+            hidden = gpt2.transformer.h[0].output[0]
+            with inner.local():
+                hidden[:] = client_double(hidden)
+            logits = gpt2.lm_head.output.save()
+    with gpt2.trace("Hello world"):
+        hidden = gpt2.transformer.h[0].output[0]
+        hidden[:] = hidden * 2
+        expected = gpt2.lm_head.output.save()
+    assert torch.allclose(logits, expected)
