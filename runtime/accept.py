@@ -31,7 +31,7 @@ from compiler.ir.verifier import verify
 from . import claims, gate
 from .builder import CLAIMED
 from .loader import LoadError, Loader, block_user_modules
-from .local_blocks import LocalBlocks, Transport
+from .local_blocks import LOCAL_BLOCKS, LocalBlockError, LocalBlocks, Transport
 
 # (model, method, args, kwargs) -> the tracer that runs the request's program
 MakeTracer = Callable[[Any, str, tuple, dict], Any]
@@ -109,15 +109,21 @@ def prepare_namespace(ns: Dict[str, Any]) -> Dict[str, Any]:
     return ns
 
 
-def local_blocks(job: Accepted, transport: Optional[Transport]) -> Optional[LocalBlocks]:
-    """The job's ``tracer.local()`` exchange over ``transport`` (None: the program has no local block)."""
-    if not any(FACT_LOCAL in u.facts for u in job.program.units):
-        return None
-    if transport is None:
+def _no_client(block: int, message: bytes) -> bytes:
+    raise LocalBlockError("this server cannot reach the client to run a `with tracer.local():` block")
+
+
+def local_blocks(job: Accepted, transport: Optional[Transport]) -> LocalBlocks:
+    """The job's ``tracer.local()`` exchange over ``transport``.
+
+    Every request run gets one, so a ``tracer.local()`` its client did not mark (an older
+    client) fails with a clear error instead of running its body on the server.
+    """
+    if transport is None and any(FACT_LOCAL in u.facts for u in job.program.units):
         raise LoadError("this program has `with tracer.local():` blocks, which need the client to follow the "
                         "job (a server with no way to reach the client cannot run them)")
     loader = job.loader
-    return LocalBlocks(transport, loader.decode, classref=loader.classref, objref=loader.objref)
+    return LocalBlocks(transport or _no_client, loader.decode, classref=loader.classref, objref=loader.objref)
 
 
 def run(job: Accepted, make_tracer: MakeTracer, local: Optional[Transport] = None) -> Dict[str, Any]:
@@ -130,10 +136,9 @@ def run(job: Accepted, make_tracer: MakeTracer, local: Optional[Transport] = Non
     kwargs = loader.decode(request.kwargs)
     tracer = make_tracer(job.model, request.method, tuple(args), dict(kwargs))
     loader.tracer = tracer
-    blocks = local_blocks(job, local)
-    if blocks is None:
-        return tracer.run_program(loader.compile(job.program), loader.namespace())
-    return tracer.run_program(loader.compile(job.program), loader.namespace(), local_blocks=blocks)
+    ns = loader.namespace()
+    ns[LOCAL_BLOCKS] = local_blocks(job, local)
+    return tracer.run_program(loader.compile(job.program), ns)
 
 
 def encode_saved(job: Accepted, saved: Dict[str, Any]) -> bytes:

@@ -12,7 +12,6 @@ from runtime import claims, saves, skip
 from runtime.accept import prepare_namespace
 from runtime.builder import CompiledProgram, namespace
 from runtime.frames import release_locals, write_back
-from runtime.local_blocks import LOCAL_BLOCKS
 
 from .compile import compile_call_site
 from .tracebacks import clean, register_program_sources
@@ -85,17 +84,14 @@ class Tracer:
             self._frame = None
         return True
 
-    def run_program(self, compiled: CompiledProgram, ns: Dict[str, Any], local_blocks: Any = None) -> Dict[str, Any]:
+    def run_program(self, compiled: CompiledProgram, ns: Dict[str, Any]) -> Dict[str, Any]:
         """Run a compiled program as this tracer's body, without a user frame.
 
-        ``ns`` binds the program's free names; ``local_blocks`` (a
-        :class:`runtime.local_blocks.LocalBlocks`) runs its ``tracer.local()`` blocks on
-        the client. Returns the saved variables by name (what a server sends back, and
-        what ``remote='local'`` writes back).
+        ``ns`` binds the program's free names (on a server also ``runtime.local_blocks.LOCAL_BLOCKS``,
+        which runs its ``tracer.local()`` blocks on the client). Returns the saved variables by
+        name (what a server sends back, and what ``remote='local'`` writes back).
         """
         self._compiled, self._unit_id, self._nested = compiled, 0, False
-        if local_blocks is not None:  # every tracer of the program finds it there (a session's traces too)
-            ns[LOCAL_BLOCKS] = local_blocks
         prepare_namespace(ns)
         register_program_sources(compiled.program)  # its files may not exist here
         saves.enter()

@@ -45,8 +45,9 @@ class LocalBlock:
         unit = compiled.program.units[uid]
         if FACT_LOCAL not in unit.facts:
             raise LocalBlockError(
-                "%s:%d: `with tracer.local():` must be the only item of its with-statement"
-                % (unit.loc.file, unit.header[0]))
+                "%s:%d: this `with tracer.local():` block was sent to run on the server: write it as "
+                "`with tracer.local():` alone (no other with-items), from an nnsight client that runs local "
+                "blocks (this one's version or newer)" % (unit.loc.file, unit.header[0]))
         self._frame, self._unit, self._channel = frame, unit, channel
         return self
 

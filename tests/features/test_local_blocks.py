@@ -144,3 +144,18 @@ def test_block_in_a_trace_inside_a_session(gpt2):
         hidden[:] = hidden * 2
         expected = gpt2.lm_head.output.save()
     assert torch.allclose(logits, expected)
+
+
+def test_an_unmarked_block_never_runs_its_body_on_the_server(gpt2):
+    """A with-statement the compiler does not mark local (here: a second item; or an older
+    client) fails on the server instead of running the client's code there."""
+    import contextlib
+
+    from runtime.local_blocks import LocalBlockError
+
+    with pytest.raises(LocalBlockError, match="was sent to run on the server"):
+        with gpt2.trace("Hello world", remote="local") as tracer:
+            hidden = gpt2.transformer.h[0].output[0]
+            with tracer.local(), contextlib.nullcontext():
+                hidden[:] = 0
+            out = gpt2.lm_head.output.save()
