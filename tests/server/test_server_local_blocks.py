@@ -131,3 +131,21 @@ def test_hostile_replies_are_refused_and_a_malformed_one_ends_the_job(gpt2, serv
     with gpt2.trace(PROMPT, remote=True):
         logits = gpt2.lm_head.output.save()
     assert logits.shape[0] == 1
+
+
+def test_the_design_example_hybrid_execution(gpt2, remote_config, capsys):
+    """Hybrid execution as the user guide shows it (the tiny GPT-2's names and sizes)."""
+    local_bias = torch.randn(gpt2.config.n_embd)  # a local tensor
+    with gpt2.trace("Hello", remote=True) as tracer:
+        hidden = gpt2.transformer.h[1].output[0]  # on the server
+        with tracer.local():  # here
+            modified = hidden + local_bias
+            print("Got hidden states:", hidden.shape)
+        gpt2.transformer.h[1].output[0] = modified  # on the server again
+        output = gpt2.lm_head.output.save()
+    with gpt2.trace("Hello"):
+        hidden = gpt2.transformer.h[1].output[0]
+        gpt2.transformer.h[1].output[0] = hidden + local_bias
+        expected = gpt2.lm_head.output.save()
+    assert torch.allclose(output, expected, atol=1e-5)
+    assert "Got hidden states: torch.Size(" in capsys.readouterr().out
