@@ -140,4 +140,5 @@ def without_local_bodies(program: Program) -> Program:
             units[uid] = dataclasses.replace(units[uid], source="pass\n")
     stripped = dataclasses.replace(program, units=tuple(units))
     used = _used_names(stripped)
-    return dataclasses.replace(stripped, bindings=tuple(b for b in stripped.bindings if b.name in used))
+    return dataclasses.replace(stripped, bindings=tuple(b for b in stripped.bindings if b.name in used),
+                               dynamic_names=tuple(n for n in stripped.dynamic_names if n in used))

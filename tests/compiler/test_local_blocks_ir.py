@@ -55,6 +55,7 @@ def test_the_body_and_its_client_names_are_not_sent():
     assert "client_fn" not in text and "client_bias" not in text and "print" not in text
     assert {b.name for b in sent.bindings} >= {"model", "tracer"}
     assert not {"client_fn", "client_bias", "print"} & {b.name for b in sent.bindings}
+    assert "client_fn" in program.dynamic_names and "client_fn" not in sent.dynamic_names
     assert sent.units[2].source == "pass\n" and sent.units[2].reads == program.units[2].reads
     # every enclosing unit keeps a `pass` where the body stood, on the same lines
     assert sent.units[0].source.count("\n") == program.units[0].source.count("\n")
