@@ -23,6 +23,7 @@ import contextlib
 import io
 from typing import Any, Callable, Dict, Iterator, Optional
 
+from compiler.ir import FACT_LOCAL
 from compiler.ir.request import Request, decode_request, encode_result
 from compiler.ir.values import encode_value
 from compiler.ir.verifier import verify
@@ -30,6 +31,7 @@ from compiler.ir.verifier import verify
 from . import claims, gate
 from .builder import CLAIMED
 from .loader import LoadError, Loader, block_user_modules
+from .local_blocks import LOCAL_BLOCKS, LocalBlockError, LocalBlocks, Transport
 
 # (model, method, args, kwargs) -> the tracer that runs the request's program
 MakeTracer = Callable[[Any, str, tuple, dict], Any]
@@ -107,14 +109,36 @@ def prepare_namespace(ns: Dict[str, Any]) -> Dict[str, Any]:
     return ns
 
 
-def run(job: Accepted, make_tracer: MakeTracer) -> Dict[str, Any]:
-    """Run an accepted request with the tracer its call names; returns the saved variables."""
+def _no_client(block: int, message: bytes) -> bytes:
+    raise LocalBlockError("this server cannot reach the client to run a `with tracer.local():` block")
+
+
+def local_blocks(job: Accepted, transport: Optional[Transport]) -> LocalBlocks:
+    """The job's ``tracer.local()`` exchange over ``transport``.
+
+    Every request run gets one, so a ``tracer.local()`` its client did not mark (an older
+    client) fails with a clear error instead of running its body on the server.
+    """
+    if transport is None and any(FACT_LOCAL in u.facts for u in job.program.units):
+        raise LoadError("this program has `with tracer.local():` blocks, which need the client to follow the "
+                        "job (a server with no way to reach the client cannot run them)")
+    loader = job.loader
+    return LocalBlocks(transport or _no_client, loader.decode, classref=loader.classref, objref=loader.objref)
+
+
+def run(job: Accepted, make_tracer: MakeTracer, local: Optional[Transport] = None) -> Dict[str, Any]:
+    """Run an accepted request with the tracer its call names; returns the saved variables.
+
+    ``local`` carries the program's ``tracer.local()`` blocks to the client and back.
+    """
     request, loader = job.request, job.loader
     args = loader.decode(request.args)
     kwargs = loader.decode(request.kwargs)
     tracer = make_tracer(job.model, request.method, tuple(args), dict(kwargs))
     loader.tracer = tracer
-    return tracer.run_program(loader.compile(job.program), loader.namespace())
+    ns = loader.namespace()
+    ns[LOCAL_BLOCKS] = local_blocks(job, local)
+    return tracer.run_program(loader.compile(job.program), ns)
 
 
 def encode_saved(job: Accepted, saved: Dict[str, Any]) -> bytes:
@@ -124,7 +148,7 @@ def encode_saved(job: Accepted, saved: Dict[str, Any]) -> bytes:
 
 
 def answer(payload: bytes, find_model: FindModel, make_tracer: MakeTracer,
-           log: Optional[LogLine] = None) -> bytes:
+           log: Optional[LogLine] = None, local: Optional[Transport] = None) -> bytes:
     """Request bytes in, result bytes out: the whole accept path."""
     with accepted(payload, find_model, log) as job:
-        return encode_saved(job, run(job, make_tracer))
+        return encode_saved(job, run(job, make_tracer, local))

@@ -282,6 +282,10 @@ def _lower_at(src: _Lines, top, filename: str, line: int, first_line: int, acces
         from ..passes import lower_syntax
 
         program = lower_syntax(program)
+    if len(units) > 1 and ".local(" in units[0].source:  # cheap test first: most programs have none
+        from .local_blocks import mark_local_blocks
+
+        program = mark_local_blocks(program)
     if not accesses:
         return program
     return program, report

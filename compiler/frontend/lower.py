@@ -112,4 +112,6 @@ def lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Prog
         **scan_accesses(units[0].source).ir_fields(),
     )
     # Lower what older runtimes cannot parse (header.min_python then reflects the result).
-    return lower_syntax(program)
+    from .local_blocks import mark_local_blocks
+
+    return mark_local_blocks(lower_syntax(program))

@@ -17,6 +17,7 @@ from .nodes import (  # noqa: F401
     DEF_MODULE,
     DEF_STATEMENT,
     FACT_INVOKE,
+    FACT_LOCAL,
     UNIT_FACTS,
     UNIT_BLOCK,
     UNIT_TRACE,

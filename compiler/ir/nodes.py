@@ -65,7 +65,10 @@ class CodeUnit:
       with-item whose target is a plain name; None when there is none).
     facts: what the frontend found about this unit, from :data:`UNIT_FACTS`
       (``FACT_INVOKE``: its with-header calls ``.invoke(...)``, so the parent's
-      body opens invokes). The runtime decides from these, never from source text.
+      body opens invokes; ``FACT_LOCAL``: its with-header is ``<tracer>.local()``, a
+      block that runs on the client). The runtime decides from these, never from source text.
+    reads: for a ``FACT_LOCAL`` unit, the names it reads that the rest of the program
+      assigns: their values are sent to the client when the block is reached.
     """
 
     id: int
@@ -77,11 +80,13 @@ class CodeUnit:
     assigned: Tuple[str, ...] = ()
     target: Optional[str] = None
     facts: Tuple[str, ...] = ()
+    reads: Tuple[str, ...] = ()
 
 
 # CodeUnit.facts values.
 FACT_INVOKE = "invoke"  # the unit's with-header calls ``<something>.invoke(...)``
-UNIT_FACTS = (FACT_INVOKE,)
+FACT_LOCAL = "local"  # the unit's with-header is ``<tracer>.local()``: its body runs on the client
+UNIT_FACTS = (FACT_INVOKE, FACT_LOCAL)
 
 
 # Binding.kind values.

@@ -342,18 +342,28 @@ class _Parser:
             cur.expect("as=")
             target = cur.name()
         facts: List[Any] = []
-        if not cur.at_end():
+        if cur.peek("facts="):
             cur.expect("facts=")
             start = cur.pos
             facts = cur.literal()
             if type(facts) is not list or not all(type(f) is str for f in facts):
                 raise cur.error("facts= must be a list of strings", start)
+        reads: List[Any] = []
+        if not cur.at_end():
+            cur.expect("reads=")
+            start = cur.pos
+            reads = cur.literal()
+            if type(reads) is not list or not reads or not all(type(n) is str for n in reads):
+                raise cur.error("reads= must be a non-empty list of strings", start)
         cur.end()
         source, _ = self._block(allow_globals=False)
-        self.units.append({
+        record = {
             "id": uid, "kind": kind, "source": source, "loc": loc, "parent": parent,
             "header": [first, last], "assigned": assigned, "target": target, "facts": facts,
-        })
+        }
+        if reads:
+            record["reads"] = reads
+        self.units.append(record)
 
     def _definition(self, cur: _Cursor) -> None:
         cur.ws()

@@ -93,9 +93,10 @@ def _unit_line(u: CodeUnit) -> str:
     parent = "none" if u.parent is None else "%d" % u.parent
     target = "" if u.target is None else " as=" + _word(u.target)
     facts = " facts=" + format_literal(list(u.facts)) if u.facts else ""
-    return "unit %d %s at %s parent=%s header=%d:%d assigned=%s%s%s" % (
+    reads = " reads=" + format_literal(list(u.reads)) if u.reads else ""
+    return "unit %d %s at %s parent=%s header=%d:%d assigned=%s%s%s%s" % (
         u.id, _word(u.kind), _loc(u.loc), parent, u.header[0], u.header[1],
-        format_literal(list(u.assigned)), target, facts)
+        format_literal(list(u.assigned)), target, facts, reads)
 
 
 def _definition_line(i: int, d: Definition) -> str:

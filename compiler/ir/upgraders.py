@@ -163,6 +163,7 @@ def to_record(p: Program) -> Record:
                 "assigned": list(u.assigned),
                 "target": u.target,
                 "facts": list(u.facts),
+                **({"reads": list(u.reads)} if u.reads else {}),  # optional: written only when set
             }
             for u in p.units
         ],
@@ -266,6 +267,7 @@ def _unit(r: _Reader) -> CodeUnit:
         assigned=tuple(a.str() for a in r.field("assigned").items()),
         target=_opt_str(r.field("target")),
         facts=tuple(f.str() for f in r.field("facts").items()),
+        reads=tuple(n.str() for n in r.field("reads").items()) if "reads" in r.value else (),
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any, List, Optional, Sequence
 
 from .errors import IRVerifyError
 from .nodes import (
+    FACT_LOCAL,
     UNIT_FACTS,
     BIND_BUILTIN,
     BIND_CLASS,
@@ -132,6 +133,15 @@ def _units(p: Program, can_compile: bool, problems: List[str]) -> None:
                 problems.append("%s: unknown fact %r (known: %s)" % (where, fact, ", ".join(UNIT_FACTS)))
         if len(set(u.facts)) != len(u.facts):
             problems.append("%s: facts are not unique" % where)
+        if u.reads and FACT_LOCAL not in u.facts:
+            problems.append("%s: reads= is only for a unit with the %r fact" % (where, FACT_LOCAL))
+        if FACT_LOCAL in u.facts and i == 0:
+            problems.append("%s: the root unit cannot be a local block" % where)
+        for name in u.reads:
+            if not _identifier(name):
+                problems.append("%s: read name %r is not an identifier" % (where, name))
+        if len(set(u.reads)) != len(u.reads):
+            problems.append("%s: read names are not unique" % where)
         _loc(u.loc, where, problems)
         _source(u.source, u.loc, where, can_compile, problems)
 

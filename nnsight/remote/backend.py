@@ -25,9 +25,10 @@ Decode = Callable[[bytes], Dict[str, Any]]
 class RemoteBackend:
     """A submitted job (``job_id``, ``job_status``) and how to get its result."""
 
-    def __init__(self, client: Client, decode: Decode) -> None:
+    def __init__(self, client: Client, decode: Decode, local_blocks: Any = None) -> None:
         self.client = client
         self.decode = decode
+        self.local_blocks = local_blocks  # answers the job's tracer.local() blocks (nnsight.tracing.local_block)
         self.job_id: Optional[str] = None
         self.job_status: Optional[str] = None
         self._logs_seen = 0
@@ -77,15 +78,26 @@ class RemoteBackend:
         """Follow the job to its end; the saved values (raises the job's error)."""
         final: Optional[Dict[str, Any]] = None
         self._show("RECEIVED")
+        frames = None
         try:
-            for frame in self.client.events(self.job_id):
+            frames = self.client.events(self.job_id)
+            for frame in frames:
                 final = self._frame(frame)
                 if final is not None:
                     break
         except RemoteError:
             raise
         except Exception:  # noqa: BLE001 - no event stream (proxy, closed socket): poll instead
+            blocks = self.local_blocks
+            if blocks is not None:
+                if blocks.failure is not None:
+                    raise  # the user's error in a tracer.local() block (the server was told)
+                raise RemoteError("remote job %s has `with tracer.local():` blocks, which need the job's event "
+                                  "WebSocket, and that connection failed" % self.job_id, code="local_block")
             final = None
+        finally:
+            if frames is not None:
+                frames.close()
         while final is None:
             status = self.client.status(self.job_id)
             for n, line in enumerate(status.get("logs") or []):
@@ -102,6 +114,9 @@ class RemoteBackend:
         if status == "LOG":
             self._log(frame.get("n"), str(frame.get("line", "")))
             return None
+        if status == "LOCAL":
+            self._local(frame)
+            return None
         if status == "QUEUED" and isinstance(frame.get("position"), int):
             if self.job_status in (None, "RECEIVED", "QUEUED"):
                 self._show("QUEUED", "position %d" % frame["position"])
@@ -110,6 +125,16 @@ class RemoteBackend:
         elif isinstance(status, str):
             self._show(status)
         return None
+
+    def _local(self, frame: Dict[str, Any]) -> None:
+        """Run the block the server waits on here, send what it changed (or its error) back."""
+        blocks, block = self.local_blocks, frame.get("block")
+        if blocks is None or not isinstance(block, int) or not isinstance(frame.get("data"), bytes):
+            raise RemoteError("remote job %s sent a LOCAL frame this trace cannot answer" % self.job_id,
+                              code="local_block")
+        frame["reply"](blocks.reply(block, frame["data"]))
+        if blocks.failure is not None:
+            raise blocks.failure
 
     def _finish(self, frame: Dict[str, Any]) -> Dict[str, Any]:
         try:

@@ -162,6 +162,9 @@ class Client:
         with connect(url, additional_headers=headers, open_timeout=timeout, max_size=None) as socket:
             for message in socket:
                 frame = json.loads(message)
+                if frame.get("status") == "LOCAL":  # a tracer.local() block: its values follow as bytes
+                    frame["data"] = socket.recv()
+                    frame["reply"] = socket.send  # the LOCAL_RESULT goes back on this socket
                 yield frame
                 if frame.get("status") in ("COMPLETED", "ERROR", "CANCELLED"):
                     return

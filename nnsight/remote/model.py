@@ -117,6 +117,12 @@ class RemoteTracer:
         from .arrays import importable, tensors_as_arrays
 
         program = self.program
+        local = [u for u in program.units if "local" in u.facts]  # compiler.ir.FACT_LOCAL
+        if local:
+            raise NotImplementedError(
+                "%s:%d: `with tracer.local():` is not supported by the torch-free RemoteModel client yet: "
+                "use an nnsight model class (e.g. LanguageModel) with remote=True, or save the values and "
+                "continue after the trace" % (local[0].loc.file, local[0].header[0]))
         f_locals, f_globals = frame.f_locals, frame.f_globals
         values: Dict[str, Any] = {}
         global_names = set()

@@ -87,7 +87,8 @@ class Tracer:
     def run_program(self, compiled: CompiledProgram, ns: Dict[str, Any]) -> Dict[str, Any]:
         """Run a compiled program as this tracer's body, without a user frame.
 
-        ``ns`` binds the program's free names. Returns the saved variables by
+        ``ns`` binds the program's free names (on a server also ``runtime.local_blocks.LOCAL_BLOCKS``,
+        which runs its ``tracer.local()`` blocks on the client). Returns the saved variables by
         name (what a server sends back, and what ``remote='local'`` writes back).
         """
         self._compiled, self._unit_id, self._nested = compiled, 0, False
@@ -103,10 +104,16 @@ class Tracer:
             saves.exit()
 
     def local(self):
-        """Hybrid execution (a block run on the client mid-trace): not available yet."""
-        raise NotImplementedError(
-            "tracer.local() (running a block on the client in the middle of a remote trace) is not "
-            "available in this version yet: save the values, and continue on the client after the trace.")
+        """``with tracer.local():`` -- in a remote trace, a block that runs on the client.
+
+        The server stops at the block and sends the values it reads; the block runs
+        here (with your own functions and data); what it assigns, edits in place or
+        saves goes back, and the forward pass continues. Without ``remote=`` the block
+        runs inline. See :mod:`nnsight.tracing.local_block`.
+        """
+        from .local_block import LocalBlock
+
+        return LocalBlock(self)
 
     # ------------------------------------------------------------ execution
 

@@ -29,12 +29,15 @@ from typing import Any, Dict, Optional, Tuple
 
 from compiler import access
 from compiler.closure import close_program
+from compiler.frontend.local_blocks import without_local_bodies
+from compiler.ir import FACT_LOCAL
 from compiler.ir.request import Request, decode_result, encode_request
 from compiler.ir.values import decode_value
 from runtime import accept
 from runtime.loader import LoadError
 
 from .irdump import dump_request
+from .local_block import ClientLocalBlocks
 
 LOCAL = "local"
 
@@ -130,8 +133,9 @@ class LocalServer:
     def host(self, key: str, model: Any) -> None:
         self.hosted[key] = model
 
-    def handle(self, payload: bytes) -> bytes:
-        return accept.answer(payload, self.hosted.get, server_tracer)
+    def handle(self, payload: bytes, local: Optional[accept.Transport] = None) -> bytes:
+        """``local``: the client's answer to each ``tracer.local()`` block (bytes in, bytes out)."""
+        return accept.answer(payload, self.hosted.get, server_tracer, local=local)
 
 
 # -- the client -----------------------------------------------------------------------------------
@@ -183,7 +187,7 @@ def compile_request(tracer: Any, frame: Any):
             obj = children[part] if part in children else getattr(obj, part)
         return obj
 
-    program = tracer._compiled.program
+    program = without_local_bodies(tracer._compiled.program)  # local blocks' bodies stay here
     values, from_globals = _frame_values(program, frame)
     method, args, kwargs = traced_call(tracer)
     closure = close_program(
@@ -215,16 +219,27 @@ def run_remote(tracer: Any, frame: Any) -> Dict[str, Any]:
             raise LoadError("the server's reply is not a dict of saved variables")
         return saved
 
-    if tracer._remote is True:
-        from ..remote.backend import RemoteBackend
-        from ..remote.client import Client
+    blocks = None
+    if any(FACT_LOCAL in u.facts for u in request.program.units):
+        blocks = ClientLocalBlocks(tracer._compiled, frame, closure.resolve, closure.may_build)
+    try:
+        if tracer._remote is True:
+            from ..remote.backend import RemoteBackend
+            from ..remote.client import Client
 
-        backend = RemoteBackend(Client(), decode)
-        tracer.backend = backend
-        backend.submit(payload, tracer._blocking)
-        if not tracer._blocking:
-            return {}
-        return backend.wait()
-    server = LocalServer()
-    server.host(request.model, tracer.model)
-    return decode(server.handle(payload))
+            if not tracer._blocking and blocks is not None:
+                raise ValueError("a trace with `with tracer.local():` blocks needs blocking=True: the "
+                                 "client runs those blocks while the job runs")
+            backend = RemoteBackend(Client(), decode, local_blocks=blocks)
+            tracer.backend = backend
+            backend.submit(payload, tracer._blocking)
+            if not tracer._blocking:
+                return {}
+            return backend.wait()
+        server = LocalServer()
+        server.host(request.model, tracer.model)
+        return decode(server.handle(payload, local=blocks.answer if blocks is not None else None))
+    except Exception:
+        if blocks is not None and blocks.failure is not None:
+            raise blocks.failure from None  # the local block's own error, at the user's line
+        raise

@@ -7,6 +7,7 @@ persisted before the 202 that acknowledges it.
 import asyncio
 import contextlib
 import json
+import logging
 import platform
 import sys
 import uuid
@@ -32,6 +33,8 @@ from .events import EventHub
 from .models import Models
 from .store import FINISHED, QUEUED, RUNNING, Store
 from .worker import Worker
+
+log = logging.getLogger("nnsight.server")
 
 PROTOCOL_VERSION = 1
 KEY_HEADER = "ndif-api-key"
@@ -242,20 +245,57 @@ async def job_events(websocket: WebSocket) -> None:
             await websocket.close()
             return
         last = replay[-1]
-        while True:
-            frame = await queue.get()
-            if events.is_replayed(frame, last, len(logs)):
-                continue
-            if frame["status"] != events.LOG:
-                last = frame
-            await websocket.send_json(frame)
-            if frame["status"] in events.TERMINAL:
-                await websocket.close()
-                return
+        waiting = service.worker.local.waiting(job_id)  # a tracer.local() block asked before we connected
+        if waiting is not None:
+            await _send_frame(websocket, waiting)
+        replies = asyncio.ensure_future(_local_replies(websocket, service, job_id))
+        try:
+            while True:
+                frame = await queue.get()
+                if events.is_replayed(frame, last, len(logs)):
+                    continue
+                if frame["status"] not in (events.LOG, events.LOCAL):
+                    last = frame
+                await _send_frame(websocket, frame)
+                if frame["status"] in events.TERMINAL:
+                    await websocket.close()
+                    return
+        finally:
+            replies.cancel()
     except WebSocketDisconnect:
         return
     finally:
         service.hub.unsubscribe(job_id, queue)
+        if not service.hub.is_watched(job_id):  # nobody left to run a tracer.local() block it waits on
+            service.worker.local.abandon(job_id)
+
+
+async def _send_frame(websocket: WebSocket, frame: Dict[str, Any]) -> None:
+    """A status frame as JSON; a LOCAL frame's bytes follow it as one binary message."""
+    data = frame.get("data")
+    if data is None:
+        await websocket.send_json(frame)
+        return
+    await websocket.send_json({k: v for k, v in frame.items() if k != "data"})
+    await websocket.send_bytes(data)
+
+
+async def _local_replies(websocket: WebSocket, service: Service, job_id: str) -> None:
+    """Binary messages from the job's client: LOCAL_RESULTs for its pending tracer.local() block.
+
+    The socket was opened with the job's own key; the exchange takes a reply only for the
+    block the job waits on, and refuses oversized or malformed ones (the job then times out).
+    """
+    while True:
+        message = await websocket.receive()
+        if message.get("type") == "websocket.disconnect":
+            return
+        data = message.get("bytes")
+        if data is None:
+            continue
+        refused = service.worker.local.deliver(job_id, data)
+        if refused is not None:
+            log.warning("job %s: refused a local block reply: %s", job_id, refused)
 
 
 async def _on_api_error(request: Any, error: Exception) -> Response:

@@ -18,6 +18,8 @@ class ServerConfig:
     result_ttl_s: float = 24 * 3600.0  # finished jobs and their results are deleted after this
     max_attempts: int = 2  # a job running when the server died is re-queued until this many starts
     max_log_lines: int = 1000  # print() lines kept per job (later ones are counted, not kept)
+    local_block_timeout_s: float = 300.0  # how long a job waits for the client to run a tracer.local() block
+    max_local_result_bytes: int = 16 * 1024 * 1024  # a tracer.local() reply (uvicorn's WebSocket message cap)
 
     @property
     def db_path(self) -> str:

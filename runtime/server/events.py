@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 
 RECEIVED, QUEUED, DISPATCHED, RUNNING = "RECEIVED", "QUEUED", "DISPATCHED", "RUNNING"
 LOG, COMPLETED, ERROR, CANCELLED = "LOG", "COMPLETED", "ERROR", "CANCELLED"
+LOCAL = "LOCAL"  # a tracer.local() block waits for the client (the frame's bytes follow it)
 TERMINAL = (COMPLETED, ERROR, CANCELLED)
 
 
@@ -46,6 +47,11 @@ class EventHub:
         """Ids of the jobs someone is subscribed to."""
         with self._lock:
             return list(self._subscribers)
+
+    def is_watched(self, job_id: str) -> bool:
+        """Is someone subscribed to the job now?"""
+        with self._lock:
+            return job_id in self._subscribers
 
     def publish(self, job_id: str, status: str, **fields: Any) -> None:
         """Send one frame to the job's subscribers (from any thread)."""

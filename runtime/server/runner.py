@@ -50,8 +50,9 @@ class JobFailed(Exception):
 class JobRunner:
     """Runs jobs; one job at a time per runner."""
 
-    def run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float) -> bytes:
-        """The result bytes of ``payload`` run on ``model``.
+    def run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float,
+            local: Optional[accept.Transport] = None) -> bytes:
+        """The result bytes of ``payload`` run on ``model`` (``local``: its tracer.local() blocks' client).
 
         Raises :class:`JobFailed` for the job's own error, :class:`JobInterrupted` when stopped.
         """
@@ -87,13 +88,14 @@ class InProcessRunner(JobRunner):
         self._watchdog = threading.Thread(target=self._watch, name="nnsight-job-watchdog", daemon=True)
         self._watchdog.start()
 
-    def run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float) -> bytes:
+    def run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float,
+            local: Optional[accept.Transport] = None) -> bytes:
         with self._lock:
             self._thread, self._job = threading.get_ident(), next(self._tokens)
             self._deadline = time.monotonic() + time_limit_s
             self._changed.notify()
         try:
-            return self._attempt(payload, model, log)
+            return self._attempt(payload, model, log, local)
         finally:
             self._settle()
 
@@ -110,7 +112,7 @@ class InProcessRunner(JobRunner):
                 else:
                     self._changed.wait()
 
-    def _attempt(self, payload: bytes, model: Any, log: LogLine) -> bytes:
+    def _attempt(self, payload: bytes, model: Any, log: LogLine, local: Optional[accept.Transport]) -> bytes:
         files: set = set()
         try:
             with contextlib.ExitStack() as stack:  # the model's per-request view lasts the whole job
@@ -122,7 +124,7 @@ class InProcessRunner(JobRunner):
 
                 with accept.accepted(payload, find_model, log) as job:
                     files = job.files()
-                    return accept.encode_saved(job, accept.run(job, self.make_tracer))
+                    return accept.encode_saved(job, accept.run(job, self.make_tracer, local))
         except JobInterrupted:
             raise
         except BaseException as error:  # noqa: B902 - the user's error, reported to the client

@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional
 from . import events
 from .config import ServerConfig
 from .events import EventHub
+from .local_exchange import LocalExchange
 from .models import Models
 from .runner import JobCancelled, JobFailed, JobInterrupted, JobRunner, JobTimeout
 from .store import CANCELLED, COMPLETED, ERROR, Store
@@ -30,6 +31,7 @@ class Worker:
         self.models = models
         self.runner = runner
         self.hub = hub
+        self.local = LocalExchange(hub, config.local_block_timeout_s, config.max_local_result_bytes)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._current: Optional[str] = None
@@ -129,7 +131,8 @@ class Worker:
             self._current = job_id
         hub.publish(job_id, events.RUNNING)
         try:
-            result = self.runner.run(payload, hosted.model, log, self.config.job_time_limit_s)
+            result = self.runner.run(payload, hosted.model, log, self.config.job_time_limit_s,
+                                     local=lambda block, message: self.local.ask(job_id, block, message))
         except JobFailed as failure:
             self._fail(job_id, failure.info)
         except JobTimeout:

@@ -119,13 +119,6 @@ def test_job_over_its_time_limit_fails_cleanly_and_the_next_runs(gpt2, remote_co
     assert out.shape[-1] == 768
 
 
-def test_tracer_local_is_refused_with_the_reason(gpt2, remote_config):
-    with pytest.raises(NotImplementedError, match=r"tracer.local\(\)"):
-        with gpt2.trace(PROMPT, remote=True) as tracer:
-            with tracer.local():
-                pass
-
-
 def test_rename_and_revision_travel_with_the_request(gpt2_path, remote_config):
     from nnsight import LanguageModel
 

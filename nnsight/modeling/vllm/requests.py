@@ -18,6 +18,7 @@
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from runtime import accept, saves
+from runtime.local_blocks import LOCAL_BLOCKS
 from runtime.builder import CompiledProgram
 from runtime.interleaver import RESULT
 from runtime.loader import Loader
@@ -87,6 +88,7 @@ class RequestHelper:
                 tracer = WorkerTracer(self.model)
                 job.loader.tracer = tracer
                 ns = accept.prepare_namespace(job.loader.namespace())
+                ns[LOCAL_BLOCKS] = accept.local_blocks(job, None)  # no client here: tracer.local() is refused
                 compiled = job.loader.compile(program)
                 tracer._compiled, tracer._unit_id = compiled, 0
                 ctx.files = job.files() | set(register_program_sources(program))
