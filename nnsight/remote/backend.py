@@ -67,7 +67,7 @@ class RemoteBackend:
         """Follow the job to its end; the saved values (raises the job's error)."""
         final: Optional[Dict[str, Any]] = None
         try:
-            for frame in self.client.events(self.job_id):
+            for frame in self.client.events(self.job_id, inline_result=True):
                 final = self._frame(frame)
                 if final is not None:
                     break
@@ -108,7 +108,9 @@ class RemoteBackend:
     def _outcome(self, frame: Dict[str, Any]) -> Dict[str, Any]:
         status = frame["status"]
         if status == "COMPLETED":
-            data = self.client.result(self.job_id)
+            data = frame.get("result")
+            if not isinstance(data, bytes):  # not sent inline (large, or the status was polled)
+                data = self.client.result(self.job_id)
             self._show("COMPLETED", "%d bytes" % len(data))
             self._saved = self.decode(data)
             return self._saved

@@ -233,14 +233,18 @@ async def job_events(websocket: WebSocket) -> None:
         for n, line in enumerate(service.store.logs(job_id)):
             await websocket.send_json({"id": job_id, "status": events.LOG, "n": n, "line": line})
         status = job["status"]
+        inline = websocket.query_params.get("inline_result") == "1"
         if status in FINISHED:
-            await websocket.send_json({"id": job_id, "status": status, "error": job["error"]})
+            frame = {"id": job_id, "status": status, "error": job["error"]}
+            if status == events.COMPLETED and inline:
+                frame["result"] = await run_in_threadpool(service.store.read_blob, job_id, "result")
+            await _send_frame(websocket, frame, inline)
             await websocket.close()
             return
         await websocket.send_json({"id": job_id, "status": status, "position": service.store.position(job_id)})
         while True:
             frame = await queue.get()
-            await websocket.send_json(frame)
+            await _send_frame(websocket, frame, inline)
             if frame["status"] in events.TERMINAL:
                 await websocket.close()
                 return
@@ -248,6 +252,24 @@ async def job_events(websocket: WebSocket) -> None:
         return
     finally:
         service.hub.unsubscribe(job_id, queue)
+
+
+INLINE_RESULT_BYTES = 8 * 1024 * 1024  # larger results are fetched with GET .../result
+
+
+async def _send_frame(websocket: WebSocket, frame: Dict[str, Any], inline: bool) -> None:
+    """Send one status frame. A COMPLETED frame may carry the result bytes (``frame["result"]``):
+    to a subscriber that asked (``?inline_result=1``) and when small, they follow the frame as one
+    binary message (the frame says ``"inline": true``), which saves the client a GET."""
+    result = frame.get("result")
+    if "result" in frame:
+        frame = {k: v for k, v in frame.items() if k != "result"}  # (the hub's frame is shared)
+    if inline and isinstance(result, bytes) and len(result) <= INLINE_RESULT_BYTES:
+        frame["inline"] = True
+        await websocket.send_json(frame)
+        await websocket.send_bytes(result)
+        return
+    await websocket.send_json(frame)
 
 
 async def _on_api_error(request: Any, error: Exception) -> Response:

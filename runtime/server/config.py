@@ -18,6 +18,7 @@ class ServerConfig:
     result_ttl_s: float = 24 * 3600.0  # finished jobs and their results are deleted after this
     max_attempts: int = 2  # a job running when the server died is re-queued until this many starts
     max_log_lines: int = 1000  # print() lines kept per job (later ones are counted, not kept)
+    fsync: bool = False  # True: acknowledged jobs also survive power loss (runtime/server/store.py)
 
     @property
     def db_path(self) -> str:
