@@ -67,11 +67,10 @@ _USER_MODULE_MEMO: Dict[str, Tuple[Any, FrozenSet[str], bool]] = {}
 
 
 class _Snapshot:
-    """The last answer of :func:`_user_module_names`, and the ``sys.modules`` it was computed for."""
+    """The last answer of :func:`_user_module_names`: ``(sys.modules copy, registrations, names)``,
+    replaced as one tuple (threads tracing at once never see the parts of two answers)."""
 
-    modules: Dict[str, Any] = {}
-    registrations: FrozenSet[str] = frozenset()
-    names: Tuple[str, ...] = ()
+    last: Tuple[Dict[str, Any], FrozenSet[str], Tuple[str, ...]] = ({}, frozenset(), ())
 
 
 def _user_module_names() -> Tuple[str, ...]:
@@ -83,10 +82,8 @@ def _user_module_names() -> Tuple[str, ...]:
     whose contents decide: it is asked each time. Otherwise each name is looked up in the memo.
     """
     registrations = policy.registered()
-    snap = _Snapshot
-    if snap.registrations == registrations and sys.modules == snap.modules:
-        names = snap.names
-    else:
+    last_modules, last_registrations, names = _Snapshot.last
+    if last_registrations != registrations or sys.modules != last_modules:
         memo = _USER_MODULE_MEMO
         if len(memo) > 2 * len(sys.modules) + 256:
             memo.clear()
@@ -99,12 +96,12 @@ def _user_module_names() -> Tuple[str, ...]:
             if hit is not None and hit[0] is module and hit[1] == registrations:
                 user = hit[2]
             else:
-                user = memo_user = is_user_module(name, module)
-                memo[name] = (module, registrations, memo_user)
+                user = is_user_module(name, module)
+                memo[name] = (module, registrations, user)
             if user:
                 found.append(name)
         names = tuple(found)
-        snap.modules, snap.registrations, snap.names = modules, registrations, names
+        _Snapshot.last = (modules, registrations, names)
     extra = tuple(n for n in _CONTENT_DECIDES if is_user_module(n, sys.modules.get(n)))
     return names + extra if extra else names
 
