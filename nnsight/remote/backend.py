@@ -80,7 +80,7 @@ class RemoteBackend:
         self._show("RECEIVED")
         frames = None
         try:
-            frames = self.client.events(self.job_id)
+            frames = self.client.events(self.job_id, inline_result=True)
             for frame in frames:
                 final = self._frame(frame)
                 if final is not None:
@@ -146,8 +146,10 @@ class RemoteBackend:
     def _outcome(self, frame: Dict[str, Any]) -> Dict[str, Any]:
         status = frame["status"]
         if status == "COMPLETED":
-            bar = self.line.download_bar if self.line.live else None  # a plain GET when no bar can show
-            data = self.client.result(self.job_id, bar)
+            data = frame.get("result")
+            if not isinstance(data, bytes):  # not sent inline (large, or the status was polled)
+                bar = self.line.download_bar if self.line.live else None  # a plain GET when no bar can show
+                data = self.client.result(self.job_id, bar)
             self._show("COMPLETED", "%d bytes" % len(data))
             self._saved = self.decode(data)
             return self._saved

@@ -5,7 +5,10 @@ Torch-free: it sends request bytes and receives result bytes and status frames.
 ``CONFIG.API.APIKEY`` / ``NDIF_API_KEY`` (``nnsight.login(key)`` sets it).
 """
 import json
+import os
 import platform
+import threading
+from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterator, Optional
 
 from .errors import RemoteError
@@ -42,6 +45,40 @@ def _version() -> str:
         return "unknown"
 
 
+# (pid, url, headers, timeout) -> httpx.Client: one kept-alive connection pool per server for every
+# Client of this process, so a trace after the first reuses its TCP connection (and builds no new
+# httpx.Client, ~0.3 ms). Bounded: the oldest pool is closed beyond _POOLS_BOUND servers. Keyed by
+# pid: a forked child opens its own connections.
+_POOLS: "OrderedDict[tuple, Any]" = OrderedDict()
+_POOLS_BOUND = 8
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(url: str, headers: Dict[str, str], timeout: float) -> Any:
+    key = (os.getpid(), url, tuple(sorted(headers.items())), timeout)
+    with _POOLS_LOCK:
+        http = _POOLS.get(key)
+        if http is not None and not http.is_closed:
+            _POOLS.move_to_end(key)
+            return http
+        import httpx
+
+        # Plain http needs no TLS context (building one loads the CA bundle: ~50 ms a client).
+        verify = not url.startswith("http://")
+        http = _POOLS[key] = httpx.Client(base_url=url, headers=headers, timeout=timeout, verify=verify)
+        while len(_POOLS) > _POOLS_BOUND:
+            _, oldest = _POOLS.popitem(last=False)
+            oldest.close()
+        return http
+
+
+def close_connections() -> None:
+    """Close every kept-alive connection of this process (they reopen on the next call)."""
+    with _POOLS_LOCK:
+        while _POOLS:
+            _POOLS.popitem()[1].close()
+
+
 class Client:
     """One server: ``Client(host, api_key)``; every method is one HTTP call."""
 
@@ -57,18 +94,14 @@ class Client:
 
     @property
     def http(self) -> Any:
-        """The HTTP connection pool (opened on first use, again after :meth:`close`)."""
+        """The HTTP connection pool of this server (shared, see :func:`_pool`)."""
         if self._http is None or self._http.is_closed:
-            import httpx
-
-            # Plain http needs no TLS context (building one loads the CA bundle: ~50 ms a client).
-            verify = not self.url.startswith("http://")
-            self._http = httpx.Client(base_url=self.url, headers=self.headers, timeout=self.timeout, verify=verify)
+            self._http = _pool(self.url, self.headers, self.timeout)
         return self._http
 
     def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
+        """Done with this client (its kept-alive connections stay in the shared pool)."""
+        self._http = None
 
     def __enter__(self) -> "Client":
         return self
@@ -153,11 +186,18 @@ class Client:
     def cancel(self, job_id: str) -> Dict[str, Any]:
         return self._check(self.http.delete("/v1/requests/%s" % job_id)).json()
 
-    def events(self, job_id: str, timeout: Optional[float] = None) -> Iterator[Dict[str, Any]]:
-        """The job's status frames until its last one (COMPLETED, ERROR or CANCELLED)."""
+    def events(self, job_id: str, timeout: Optional[float] = None,
+               inline_result: bool = False) -> Iterator[Dict[str, Any]]:
+        """The job's status frames until its last one (COMPLETED, ERROR or CANCELLED).
+
+        ``inline_result``: a small result comes with the COMPLETED frame (``frame["result"]``,
+        bytes), which saves the GET of :meth:`result`.
+        """
         from websockets.sync.client import connect
 
         url = self.url.replace("http", "ws", 1) + "/v1/requests/%s/events" % job_id
+        if inline_result:
+            url += "?inline_result=1"
         headers = {KEY_HEADER: self.api_key} if self.api_key else {}
         with connect(url, additional_headers=headers, open_timeout=timeout, max_size=None) as socket:
             for message in socket:
@@ -165,6 +205,9 @@ class Client:
                 if frame.get("status") == "LOCAL":  # a tracer.local() block: its values follow as bytes
                     frame["data"] = socket.recv()
                     frame["reply"] = socket.send  # the LOCAL_RESULT goes back on this socket
+                elif frame.get("inline"):
+                    data = socket.recv()
+                    frame["result"] = data if isinstance(data, bytes) else data.encode("latin-1")
                 yield frame
                 if frame.get("status") in ("COMPLETED", "ERROR", "CANCELLED"):
                     return

@@ -66,6 +66,49 @@ def _blocked(name: str) -> ServerImportError:
 _USER_MODULE_MEMO: Dict[str, Tuple[Any, FrozenSet[str], bool]] = {}
 
 
+class _Snapshot:
+    """The last answer of :func:`_user_module_names`: ``(sys.modules copy, registrations, names)``,
+    replaced as one tuple (threads tracing at once never see the parts of two answers)."""
+
+    last: Tuple[Dict[str, Any], FrozenSet[str], Tuple[str, ...]] = ({}, frozenset(), ())
+
+
+def _user_module_names() -> Tuple[str, ...]:
+    """Names in ``sys.modules`` of the user modules to hide.
+
+    When ``sys.modules`` holds exactly the same module objects under the same names as last time
+    (one C-level dict comparison, ~20 us) and the registrations are the same, the answer is the
+    same (each module's answer is memoised on exactly those facts), except for ``__main__``,
+    whose contents decide: it is asked each time. Otherwise each name is looked up in the memo.
+    """
+    registrations = policy.registered()
+    last_modules, last_registrations, names = _Snapshot.last
+    if last_registrations != registrations or sys.modules != last_modules:
+        memo = _USER_MODULE_MEMO
+        if len(memo) > 2 * len(sys.modules) + 256:
+            memo.clear()
+        found = []
+        modules = dict(sys.modules)
+        for name, module in modules.items():
+            if name in _CONTENT_DECIDES:
+                continue
+            hit = memo.get(name)
+            if hit is not None and hit[0] is module and hit[1] == registrations:
+                user = hit[2]
+            else:
+                user = is_user_module(name, module)
+                memo[name] = (module, registrations, user)
+            if user:
+                found.append(name)
+        names = tuple(found)
+        _Snapshot.last = (modules, registrations, names)
+    extra = tuple(n for n in _CONTENT_DECIDES if is_user_module(n, sys.modules.get(n)))
+    return names + extra if extra else names
+
+
+_CONTENT_DECIDES = ("__main__", "__mp_main__")  # user code or not by their contents: asked each time
+
+
 @contextlib.contextmanager
 def block_user_modules(allow: Optional[Dict[str, types.ModuleType]] = None) -> Iterator[Dict[str, Any]]:
     """Hide user modules from ``sys.modules`` and refuse to import them, for the ``with`` body.
@@ -75,20 +118,10 @@ def block_user_modules(allow: Optional[Dict[str, types.ModuleType]] = None) -> I
     on exit, whatever happened inside.
     """
     hidden: Dict[str, Any] = {}
-    registrations = policy.registered()
-    memo = _USER_MODULE_MEMO
-    if len(memo) > 2 * len(sys.modules) + 256:
-        memo.clear()
-    for name, module in list(sys.modules.items()):
-        hit = memo.get(name)
-        if hit is not None and hit[0] is module and hit[1] == registrations:
-            user = hit[2]
-        else:
-            user = is_user_module(name, module)
-            if name not in ("__main__", "__mp_main__"):  # their contents decide: asked each time
-                memo[name] = (module, registrations, user)
-        if user:
-            hidden[name] = sys.modules.pop(name)
+    for name in _user_module_names():
+        module = sys.modules.pop(name, None)
+        if module is not None:
+            hidden[name] = module
     blocker = _UserModuleBlocker(allow if allow is not None else {})
     sys.meta_path.insert(0, blocker)
     try:

@@ -162,7 +162,10 @@ class Loader:
         """The program's units built in their guarded form (a :class:`runtime.builder.CompiledProgram`)."""
         from runtime.builder import CompiledProgram
 
-        return CompiledProgram(program if program is not None else self.program, rewrite=guard_tree)
+        from .compiled_cache import guarded_build
+
+        return guarded_build(program if program is not None else self.program,
+                             lambda p: CompiledProgram(p, rewrite=guard_tree))
 
     # -- sys.modules while a request runs ------------------------------------------------------
 

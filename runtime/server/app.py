@@ -148,6 +148,19 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+INLINE_WORK_BYTES = 256 * 1024
+
+
+async def _off_loop(size: int, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` for a request body of ``size`` bytes: in a worker thread when the body is big
+    (decoding or writing it would hold up the event loop), on the event loop otherwise (a small
+    request's decode and write take ~0.2 ms; the two thread hops cost more, several ms each on a
+    loaded machine)."""
+    if size <= INLINE_WORK_BYTES:
+        return fn(*args)
+    return await run_in_threadpool(fn, *args)
+
+
 def _admit(payload: bytes):
     try:
         return accept.admit(payload)
@@ -170,7 +183,7 @@ async def submit(request: Request) -> Response:
     config = service.config
     key_id = service.key_id(request.headers.get(KEY_HEADER))
     payload = await _body(request, config.max_request_bytes)
-    admitted = await run_in_threadpool(_admit, payload)
+    admitted = await _off_loop(len(payload), _admit, payload)
     hosted = service.models.find(admitted.model)
     if service.store.count(QUEUED) >= config.max_queue:
         raise ApiError(503, "queue_full", "the server's queue is full (%d jobs)" % config.max_queue,
@@ -179,7 +192,7 @@ async def submit(request: Request) -> Response:
         raise ApiError(429, "too_many_jobs", "this key already has %d jobs queued or running"
                        % config.max_in_flight_per_key, "wait for some to finish", headers={"Retry-After": "2"})
     job_id = uuid.uuid4().hex
-    await run_in_threadpool(service.store.add_job, job_id, hosted.name, key_id, payload)
+    await _off_loop(len(payload), service.store.add_job, job_id, hosted.name, key_id, payload)
     service.worker.wake()
     return JSONResponse({"id": job_id, "status": QUEUED, "position": service.store.position(job_id)},
                         status_code=202)
@@ -240,14 +253,18 @@ async def job_events(websocket: WebSocket) -> None:
         logs = service.store.logs(job_id)
         for n, line in enumerate(logs):
             await websocket.send_json({"id": job_id, "status": events.LOG, "n": n, "line": line})
+        inline = websocket.query_params.get("inline_result") == "1"
         if finished:
-            await websocket.send_json(replay[-1])
+            frame = dict(replay[-1])
+            if frame["status"] == events.COMPLETED and inline:
+                frame["result"] = await run_in_threadpool(service.store.read_blob, job_id, "result")
+            await _send_frame(websocket, frame, inline)
             await websocket.close()
             return
         last = replay[-1]
         waiting = service.worker.local.waiting(job_id)  # a tracer.local() block asked before we connected
         if waiting is not None:
-            await _send_frame(websocket, waiting)
+            await _send_frame(websocket, waiting, inline)
         replies = asyncio.ensure_future(_local_replies(websocket, service, job_id))
         try:
             while True:
@@ -256,7 +273,7 @@ async def job_events(websocket: WebSocket) -> None:
                     continue
                 if frame["status"] not in (events.LOG, events.LOCAL):
                     last = frame
-                await _send_frame(websocket, frame)
+                await _send_frame(websocket, frame, inline)
                 if frame["status"] in events.TERMINAL:
                     await websocket.close()
                     return
@@ -268,16 +285,6 @@ async def job_events(websocket: WebSocket) -> None:
         service.hub.unsubscribe(job_id, queue)
         if not service.hub.is_watched(job_id):  # nobody left to run a tracer.local() block it waits on
             service.worker.local.abandon(job_id)
-
-
-async def _send_frame(websocket: WebSocket, frame: Dict[str, Any]) -> None:
-    """A status frame as JSON; a LOCAL frame's bytes follow it as one binary message."""
-    data = frame.get("data")
-    if data is None:
-        await websocket.send_json(frame)
-        return
-    await websocket.send_json({k: v for k, v in frame.items() if k != "data"})
-    await websocket.send_bytes(data)
 
 
 async def _local_replies(websocket: WebSocket, service: Service, job_id: str) -> None:
@@ -296,6 +303,29 @@ async def _local_replies(websocket: WebSocket, service: Service, job_id: str) ->
         refused = service.worker.local.deliver(job_id, data)
         if refused is not None:
             log.warning("job %s: refused a local block reply: %s", job_id, refused)
+
+
+INLINE_RESULT_BYTES = 8 * 1024 * 1024  # larger results are fetched with GET .../result
+
+
+async def _send_frame(websocket: WebSocket, frame: Dict[str, Any], inline: bool) -> None:
+    """Send one status frame. A LOCAL frame's bytes follow it as one binary message. A COMPLETED frame may carry the result bytes (``frame["result"]``):
+    to a subscriber that asked (``?inline_result=1``) and when small, they follow the frame as one
+    binary message (the frame says ``"inline": true``), which saves the client a GET."""
+    data = frame.get("data")
+    if data is not None:  # a LOCAL frame (tracer.local()): its value bytes follow as one binary message
+        await websocket.send_json({k: v for k, v in frame.items() if k != "data"})
+        await websocket.send_bytes(data)
+        return
+    result = frame.get("result")
+    if "result" in frame:
+        frame = {k: v for k, v in frame.items() if k != "result"}  # (the hub's frame is shared)
+    if inline and isinstance(result, bytes) and len(result) <= INLINE_RESULT_BYTES:
+        frame["inline"] = True
+        await websocket.send_json(frame)
+        await websocket.send_bytes(result)
+        return
+    await websocket.send_json(frame)
 
 
 async def _on_api_error(request: Any, error: Exception) -> Response:

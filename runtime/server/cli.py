@@ -2,7 +2,7 @@
 
     nnsight-server serve --model [NAME=]PATH_OR_HUB_ID [--model ...] [--host 127.0.0.1]
                          [--port 8000] [--data-dir DIR] [--no-auth] [--job-time-limit S]
-                         [--max-queue N] [--max-in-flight N] [--max-request-bytes N] [--result-ttl S]
+                         [--max-queue N] [--max-in-flight N] [--max-request-bytes N] [--result-ttl S] [--fsync]
     nnsight-server keys create NAME [--data-dir DIR]
     nnsight-server keys list [--data-dir DIR]
     nnsight-server keys revoke KEY_ID [--data-dir DIR]
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="queued + running jobs per API key")
     serve.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
     serve.add_argument("--result-ttl", type=float, default=defaults.result_ttl_s, metavar="SECONDS")
+    serve.add_argument("--fsync", action="store_true",
+                       help="fsync every write: acknowledged jobs also survive power loss, not only kill -9")
     key_cmd = sub.add_parser("keys", help="create, list or revoke API keys")
     key_cmd.add_argument("action", choices=("create", "list", "revoke"))
     key_cmd.add_argument("name", nargs="?", help="create: who the key is for; revoke: the key id")
@@ -46,10 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _store(data_dir: str) -> Store:
+def _store(data_dir: str, fsync: bool = False) -> Store:
     config = ServerConfig(data_dir=data_dir)
     os.makedirs(data_dir, exist_ok=True)
-    return Store(config.db_path, config.blob_dir)
+    return Store(config.db_path, config.blob_dir, fsync=fsync)
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -101,8 +103,8 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, models=list(args.model), host=args.host, port=args.port, auth=not args.no_auth,
         max_request_bytes=args.max_request_bytes, max_queue=args.max_queue,
         max_in_flight_per_key=args.max_in_flight, job_time_limit_s=args.job_time_limit,
-        result_ttl_s=args.result_ttl)
-    store = _store(config.data_dir)
+        result_ttl_s=args.result_ttl, fsync=args.fsync)
+    store = _store(config.data_dir, config.fsync)
     failed = store.recover(config.max_attempts)
     for job_id in failed:
         log.warning("job %s was running when the server stopped too often; marked failed", job_id)

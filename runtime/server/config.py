@@ -20,6 +20,7 @@ class ServerConfig:
     max_log_lines: int = 1000  # print() lines kept per job (later ones are counted, not kept)
     local_block_timeout_s: float = 300.0  # how long a job waits for the client to run a tracer.local() block
     max_local_result_bytes: int = 16 * 1024 * 1024  # a tracer.local() reply (uvicorn's WebSocket message cap)
+    fsync: bool = False  # True: acknowledged jobs also survive power loss (runtime/server/store.py)
 
     @property
     def db_path(self) -> str:

@@ -146,7 +146,7 @@ class Worker:
             hub.publish(job_id, events.CANCELLED)
         else:
             self.store.finish(job_id, COMPLETED, result=result)
-            hub.publish(job_id, events.COMPLETED, size=len(result))
+            hub.publish(job_id, events.COMPLETED, size=len(result), result=result)  # (inline for small)
         finally:
             with self._current_lock:
                 self._current = None

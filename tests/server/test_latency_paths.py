@@ -1,0 +1,56 @@
+"""The round trip's fast paths: a small result inline in the COMPLETED frame, one kept-alive
+connection pool per server, and the store's durability setting."""
+import httpx
+
+from compiler.ir.request import decode_result
+
+PROMPT = "Hello world"
+
+
+def _payload(gpt2):
+    with gpt2.trace(PROMPT, remote="local") as tracer:
+        out = gpt2.lm_head.output.save()  # noqa: F841
+    return tracer.remote_payload
+
+
+def test_a_small_result_comes_inline_with_completed_and_equals_the_get(server, api_key, gpt2):
+    from nnsight.remote.client import Client
+
+    with Client(server.host, api_key) as client:
+        job_id = client.submit(_payload(gpt2))["id"]
+        frames = list(client.events(job_id, inline_result=True))
+        last = frames[-1]
+        assert last["status"] == "COMPLETED" and last["inline"] is True
+        assert last["result"] == client.result(job_id) and len(last["result"]) == last["size"]
+        decode_result(last["result"])  # well-formed result bytes
+        # A finished job's stream gives it inline too; without asking, the frame comes alone.
+        again = list(client.events(job_id, inline_result=True))
+        assert [f["status"] for f in again][-1] == "COMPLETED" and again[-1]["result"] == last["result"]
+        plain = list(client.events(job_id))
+        assert "result" not in plain[-1] and "inline" not in plain[-1]
+
+
+def test_clients_of_one_server_share_one_kept_alive_pool(server, api_key):
+    from nnsight.remote.client import Client
+
+    first, second = Client(server.host, api_key), Client(server.host, api_key)
+    assert first.ping() and second.ping()
+    assert first.http is second.http
+    first.close()  # done with it: the pool stays for the next trace
+    assert not second.http.is_closed and second.ping()
+    assert httpx.get(server.url + "/ping").status_code == 200
+
+
+def test_the_store_fsyncs_only_when_asked(tmp_path):
+    from runtime.server.store import Store
+
+    for fsync, mode in ((False, 1), (True, 2)):  # PRAGMA synchronous: 1 NORMAL, 2 FULL
+        store = Store(str(tmp_path / ("db%d" % fsync)), str(tmp_path / ("blobs%d" % fsync)), fsync=fsync)
+        try:
+            assert store._db.execute("PRAGMA synchronous").fetchone()[0] == mode
+            store.add_job("j", "gpt2", None, b"request bytes")
+            assert store.read_blob("j", "request") == b"request bytes"
+            store.finish("j", "COMPLETED", result=b"result bytes")
+            assert store.read_blob("j", "result") == b"result bytes" and store.read_blob("j", "request") is None
+        finally:
+            store.close()
