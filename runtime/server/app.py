@@ -305,7 +305,7 @@ async def _local_replies(websocket: WebSocket, service: Service, job_id: str) ->
             log.warning("job %s: refused a local block reply: %s", job_id, refused)
 
 
-INLINE_RESULT_BYTES = 8 * 1024 * 1024  # larger results are fetched with GET .../result
+INLINE_RESULT_BYTES = (1 << 20) - 1  # larger results are fetched with GET .../result (a TTY client shows a download bar for those)
 
 
 async def _send_frame(websocket: WebSocket, frame: Dict[str, Any], inline: bool) -> None:
