@@ -4,8 +4,8 @@
 status changes are shown as a live status line on a terminal, as log lines
 elsewhere (``display``; ``CONFIG.APP.REMOTE_LOGGING``), in lifecycle order
 (RECEIVED, QUEUED, DISPATCHED, RUNNING, COMPLETED), the job's ``print()``
-output is printed here as it arrives, and the saved values are returned to be
-written back. With ``blocking=False`` the trace returns at
+output is printed here (stdout) as it arrives, as ``[job-id] LOG        : line``,
+and the saved values are returned to be written back. With ``blocking=False`` the trace returns at
 once; ``tracer.backend`` then answers ``backend()``: None until the job is
 done, then the dict of saved names plus ``'id'``; ``backend.cancel()`` stops it.
 """
@@ -58,7 +58,7 @@ class RemoteBackend:
             return  # already shown (a subscriber may see a line twice)
         self._logs_seen = (n + 1) if n is not None else self._logs_seen + 1
         self.line.close()  # the user's output goes below the status line, not through it
-        print(line)
+        print("[%s] LOG        : %s" % (self.job_id, line))  # the job's print(), marked as coming from it
 
     # -- the job -------------------------------------------------------------------------------
 
