@@ -412,7 +412,9 @@ def test_blocking_execution_saving_the_whole_model_output(gpt2, remote_config):
 
 def test_non_blocking_execution(gpt2, remote_config, capsys):
     """The trace returns at once with a job id; ``backend()`` is None until the job is done, then
-    the dict of saved names plus ``'id'``."""
+    the dict of saved names plus ``'id'``; ``backend.job_status`` is a ``JobStatus``."""
+    from nnsight.remote import JobStatus
+
     model = gpt2
     # Non-blocking - returns immediately
     with model.trace("Hello", remote=True, blocking=False) as tracer:
@@ -423,7 +425,7 @@ def test_non_blocking_execution(gpt2, remote_config, capsys):
     print(backend.job_id)      # UUID of the job
     print(backend.job_status)  # JobStatus.RECEIVED initially
 
-    first_status = str(backend.job_status)
+    first_status = backend.job_status
     # Poll for result
     import time
     while True:
@@ -441,11 +443,14 @@ def test_non_blocking_execution(gpt2, remote_config, capsys):
         expected = model.lm_head.output.save()
     out = capsys.readouterr().out.splitlines()
     assert out[0] == backend.job_id and re.fullmatch(r"[0-9a-f-]{32,36}", backend.job_id)
-    assert first_status in ("RECEIVED", "QUEUED", "JobStatus.RECEIVED", "JobStatus.QUEUED"), first_status
+    # submitted: received, and (the server answers once it is persisted) already queued
+    assert out[1] == str(first_status) and first_status in (JobStatus.RECEIVED, JobStatus.QUEUED)
+    assert out[1] in ("JobStatus.RECEIVED", "JobStatus.QUEUED")
+    assert all(line.startswith("Status: JobStatus.") for line in out[2:-2])
     assert sorted(result.keys()) == ["id", "output"] and result["id"] == backend.job_id
     assert torch.equal(result["output"], expected)
     assert out[-1] == str(expected.shape)
-    assert "COMPLETED" in str(backend.job_status)
+    assert backend.job_status is JobStatus.COMPLETED and backend.job_status == "COMPLETED"
 
 
 # -- implementation details: model key, request, session bundling -------------------------------
