@@ -102,12 +102,18 @@ def test_remote_logging_off(gpt2, remote_config, capsys):
 # -- remote model parameters ---------------------------------------------------------------------
 
 
-def test_revision(gpt2_path, remote_config):
-    """``revision=`` is part of the model's identity sent with the request; the job runs."""
+def test_revision(gpt2_path, gpt2, remote_config):
+    """``revision=`` is part of the model's identity sent with the request; the job runs on the
+    hosted model and gives the local values."""
+    from nnsight.tracing.remote import model_key
+
     model = LanguageModel(gpt2_path, revision="main")
     with model.trace("Hello", remote=True):
         out = model.lm_head.output.save()
-    assert out.shape[-1] == model.tokenizer.vocab_size or out.shape[-1] == len(model.tokenizer)
+    with gpt2.trace("Hello"):
+        expected = gpt2.lm_head.output.save()
+    assert json.loads(model_key(model).split(":", 1)[1])["revision"] == "main"
+    assert torch.equal(out, expected)
 
 
 def test_renaming(gpt2_path, gpt2, remote_config):
