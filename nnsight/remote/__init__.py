@@ -4,4 +4,5 @@
 follows one job and decodes its result, ``errors`` raises a job's error with
 the user's file:line.
 """
+from .backend import JobStatus  # noqa: F401
 from .errors import RemoteError, RemoteJobError  # noqa: F401

@@ -4,11 +4,13 @@
 status changes are shown as a live status line on a terminal, as log lines
 elsewhere (``display``; ``CONFIG.APP.REMOTE_LOGGING``), in lifecycle order
 (RECEIVED, QUEUED, DISPATCHED, RUNNING, COMPLETED), the job's ``print()``
-output is printed here as it arrives, and the saved values are returned to be
-written back. With ``blocking=False`` the trace returns at
+output is printed here (stdout) as it arrives, as ``[job-id] LOG        : line``,
+and the saved values are returned to be written back. With ``blocking=False`` the trace returns at
 once; ``tracer.backend`` then answers ``backend()``: None until the job is
-done, then the dict of saved names plus ``'id'``; ``backend.cancel()`` stops it.
+done, then the dict of saved names plus ``'id'``; ``backend.job_status`` is a
+:class:`JobStatus`; ``backend.cancel()`` stops it.
 """
+import enum
 import sys
 import time
 from typing import Any, Callable, Dict, Optional
@@ -16,6 +18,22 @@ from typing import Any, Callable, Dict, Optional
 from .client import Client
 from .display import StatusLine
 from .errors import RemoteError, job_error
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is (``backend.job_status``); equal to its name as a string (``== "QUEUED"``)."""
+
+    RECEIVED = "RECEIVED"
+    QUEUED = "QUEUED"
+    DISPATCHED = "DISPATCHED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+    def __str__(self) -> str:  # the same on every Python (3.12 changed str() of mixed-in enums)
+        return "JobStatus." + self.name
+
 
 TERMINAL = ("COMPLETED", "ERROR", "CANCELLED")
 ORDER = {"RECEIVED": 0, "QUEUED": 1, "DISPATCHED": 2, "RUNNING": 3, "COMPLETED": 4, "ERROR": 4, "CANCELLED": 4}
@@ -30,7 +48,7 @@ class RemoteBackend:
         self.decode = decode
         self.local_blocks = local_blocks  # answers the job's tracer.local() blocks (nnsight.tracing.local_block)
         self.job_id: Optional[str] = None
-        self.job_status: Optional[str] = None
+        self.job_status: Optional[JobStatus] = None
         self._logs_seen = 0
         self._saved: Optional[Dict[str, Any]] = None
         self._line: Optional[StatusLine] = None
@@ -50,7 +68,7 @@ class RemoteBackend:
         rank, current = ORDER.get(status, -1), ORDER.get(self.job_status, -1)
         if rank < current or (status, detail) == (self.job_status, self._detail):
             return
-        self.job_status, self._detail = status, detail
+        self.job_status, self._detail = JobStatus(status) if status in JobStatus.__members__ else status, detail
         self.line.show(self.job_id, status, detail)
 
     def _log(self, n: Optional[int], line: str) -> None:
@@ -58,7 +76,7 @@ class RemoteBackend:
             return  # already shown (a subscriber may see a line twice)
         self._logs_seen = (n + 1) if n is not None else self._logs_seen + 1
         self.line.close()  # the user's output goes below the status line, not through it
-        print(line)
+        print("[%s] LOG        : %s" % (self.job_id, line))  # the job's print(), marked as coming from it
 
     # -- the job -------------------------------------------------------------------------------
 

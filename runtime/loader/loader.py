@@ -24,7 +24,9 @@ the request's builtins (:mod:`runtime.loader.builtins_table`) and guard
 filter. docs/security.md describes what each guard guarantees.
 """
 import ast
+import builtins
 import contextlib
+import dis
 import importlib
 import logging
 import sys
@@ -493,6 +495,8 @@ class Loader:
 
     def _import(self, name, globals=None, locals=None, fromlist=(), level=0):
         """``__import__`` of user code on the server."""
+        if _native_import(sys._getframe(1), name, level):
+            return builtins.__import__(name, globals, locals, fromlist, level)
         absname = name
         if level:
             package = (globals or {}).get("__package__")
@@ -591,3 +595,21 @@ class Loader:
             return server_ref(obj)  # random.random, _functools.reduce: by their public module
         return None
 
+
+_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
+
+
+def _native_import(caller: types.FrameType, name: Any, level: int) -> bool:
+    """Is this a server module's own C code importing an already loaded module of its package?
+
+    C code imports through the running frame's ``__import__`` (``ndarray.sum()`` fetches
+    ``numpy._core._methods`` that way), so such an import arrives here from the request's frame
+    while that frame is calling, not executing an ``import`` statement. The module goes back to
+    that C code, never to the request, so it is not judged as the request's import (which refuses
+    private parts). Only modules already in ``sys.modules``, of a server package, qualify.
+    """
+    code = caller.f_code.co_code
+    if caller.f_lasti < 0 or caller.f_lasti >= len(code) or code[caller.f_lasti] == _IMPORT_NAME:
+        return False
+    return level == 0 and isinstance(name, str) and name in sys.modules and \
+        policy.classify_module(name.partition(".")[0]) == policy.SERVER
