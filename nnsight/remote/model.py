@@ -111,6 +111,7 @@ class RemoteTracer:
 
     def _run(self, frame: Any) -> Dict[str, Any]:
         from compiler.closure import close_program
+        from compiler.closure.frame_values import frame_values
         from compiler.ir.request import Request, decode_result, encode_request
         from compiler.ir.values import decode_value
 
@@ -123,17 +124,8 @@ class RemoteTracer:
                 "%s:%d: `with tracer.local():` is not supported by the torch-free RemoteModel client yet: "
                 "use an nnsight model class (e.g. LanguageModel) with remote=True, or save the values and "
                 "continue after the trace" % (local[0].loc.file, local[0].header[0]))
-        f_locals, f_globals = frame.f_locals, frame.f_globals
-        values: Dict[str, Any] = {}
-        global_names = set()
-        for b in program.bindings:
-            if b.name in f_locals:
-                values[b.name] = f_locals[b.name]
-                if f_locals is f_globals:
-                    global_names.add(b.name)
-            elif b.name in f_globals:
-                values[b.name] = f_globals[b.name]
-                global_names.add(b.name)
+        values, global_names = frame_values(program, frame)
+        f_globals = frame.f_globals
         name = f_globals.get("__name__")
         module = sys.modules.get(name) if isinstance(name, str) else None
         frame_module = name if module is not None and module.__dict__ is f_globals else None

@@ -29,6 +29,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from compiler import access
 from compiler.closure import close_program
+from compiler.closure.frame_values import frame_values
 from compiler.frontend.local_blocks import without_local_bodies
 from compiler.ir import FACT_LOCAL
 from compiler.ir.request import Request, decode_result, encode_request
@@ -141,21 +142,6 @@ class LocalServer:
 # -- the client -----------------------------------------------------------------------------------
 
 
-def _frame_values(program: Any, frame: Any) -> Tuple[Dict[str, Any], set]:
-    f_locals, f_globals = frame.f_locals, frame.f_globals
-    values: Dict[str, Any] = {}
-    from_globals = set()
-    for b in program.bindings:
-        if b.name in f_locals:
-            values[b.name] = f_locals[b.name]
-            if f_locals is f_globals:
-                from_globals.add(b.name)
-        elif b.name in f_globals:
-            values[b.name] = f_globals[b.name]
-            from_globals.add(b.name)
-    return values, from_globals
-
-
 def _frame_module(frame: Any) -> Optional[str]:
     name = frame.f_globals.get("__name__")
     module = sys.modules.get(name) if isinstance(name, str) else None
@@ -188,7 +174,7 @@ def compile_request(tracer: Any, frame: Any):
         return obj
 
     program = without_local_bodies(tracer._compiled.program)  # local blocks' bodies stay here
-    values, from_globals = _frame_values(program, frame)
+    values, from_globals = frame_values(program, frame)
     method, args, kwargs = traced_call(tracer)
     closure = close_program(
         program, values, remote=True, model_path=model_path, envoy_at=envoy_at, tracer=tracer,
