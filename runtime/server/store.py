@@ -109,6 +109,11 @@ class Store:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,)).fetchone()[0]
 
+    def count_all(self) -> int:
+        """Jobs stored, in any state (finished ones stay until they expire)."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+
     def queue_length(self, model: str) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ? AND model = ?",
