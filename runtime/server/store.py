@@ -242,6 +242,25 @@ class Store:
                 self._db.execute("DELETE FROM jobs WHERE id = ?", (row["id"],))
         return len(rows)
 
+    def drop_orphan_blobs(self) -> int:
+        """At start-up: delete blob files no stored job owns (a crash between a file's write and its
+        row, or an interrupted write's ``.tmp``), so nothing in the data directory outlives the TTL."""
+        with self._lock:
+            owned = {row[0] for row in self._db.execute("SELECT id FROM jobs")}
+        dropped = 0
+        with os.scandir(self.blob_dir) as entries:
+            names = [entry.name for entry in entries if entry.is_file()]
+        for name in names:
+            job_id, _, kind = name.partition(".")
+            if job_id in owned and kind in ("request", "result"):
+                continue
+            try:
+                os.remove(os.path.join(self.blob_dir, name))
+                dropped += 1
+            except FileNotFoundError:
+                pass
+        return dropped
+
     # -- API keys ------------------------------------------------------------------------------
 
     def add_key(self, key_id: str, key_hash: str, name: str) -> None:

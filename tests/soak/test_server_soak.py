@@ -12,9 +12,10 @@ which follows the job's event stream and downloads and decodes the result; at mo
 are out at once, so the server's queue stays bounded. The server's own view comes from
 ``GET /v1/metrics``, sampled SAMPLES times.
 
-The issue asks for 10,000 jobs. On this project's loaded 2-core CI machine a job takes about
-JOB_MS_CI of wall clock (client compile + server run + round trips), so by default the test runs
-DEFAULT_JOBS (about three minutes); ``NNSIGHT_SOAK_JOBS=10000`` runs the full soak.
+The issue asks for 10,000 jobs. On this project's loaded 2-core CI machine the client and the
+server together finish about 10 jobs a second (client compile, server run, round trips), so by
+default the test runs DEFAULT_JOBS (about three minutes with the server's start and the final TTL
+wait); ``NNSIGHT_SOAK_JOBS=10000`` runs the full soak (about 17 minutes there).
 
 Bounds asserted (server process, measured over the second half of the run, after warm-up):
 RSS grows by less than RSS_BOUND_MIB; every registry of :func:`runtime.registries.sizes` is at or
@@ -40,8 +41,7 @@ from serverproc import ServerProcess  # noqa: E402 - tests/server's helper, impo
 
 pytestmark = pytest.mark.slow
 
-DEFAULT_JOBS = 1500
-JOB_MS_CI = 110
+DEFAULT_JOBS = 1200
 JOBS = int(os.environ.get("NNSIGHT_SOAK_JOBS") or DEFAULT_JOBS)
 CLIENT_THREADS = 8
 IN_FLIGHT = 16
