@@ -13,9 +13,11 @@ are out at once, so the server's queue stays bounded. The server's own view come
 ``GET /v1/metrics``, sampled SAMPLES times.
 
 The issue asks for 10,000 jobs. On this project's loaded 2-core CI machine the client and the
-server together finish about 10 jobs a second (client compile, server run, round trips), so by
-default the test runs DEFAULT_JOBS (about three minutes with the server's start and the final TTL
-wait); ``NNSIGHT_SOAK_JOBS=10000`` runs the full soak (about 17 minutes there).
+server together finish 10 to 17 jobs a second (client compile, server run, round trips), so by
+default the test runs DEFAULT_JOBS (at most about three minutes with the server's start and the
+final TTL wait); ``NNSIGHT_SOAK_JOBS=10000`` runs the full soak (measured there: 576 s at 17.4
+jobs/s; server RSS 468 MiB after 500 jobs, 470 MiB from 1,500 jobs to the end; at most 347 jobs
+and result files stored; SQLite and its log 4.3 MB; every registry flat from the half).
 
 Bounds asserted (server process, measured over the second half of the run, after warm-up):
 RSS grows by less than RSS_BOUND_MIB; every registry of :func:`runtime.registries.sizes` is at or
