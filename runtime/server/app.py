@@ -27,6 +27,7 @@ from runtime import accept
 from runtime.gate import LanguageLevelError
 
 from . import events, keys
+from . import metrics as server_metrics
 from .config import ServerConfig
 from .errors import ApiError
 from .events import EventHub
@@ -131,6 +132,13 @@ async def model_config(request: Request) -> Response:
     hosted = service.models.get(request.path_params["name"])
     files = await run_in_threadpool(hosted.config_files)
     return JSONResponse({"name": hosted.name, "source": hosted.source, "files": files})
+
+
+async def metrics(request: Request) -> Response:
+    """Registry sizes and bounds, memory, queue and data-dir size (:mod:`.metrics`); needs a key."""
+    service = _service(request)
+    service.key_id(request.headers.get(KEY_HEADER))
+    return JSONResponse(await run_in_threadpool(server_metrics.snapshot, service))
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -346,6 +354,7 @@ def make_app(service: Service) -> Starlette:
         Route("/v1/env", env),
         Route("/v1/models", list_models),
         Route("/v1/models/{name:path}/config", model_config),
+        Route("/v1/metrics", metrics),
         Route("/v1/requests", submit, methods=["POST"]),
         Route("/v1/requests/{id}", get_status, methods=["GET"]),
         Route("/v1/requests/{id}", cancel, methods=["DELETE"]),

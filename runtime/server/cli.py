@@ -108,6 +108,9 @@ def _serve(args: argparse.Namespace) -> int:
     failed = store.recover(config.max_attempts)
     for job_id in failed:
         log.warning("job %s was running when the server stopped too often; marked failed", job_id)
+    orphans = store.drop_orphan_blobs()
+    if orphans:
+        log.info("deleted %d blob files no job owns (left by a crash)", orphans)
     models = Models(config.models)
     for hosted in models.by_name.values():
         log.info("loading %s from %s", hosted.name, hosted.source)

@@ -123,6 +123,11 @@ class Store:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,)).fetchone()[0]
 
+    def count_all(self) -> int:
+        """Jobs stored, in any state (finished ones stay until they expire)."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+
     def queue_length(self, model: str) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ? AND model = ?",
@@ -250,6 +255,25 @@ class Store:
                 self._db.execute("DELETE FROM logs WHERE job_id = ?", (row["id"],))
                 self._db.execute("DELETE FROM jobs WHERE id = ?", (row["id"],))
         return len(rows)
+
+    def drop_orphan_blobs(self) -> int:
+        """At start-up: delete blob files no stored job owns (a crash between a file's write and its
+        row, or an interrupted write's ``.tmp``), so nothing in the data directory outlives the TTL."""
+        with self._lock:
+            owned = {row[0] for row in self._db.execute("SELECT id FROM jobs")}
+        dropped = 0
+        with os.scandir(self.blob_dir) as entries:
+            names = [entry.name for entry in entries if entry.is_file()]
+        for name in names:
+            job_id, _, kind = name.partition(".")
+            if job_id in owned and kind in ("request", "result"):
+                continue
+            try:
+                os.remove(os.path.join(self.blob_dir, name))
+                dropped += 1
+            except FileNotFoundError:
+                pass
+        return dropped
 
     # -- API keys ------------------------------------------------------------------------------
 

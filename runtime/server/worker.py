@@ -38,6 +38,7 @@ class Worker:
         self._current_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="nnsight-worker", daemon=True)
         self._expired_at = 0.0
+        self.jobs_done = 0  # jobs this process finished, in any end state (GET /v1/metrics)
 
     def start(self) -> None:
         self._thread.start()
@@ -150,6 +151,7 @@ class Worker:
         finally:
             with self._current_lock:
                 self._current = None
+            self.jobs_done += 1
 
     def _fail(self, job_id: str, info: Dict[str, Any]) -> None:
         self.store.finish(job_id, ERROR, info)

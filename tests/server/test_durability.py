@@ -96,3 +96,19 @@ def test_finished_jobs_expire_with_their_results(tmp_path):
     assert store.expire(ttl_s=-1) == 1
     assert store.get("old") is None and store.read_blob("old", "result") is None and store.logs("old") == []
     assert store.get("queued")["status"] == "QUEUED"  # unfinished jobs never expire
+
+
+def test_blob_files_no_job_owns_are_deleted_at_start(tmp_path):
+    """A crash between a request file's write and its row (or mid-write) leaves files no job owns."""
+    from runtime.server.store import COMPLETED, Store
+
+    blobs = tmp_path / "blobs"
+    store = Store(str(tmp_path / "jobs.sqlite3"), str(blobs))
+    store.add_job("kept", "gpt2", None, b"request")
+    store.add_job("queued", "gpt2", None, b"request")
+    store.claim_next()
+    store.finish("kept", COMPLETED, result=b"result bytes")
+    (blobs / "lost.request").write_bytes(b"written, never acknowledged")
+    (blobs / "kept.result.tmp").write_bytes(b"half a result")
+    assert store.drop_orphan_blobs() == 2
+    assert sorted(p.name for p in blobs.iterdir()) == ["kept.result", "queued.request"]
