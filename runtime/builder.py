@@ -25,6 +25,7 @@ import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
 from compiler.ir import FACT_INVOKE, CodeUnit, Program
+from compiler import pyast
 
 from . import claims, gate
 
@@ -178,7 +179,7 @@ def _build_unit(cprog: CompiledProgram, program: Program, unit: CodeUnit) -> Com
 
 def _code_from_ast(program: Program, unit: CodeUnit, headers: Dict[int, int], rewrite=None):
     """Parse, move every node to the user's lines and columns, guard descendant bodies, compile."""
-    tree = ast.parse(unit.source, filename=unit.loc.file, mode="exec")
+    tree = pyast.parse(unit.source, unit.loc.file, "exec")
     line_shift = unit.loc.line - 1
     col_shift = unit.loc.col
     if line_shift or col_shift:
@@ -198,7 +199,7 @@ def _code_from_ast(program: Program, unit: CodeUnit, headers: Dict[int, int], re
     if starts:
         tree = _ClaimBodies(starts).visit(tree)
         ast.fix_missing_locations(tree)
-    return compile(tree, unit.loc.file, "exec", dont_inherit=True)
+    return pyast.compile_tree(tree, unit.loc.file, "exec")
 
 
 def namespace(free_names, f_locals, f_globals, extra: Optional[dict] = None) -> dict:

@@ -44,6 +44,8 @@ import weakref
 from collections import defaultdict
 from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
 
+from compiler import pyast
+
 from . import registries
 from .errors import SourceNotAvailable
 from .interleaver import _combine_skips
@@ -227,7 +229,7 @@ def _inject(fn: types.FunctionType) -> Injected:
         raise SourceError(f"Can't find the source of {fn.__qualname__} ({filename}): {error}") from None
     text = textwrap.dedent("".join(lines))
     try:
-        tree = ast.parse(text)
+        tree = pyast.parse(text)
     except SyntaxError as error:
         raise SourceError(f"Can't parse the source of {fn.__qualname__}: {error}") from None
     ast.increment_lineno(tree, first_line - 1)
@@ -263,14 +265,14 @@ def _inject(fn: types.FunctionType) -> Injected:
     ast.copy_location(factory, funcdef)
     module = ast.Module(body=[factory], type_ignores=[])
     ast.fix_missing_locations(module)
-    compiled = compile(module, filename, "exec", dont_inherit=True)
+    compiled = pyast.compile_tree(module, filename, "exec")
     factory_code = next(c for c in compiled.co_consts if isinstance(c, types.CodeType) and c.co_name == _FACTORY)
 
     decorators = []
     for node in reversed(decorator_nodes):  # innermost (closest to the def) first
         expr = ast.Expression(body=node)
         ast.fix_missing_locations(expr)
-        decorators.append(compile(expr, filename, "eval", dont_inherit=True))
+        decorators.append(pyast.compile_tree(expr, filename, "eval"))
 
     def_line = funcdef.lineno
     source_lines = text.splitlines()[def_line - first_line:]

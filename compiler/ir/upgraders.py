@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List
 
 from .errors import IRDecodeError, IRVersionError
+from .. import pyast
 from .nodes import DEF_STATEMENT, Binding, CodeUnit, Definition, Header, Program, SourceLoc
 from .version import IR_VERSION
 
@@ -65,7 +66,7 @@ def _as_target(header: str):
     text = textwrap.dedent(header)
     for candidate in (text, text + "\n    pass\n"):
         try:
-            tree = ast.parse(candidate)
+            tree = pyast.parse(candidate)
         except SyntaxError:
             continue
         if tree.body and isinstance(tree.body[0], ast.With):

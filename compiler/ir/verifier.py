@@ -1,12 +1,12 @@
 """Structural checks of a Program; :func:`verify` reports every problem at once."""
 from __future__ import annotations
 
-import ast
 import keyword
 import sys
 from typing import Any, List, Optional, Sequence
 
 from .errors import IRVerifyError
+from .. import pyast
 from .nodes import (
     FACT_LOCAL,
     UNIT_FACTS,
@@ -162,7 +162,7 @@ def _source(src: Any, loc: SourceLoc, where: str, can_compile: bool, problems: L
         # Parse only: return/yield/await outside a function are legal here, because
         # the runtime decides how a unit is wrapped.
         try:
-            compile(src, getattr(loc, "file", "<ir>"), "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+            pyast.parse(src, getattr(loc, "file", "<ir>"))
         except SyntaxError as e:
             problems.append("%s: source does not parse: %s (source line %s)" % (where, e.msg, e.lineno))
         except ValueError as e:  # e.g. null bytes

@@ -50,6 +50,7 @@ class RemoteBackend:
         self.job_id: Optional[str] = None
         self.job_status: Optional[JobStatus] = None
         self._logs_seen = 0
+        self._blocks_answered: set = set()  # a LOCAL frame seen twice (replay and live) runs its block once
         self._saved: Optional[Dict[str, Any]] = None
         self._line: Optional[StatusLine] = None
         self._detail = ""
@@ -150,6 +151,9 @@ class RemoteBackend:
         if blocks is None or not isinstance(block, int) or not isinstance(frame.get("data"), bytes):
             raise RemoteError("remote job %s sent a LOCAL frame this trace cannot answer" % self.job_id,
                               code="local_block")
+        if block in self._blocks_answered:
+            return
+        self._blocks_answered.add(block)
         frame["reply"](blocks.reply(block, frame["data"]))
         if blocks.failure is not None:
             raise blocks.failure

@@ -34,6 +34,7 @@ import types
 from typing import Any, Dict, Iterator, List, Optional
 
 from compiler import access, policy
+from compiler import pyast
 from compiler.ir.nodes import (
     BIND_BUILTIN,
     BIND_CLASS,
@@ -314,14 +315,14 @@ class Loader:
 
     def _parse(self, d: Definition, mode: str = "exec") -> ast.AST:
         try:
-            return ast.parse(d.source, filename=d.loc.file, mode=mode)
+            return pyast.parse(d.source, d.loc.file, mode)
         except SyntaxError as e:
             raise LoadError("definition %r (%s:%d) does not parse on this server: %s" % (
                 d.name, d.loc.file, d.loc.line, e)) from e
 
     def _run_statement(self, d: Definition, ns: Dict[str, Any]) -> Any:
         tree = guard_tree(_shift(self._parse(d), d.loc), d.loc.file)
-        code = compile(tree, d.loc.file, "exec", dont_inherit=True)
+        code = pyast.compile_tree(tree, d.loc.file, "exec")
         exec(code, ns)
         if d.name not in ns:
             raise LoadError("definition %r did not define %r" % (d.name, d.name))
@@ -332,7 +333,7 @@ class Loader:
         lam = stripped.startswith("lambda")
         if lam:
             try:
-                expr = ast.parse("(" + stripped + ")", filename=d.loc.file, mode="eval").body
+                expr = pyast.parse("(" + stripped + ")", d.loc.file, "eval").body
             except SyntaxError as e:
                 raise LoadError("definition %r does not parse on this server: %s" % (d.name, e)) from e
             for node in ast.walk(expr):  # undo the parenthesis on line 1
@@ -371,7 +372,7 @@ class Loader:
                                     ("end_lineno", d.loc.line), ("end_col_offset", 0)):
                     setattr(node, attr, value)
         ast.fix_missing_locations(module)
-        code = compile(module, d.loc.file, "exec", dont_inherit=True)
+        code = pyast.compile_tree(module, d.loc.file, "exec")
         scope_code = next(c for c in code.co_consts if isinstance(c, types.CodeType) and c.co_name == _SCOPE)
         fn = types.FunctionType(scope_code, ns)()
         fn.__qualname__ = d.name

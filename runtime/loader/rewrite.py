@@ -33,6 +33,7 @@ import ast
 from typing import Callable, Optional
 
 from compiler import access
+from compiler import pyast
 
 from .errors import ServerRefusal
 
@@ -116,7 +117,7 @@ class GuardRewriter(ast.NodeTransformer):
         """A string annotation, checked and rewritten like code (``typing`` may evaluate it)."""
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             try:
-                expr = ast.parse(node.value.strip(), mode="eval")
+                expr = pyast.parse(node.value.strip(), mode="eval")
             except SyntaxError:
                 return node
             ast.copy_location(expr.body, node)

@@ -271,7 +271,9 @@ async def job_events(websocket: WebSocket) -> None:
             return
         last = replay[-1]
         waiting = service.worker.local.waiting(job_id)  # a tracer.local() block asked before we connected
+        sent_block = None
         if waiting is not None:
+            sent_block = waiting["block"]
             await _send_frame(websocket, waiting, inline)
         replies = asyncio.ensure_future(_local_replies(websocket, service, job_id))
         try:
@@ -279,6 +281,8 @@ async def job_events(websocket: WebSocket) -> None:
                 frame = await queue.get()
                 if events.is_replayed(frame, last, len(logs)):
                     continue
+                if frame["status"] == events.LOCAL and frame.get("block") == sent_block:
+                    continue  # published while we subscribed: already sent as the waiting block
                 if frame["status"] not in (events.LOG, events.LOCAL):
                     last = frame
                 await _send_frame(websocket, frame, inline)
