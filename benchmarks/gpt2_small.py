@@ -14,16 +14,14 @@ CLI: `python benchmarks/gpt2_small.py` prints the path (building it if needed).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from tiny_gpt2 import CACHE, gpt2_path  # noqa: E402
+from tiny_gpt2 import CACHE, gpt2_path, save_complete  # noqa: E402
 
 VERSION = "1"
 SHAPE = dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257)
@@ -44,20 +42,7 @@ def gpt2_small_path() -> str:
     eos = tok.eos_token_id
     config = GPT2Config(**SHAPE, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(config).eval()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / ".complete").write_text("ok\n")
-        try:
-            os.rename(tmp, dest)
-        except OSError:  # another process won the race
-            pass
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    save_complete(GPT2LMHeadModel(config).eval(), tok, dest)
     return str(dest)
 
 

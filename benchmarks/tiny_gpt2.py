@@ -88,17 +88,22 @@ def build_fallback(dest: Path | None = None) -> str:
         initializer_range=0.3,
     )
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(config).eval()
+    return save_complete(GPT2LMHeadModel(config).eval(), hf_tok, dest)
+
+
+def save_complete(model, tokenizer, dest: Path) -> str:
+    """Save ``model`` and ``tokenizer`` to ``dest`` atomically (a temp folder renamed, marked
+    ``.complete``), so concurrent builders and interrupted runs never leave a half-written model."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
     try:
         model.save_pretrained(tmp)
-        hf_tok.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
         (tmp / ".complete").write_text("ok\n")
         try:
             os.rename(tmp, dest)
         except OSError:  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
+            pass
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
