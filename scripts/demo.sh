@@ -8,6 +8,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${NNSIGHT_PYTHON:-$(bash "$ROOT/scripts/env.sh" | tail -1)}
 cd "$ROOT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false
+# MKL GEMMs bit-for-bit reproducible, so the remote run equals the local one exactly.
+export MKL_CBWR=${MKL_CBWR:-AUTO,STRICT}
 "$PY" -m nnsight.demo "$@"
 
 # -- the same trace on a server -----------------------------------------------------------------

@@ -9,4 +9,6 @@ PY=$(bash "$ROOT/scripts/env.sh" | tail -1)
 bash "$ROOT/scripts/pyenvs.sh" >/dev/null
 cd "$ROOT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false
+# Bitwise-reproducible MKL GEMMs: tests compare a server's values with local ones exactly.
+export MKL_CBWR=${MKL_CBWR:-AUTO,STRICT}
 exec "$PY" -m pytest -p no:cacheprovider "$@"

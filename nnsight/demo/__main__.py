@@ -89,10 +89,16 @@ def remote_prediction(model, host):
     remote = prediction(model, remote=True, title=f"6. The same trace with remote=True on {host}")
     with model.trace(PROMPT):
         local = model.lm_head.output[0, -1].save()
-    same = torch.equal(remote.cpu(), local.cpu())
-    print(f"\nremote logits {'equal' if same else 'DIFFER FROM'} the local run's "
-          f"(max |difference| {float((remote.cpu() - local.cpu()).abs().max()):.3g})")
-    if not same:
+    remote, local = remote.cpu(), local.cpu()
+    gap = float((remote - local).abs().max())
+    if torch.equal(remote, local):
+        verdict = "equal"
+    elif torch.allclose(remote, local, rtol=1e-5, atol=1e-5):
+        verdict = "agree to float rounding with"  # MKL without MKL_CBWR=AUTO,STRICT is not bitwise stable
+    else:
+        verdict = "DIFFER FROM"
+    print(f"\nremote logits {verdict} the local run's (max |difference| {gap:.3g})")
+    if verdict == "DIFFER FROM":
         raise SystemExit(1)
 
 

@@ -49,8 +49,11 @@ def run_clients(server, api_key, gpt2, jobs_each):
                     if frames[-1] != "COMPLETED":
                         failures.append((i, frames, client.status(job_id)))
                         continue
-                    if not torch.equal(_logits(client.result(job_id)), expected):
-                        failures.append((i, "wrong result"))
+                    got = _logits(client.result(job_id))
+                    if not torch.equal(got, expected):
+                        mine = [j for j, (_, e) in enumerate(requests) if torch.allclose(got, e, rtol=0, atol=1e-5)]
+                        failures.append((i, "wrong result", job_id, "close to clients %s" % mine,
+                                         float((got - expected).abs().max())))
                         continue
                     delivered[i] += 1
         except Exception as error:  # noqa: BLE001 - reported below
