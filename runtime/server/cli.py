@@ -140,9 +140,9 @@ def _keys(args: argparse.Namespace) -> int:
         for row in keys.listing(store):
             state = "revoked" if row["revoked"] else "active"
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created"]))
-            print("%s  %-7s  %-9s  %s  %s  (in flight %s, job time %s, result %s)" % (
-                row["id"], state, row["tier"], created, row["name"], _show_limit(row["max_in_flight"]),
-                _show_limit(row["job_time_limit_s"], "s"), _show_limit(row["max_result_bytes"], " bytes")))
+            print("%s  %-7s  %-9s  %s  in-flight=%s  job-time=%s  result-bytes=%s  %s" % (
+                row["id"], state, row["tier"], created, _show_limit(row["max_in_flight"]),
+                _show_limit(row["job_time_limit_s"], "s"), _show_limit(row["max_result_bytes"]), row["name"]))
     else:
         if not args.name:
             print("nnsight-server keys revoke KEY_ID (see `nnsight-server keys list`)", file=sys.stderr)
