@@ -18,7 +18,12 @@ made. Before a job :func:`snapshot` records, in O(#tensors + #module attributes)
   rebound, or a ``__dunder__`` added (other names added are not checked: lazily imported modules
   add names to their packages, and libraries methods to ``nn.Module``, as they are first used);
 * torch's process-wide settings: default dtype, thread count (the per-thread grad and anomaly
-  modes are put back by the loader).
+  modes are put back by the loader);
+* torch's per-thread modes a job could enter and never leave, which would then act on every later
+  job of the thread: the ``__torch_function__`` and ``__torch_dispatch__`` mode stacks, the
+  saved-tensor hooks of autograd, autocast and inference mode. These are read (and popped) through
+  torch's C-level accessors, as torch's own context managers do; they are checked and put back
+  first, before any tensor is touched (a mode left active would see those calls).
 
 After the job :meth:`Snapshot.changes` lists what differs; :meth:`Snapshot.restore` puts it back:
 the same objects in the same dictionaries, and the values of changed tensors from the model's
@@ -296,6 +301,7 @@ class Snapshot:
         self.registries: List[Tuple[str, _DictState]] = []
         self.classes = [_ClassState(cls) for cls in (torch.Tensor, torch.nn.Module, torch.nn.Parameter)]
         self.settings = _settings()
+        self.modes = _thread_modes()
         if self.root is not None and not _on_meta(self.root):
             self._take_model(model)
         for name in _WATCHED_NAMES:
@@ -341,6 +347,10 @@ class Snapshot:
     def changes(self) -> List[str]:
         """What the job changed, one phrase each (empty: intact)."""
         found: List[str] = []
+        modes = _thread_modes()
+        if modes != self.modes:
+            found += _mode_changes(self.modes, modes)
+            _restore_modes(self.modes)  # now: a mode left active would intercept the checks below
         for state in self.tensors:
             now = _tensor_meta(state.tensor)
             if now != state.meta:
@@ -389,6 +399,7 @@ class Snapshot:
             if not cls.same():
                 cls.restore()
         _apply_settings(self.settings)
+        _restore_modes(self.modes)
         failed = []
         pristine = _PRISTINE.get(self.root) if self.root is not None else None
         for state in self.tensors:
@@ -454,6 +465,58 @@ def _apply_settings(settings: tuple) -> None:
         torch.set_num_threads(threads)
 
 
+_MODE_NAMES = ("a __torch_function__ mode", "a __torch_dispatch__ mode", "autograd's saved-tensor hooks",
+               "autocast (cpu)", "autocast (cpu) dtype", "autocast (cuda)", "autocast (cuda) dtype", "inference mode")
+
+
+def _thread_modes() -> tuple:
+    """This thread's torch modes (see the module docstring)."""
+    import torch
+
+    c = torch._C
+    hooks = c._autograd._top_saved_tensors_default_hooks(False)
+    modes = [c._len_torch_function_stack(), c._len_torch_dispatch_stack(), id(hooks[0]) if hooks else None]
+    for device in ("cpu", "cuda"):
+        try:
+            modes += [torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)]
+        except Exception:  # noqa: BLE001 - a build without that device
+            modes += [None, None]
+    modes.append(torch.is_inference_mode_enabled())
+    return tuple(modes)
+
+
+def _mode_changes(before: tuple, now: tuple) -> List[str]:
+    return ["the job left %s %s" % (name, "active" if i < 3 else "changed")
+            for i, (name, old, new) in enumerate(zip(_MODE_NAMES, before, now)) if old != new]
+
+
+def _restore_modes(before: tuple) -> None:
+    """Pop what a job pushed and never popped; put autocast back."""
+    import torch
+
+    c = torch._C
+    for _ in range(1000):
+        if c._len_torch_function_stack() <= before[0]:
+            break
+        c._pop_torch_function_stack()
+    for _ in range(1000):
+        if c._len_torch_dispatch_stack() <= before[1]:
+            break
+        c._pop_torch_dispatch_stack()
+    for _ in range(1000):
+        hooks = c._autograd._top_saved_tensors_default_hooks(False)
+        if (id(hooks[0]) if hooks else None) == before[2] or hooks is None:
+            break
+        c._autograd._pop_saved_tensors_default_hooks()
+    for i, device in ((3, "cpu"), (5, "cuda")):
+        if before[i] is None:
+            continue
+        if torch.is_autocast_enabled(device) != before[i]:
+            torch.set_autocast_enabled(device, before[i])
+        if torch.get_autocast_dtype(device) != before[i + 1]:
+            torch.set_autocast_dtype(device, before[i + 1])
+
+
 def snapshot(model: Any) -> Snapshot:
     """What ``model`` and the server's modules are before a job."""
     return Snapshot(model)
@@ -470,12 +533,13 @@ def enforce(before: Snapshot) -> None:
     shown = "; ".join(changes[:MAX_LISTED]) + ("; and %d more" % (len(changes) - MAX_LISTED)
                                                 if len(changes) > MAX_LISTED else "")
     if restored:
-        tail = ("the job failed and the change was undone (weights reloaded from the model's files). A request "
-                "may read the hosted model but not change it: modify a copy (`w = layer.weight.clone()`), "
-                "or change activations inside the trace")
+        tail = ("The job failed and the change was undone (changed weights reloaded from the model's files). A "
+                "request may read the hosted model but not change it: modify a copy (`w = layer.weight.clone()`) "
+                "or activations inside the trace, and leave every `with` block you enter")
     else:
-        tail = ("the change could NOT be fully undone (%s): the server operator must restart the server"
+        tail = ("The change could NOT be fully undone (%s): the server operator must restart the server"
                 % "; ".join((["no pristine value of " + ", ".join(failed[:MAX_LISTED])] if failed else [])
                             + left[:MAX_LISTED]))
-    raise IntegrityError("the job changed the hosted model, which every request shares: %s. %s" % (shown, tail),
+    raise IntegrityError("the job changed what every request shares (the hosted model, the server's modules, "
+                         "torch's modes): %s. %s" % (shown, tail),
                          changes, restored)
