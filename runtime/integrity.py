@@ -253,8 +253,8 @@ def _weights_directory(root: Any) -> Optional[str]:
         return None
 
 
-# One restore source per model, made at its first snapshot (before any job ran on it).
-_PRISTINE: "weakref.WeakKeyDictionary[Any, _Pristine]" = weakref.WeakKeyDictionary()
+_CONTAINERS = (dict, set, __import__("collections").OrderedDict)
+_STRUCTURE = {"_modules": "submodule", "_parameters": "parameter", "_buffers": "buffer"}
 
 
 def root_module(model: Any) -> Any:
@@ -287,6 +287,44 @@ def _tensor_meta(t: Any) -> tuple:
     return (version, t.data_ptr(), t.shape, t.dtype, t.device, t.requires_grad, t.grad is None)
 
 
+class _Layout:
+    """A model's modules, the containers in their ``__dict__`` and its tensors, found once per model.
+
+    Walking the module tree costs more than checking it, so the walk is kept while every module's
+    ``__dict__`` and children are as they were (checked by identity at each snapshot; else redone).
+    """
+
+    def __init__(self, root: Any) -> None:
+        self.modules: List[Tuple[str, Any]] = []
+        self.states: List[_DictState] = []  # each module's __dict__
+        self.containers: List[Tuple[Tuple[str, Any], ...]] = []  # its dicts and sets (hooks, children...)
+        self.tensors: Dict[str, Any] = {}
+        seen: set = set()
+        for path, module in root.named_modules(remove_duplicate=False):
+            d = module.__dict__
+            self.modules.append((path, module))
+            self.states.append(_DictState(d))
+            self.containers.append(tuple((k, v) for k, v in d.items() if type(v) in _CONTAINERS))
+            for group in ("_parameters", "_buffers"):
+                for key, tensor in d.get(group, {}).items():
+                    if tensor is not None and id(tensor) not in seen:
+                        seen.add(id(tensor))
+                        self.tensors["%s.%s" % (path, key) if path else key] = tensor
+        # each module's children, parameters and buffers (what the walk found)
+        self.structure = [(path, key, _DictState(m.__dict__[key])) for path, m in self.modules
+                          for key in _STRUCTURE if isinstance(m.__dict__.get(key), dict) and m.__dict__[key]]
+        # (an empty one is checked by its length, as every container is)
+        self.bare = [tuple(c for _, c in containers) for containers in self.containers]
+        self.pristine = _Pristine(root, self.tensors)
+
+    def current(self) -> bool:
+        return all(state.same() for state in self.states) and all(s.same() for _, _, s in self.structure)
+
+
+# The layout (and restore source) of each model, made at its first snapshot (before any job ran on it).
+_LAYOUTS: "weakref.WeakKeyDictionary[Any, _Layout]" = weakref.WeakKeyDictionary()
+
+
 class Snapshot:
     """What a job must leave as it found it (see the module docstring)."""
 
@@ -294,7 +332,9 @@ class Snapshot:
         import torch
 
         self.root = root_module(model)
-        self.modules: List[Tuple[str, Any, _DictState, List[Tuple[str, Any]]]] = []
+        self.layout: Optional[_Layout] = None
+        self.lengths: List[tuple] = []  # per module: the length of each container
+        self.contents: List[Tuple[str, str, Any]] = []  # (module path, key, state) of non-empty containers
         self.tensors: List[_TensorState] = []
         self.objects: List[Tuple[str, _DictState]] = []  # config, generation config, tokenizer
         self.server_modules: List[Tuple[str, _DictState]] = []
@@ -311,31 +351,24 @@ class Snapshot:
         for name in REGISTRY_MODULES:
             module = sys.modules.get(name)
             for key, value in (vars(module).items() if module is not None else ()):
-                if type(value).__name__ in ("dict", "OrderedDict"):
+                if type(value) in _CONTAINERS and type(value) is not set:
                     self.registries.append(("%s.%s" % (name, key), _DictState(value)))
 
     def _take_model(self, model: Any) -> None:
-        seen: Dict[int, str] = {}
-        tensors: Dict[str, Any] = {}
-        for path, module in self.root.named_modules(remove_duplicate=False):
-            d = module.__dict__
-            inner = []
-            for key, value in d.items():
-                kind = type(value)
-                if kind is dict or kind.__name__ == "OrderedDict":
-                    inner.append((key, _DictState(value)))
-                elif kind is set:
-                    inner.append((key, _SetState(value)))
-            self.modules.append((path, module, _DictState(d), inner))
-            for group in ("_parameters", "_buffers"):
-                for key, tensor in d.get(group, {}).items():
-                    if tensor is not None and id(tensor) not in seen:
-                        name = "%s.%s" % (path, key) if path else key
-                        seen[id(tensor)] = name
-                        tensors[name] = tensor
-        self.tensors = [_TensorState(name, tensor) for name, tensor in tensors.items()]
-        if self.root not in _PRISTINE:
-            _PRISTINE[self.root] = _Pristine(self.root, tensors)
+        layout = _LAYOUTS.get(self.root)
+        if layout is None or not layout.current():
+            pristine = layout.pristine if layout is not None else None
+            layout = _LAYOUTS[self.root] = _Layout(self.root)
+            if pristine is not None:  # (the restore source stays the one made before the first job)
+                layout.pristine = pristine
+        self.layout = layout
+        for (path, _), containers, bare in zip(layout.modules, layout.containers, layout.bare):
+            self.lengths.append(tuple(map(len, bare)))
+            for key, container in containers:
+                if container and key not in _STRUCTURE:  # (those: the layout's own check)
+                    state = _SetState(container) if type(container) is set else _DictState(container)
+                    self.contents.append((path, key, state))
+        self.tensors = [_TensorState(name, tensor) for name, tensor in layout.tensors.items()]
         for label, obj in (("config", getattr(self.root, "config", None)),
                            ("generation_config", getattr(self.root, "generation_config", None)),
                            ("tokenizer", getattr(model, "__dict__", {}).get("tokenizer"))):
@@ -355,14 +388,24 @@ class Snapshot:
             now = _tensor_meta(state.tensor)
             if now != state.meta:
                 found.append(_tensor_change(state, now))
-        for path, module, state, inner in self.modules:
-            where = "module %r" % (path or "<root>")
-            if not state.same():
-                found += ["%s: attribute %r %s" % (where, key, what) for what, key in state.differences()]
-            for key, part in inner:
-                if not part.same():
-                    found.append("%s: %s changed%s" % (where, key, " (a hook was left registered or removed)"
-                                                       if "hook" in key else ""))
+        layout = self.layout
+        if layout is not None:
+            for (path, _), state, containers, bare, lengths in zip(layout.modules, layout.states, layout.containers,
+                                                                   layout.bare, self.lengths):
+                where = "module %r" % (path or "<root>")
+                if not state.same():
+                    found += ["%s: attribute %r %s" % (where, key, what) for what, key in state.differences()]
+                if tuple(map(len, bare)) != lengths:
+                    found += ["%s: %s changed%s" % (where, key, " (a hook was left registered or removed)"
+                                                    if "hook" in key else "")
+                              for (key, c), n in zip(containers, lengths) if len(c) != n]
+            for path, key, state in self.contents:
+                if not state.same():
+                    found.append("module %r: %s changed" % (path or "<root>", key))
+            for path, key, state in layout.structure:
+                if not state.same():
+                    found += ["module %r: %s %r %s" % (path or "<root>", _STRUCTURE[key], name, what)
+                              for what, name in state.differences()]
         for label, state in self.objects:
             if not state.same():
                 found += ["the model's %s: %r %s" % (label, key, what) for what, key in state.differences()]
@@ -385,10 +428,18 @@ class Snapshot:
         """Undo every change; returns the tensors that could not be restored (by name)."""
         import torch
 
-        for _, module, state, inner in self.modules:
-            state.restore()
-            for _, part in inner:
-                part.restore()
+        layout = self.layout
+        if layout is not None:
+            for state in layout.states:
+                state.restore()
+            for _, _, state in layout.structure:
+                state.restore()
+            for containers, lengths in zip(layout.containers, self.lengths):
+                for (_, container), n in zip(containers, lengths):
+                    if n == 0 and container:
+                        container.clear()
+            for _, _, state in self.contents:
+                state.restore()
         for _, state in self.objects:
             state.restore()
         for _, state in self.server_modules:
@@ -401,7 +452,7 @@ class Snapshot:
         _apply_settings(self.settings)
         _restore_modes(self.modes)
         failed = []
-        pristine = _PRISTINE.get(self.root) if self.root is not None else None
+        pristine = layout.pristine if layout is not None else None
         for state in self.tensors:
             if _tensor_meta(state.tensor) == state.meta:
                 continue
