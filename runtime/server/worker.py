@@ -135,7 +135,9 @@ class Worker:
                                 "hint": "hosted models: %s" % ", ".join(self.models.names()), "frames": []})
             return
         settings = keys.settings(self.store, self.config, job["key_id"])
-        tier = job.get("tier") or settings.tier  # (a job queued before tiers existed: its key's tier now)
+        # the job's tier, recorded when it was accepted; the key's now if that is stricter (a key moved to
+        # untrusted meanwhile) or none was recorded (a job queued before tiers existed)
+        tier = keys.UNTRUSTED if keys.UNTRUSTED in (job.get("tier"), settings.tier) else settings.tier
         runner = self.runner_for(tier)
         limit = self.config.max_log_lines
 
@@ -184,7 +186,6 @@ class Worker:
     def _fail(self, job_id: str, info: Dict[str, Any]) -> None:
         self.store.finish(job_id, ERROR, info)
         self.hub.publish(job_id, events.ERROR, error=info)
-
 
 
 def result_too_large(size: int, limit: int) -> Dict[str, Any]:
