@@ -152,7 +152,7 @@ def answer(payload: bytes, find_model: FindModel, make_tracer: MakeTracer,
     """Request bytes in, result bytes out: the whole accept path, with the model checked intact after
     the job (:mod:`runtime.integrity`; a server's job runner does the same around its own run)."""
     with accepted(payload, find_model, log) as job:
-        before = integrity.snapshot(job.model)
+        before = integrity.snapshot(job.model, integrity.LOCAL_COPY_BYTES)
         try:
             result = encode_saved(job, run(job, make_tracer, local))
         except BaseException:

@@ -29,14 +29,16 @@ After the job :meth:`Snapshot.changes` lists what differs; :meth:`Snapshot.resto
 the same objects in the same dictionaries, and the values of changed tensors from the model's
 own safetensors files (read through ``safetensors.safe_open``). A tensor the files do not hold
 (a non-persistent buffer, an adapter's weight, a model built in memory) is restored from a
-pristine copy taken before the model's first job, up to :data:`MAX_COPY_BYTES` in all: its memory
-cost is the size of those tensors (a few KB of rotary buffers for a usual checkpoint; the whole
+pristine copy taken before the model's first job, up to :data:`MAX_COPY_BYTES` in all
+(:data:`LOCAL_COPY_BYTES` for ``remote='local'``, the user's own model): its memory cost is the
+size of those tensors (a few KB of rotary buffers for a usual checkpoint; the whole
 model for a checkpoint without safetensors files, within the cap). The job then fails with
 :class:`IntegrityError`, naming what it changed.
 
 What the check cannot see: a write to a weight's memory that bypasses autograd's version counter
-(through another library's view of the same memory); the loader refuses the entry points that make
-such views of server tensors, and the untrusted tier's sandbox runs a job on its own copy.
+(``w.data.zero_()``, a numpy array or DLPack capsule over the weight, ``w.untyped_storage()``);
+on a model in CPU memory such a write goes unseen. The untrusted tier's sandbox bounds it (a job
+runs on its own copy); docs/security.md says more.
 """
 import json
 import operator
@@ -46,7 +48,8 @@ import weakref
 from importlib import resources
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-MAX_COPY_BYTES = 1 << 30  # pristine copies of tensors the weight files do not hold, per model
+MAX_COPY_BYTES = 1 << 30  # pristine copies of tensors the weight files do not hold, per hosted model
+LOCAL_COPY_BYTES = 16 << 20  # the same for remote='local' (the user's own model: buffers, not a second model)
 MAX_LISTED = 8  # changes named in an IntegrityError's message
 
 # Submodules of the server's modules whose names a request reaches most (and torch's module-hook
@@ -179,12 +182,11 @@ class _ClassState:
 class _Pristine:
     """Where a model's tensors are restored from: its safetensors files, else copies."""
 
-    def __init__(self, root: Any, tensors: Dict[str, Any]) -> None:
+    def __init__(self, root: Any, tensors: Dict[str, Any], budget: int) -> None:
         self.files: Dict[str, Tuple[str, str]] = {}  # tensor name -> (file, key in the file)
         self.copies: Dict[str, Any] = {}
         self.uncovered: List[str] = []  # neither in the files nor copied (over MAX_COPY_BYTES)
         self._find_files(root, tensors)
-        budget = MAX_COPY_BYTES
         for name, tensor in tensors.items():
             if name in self.files:
                 continue
@@ -294,7 +296,7 @@ class _Layout:
     ``__dict__`` and children are as they were (checked by identity at each snapshot; else redone).
     """
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Any, copy_budget: int) -> None:
         self.modules: List[Tuple[str, Any]] = []
         self.states: List[_DictState] = []  # each module's __dict__
         self.containers: List[Tuple[Tuple[str, Any], ...]] = []  # its dicts and sets (hooks, children...)
@@ -315,7 +317,7 @@ class _Layout:
                           for key in _STRUCTURE if isinstance(m.__dict__.get(key), dict) and m.__dict__[key]]
         # (an empty one is checked by its length, as every container is)
         self.bare = [tuple(c for _, c in containers) for containers in self.containers]
-        self.pristine = _Pristine(root, self.tensors)
+        self.pristine = _Pristine(root, self.tensors, copy_budget)
 
     def current(self) -> bool:
         return all(state.same() for state in self.states) and all(s.same() for _, _, s in self.structure)
@@ -328,9 +330,10 @@ _LAYOUTS: "weakref.WeakKeyDictionary[Any, _Layout]" = weakref.WeakKeyDictionary(
 class Snapshot:
     """What a job must leave as it found it (see the module docstring)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, copy_budget: int = MAX_COPY_BYTES) -> None:
         import torch
 
+        self.copy_budget = copy_budget
         self.root = root_module(model)
         self.layout: Optional[_Layout] = None
         self.lengths: List[tuple] = []  # per module: the length of each container
@@ -358,7 +361,7 @@ class Snapshot:
         layout = _LAYOUTS.get(self.root)
         if layout is None or not layout.current():
             pristine = layout.pristine if layout is not None else None
-            layout = _LAYOUTS[self.root] = _Layout(self.root)
+            layout = _LAYOUTS[self.root] = _Layout(self.root, self.copy_budget)
             if pristine is not None:  # (the restore source stays the one made before the first job)
                 layout.pristine = pristine
         self.layout = layout
@@ -568,9 +571,10 @@ def _restore_modes(before: tuple) -> None:
             torch.set_autocast_dtype(device, before[i + 1])
 
 
-def snapshot(model: Any) -> Snapshot:
-    """What ``model`` and the server's modules are before a job."""
-    return Snapshot(model)
+def snapshot(model: Any, copy_budget: int = MAX_COPY_BYTES) -> Snapshot:
+    """What ``model`` and the server's modules are before a job (``copy_budget``: bytes of pristine
+    copies the model's first snapshot may make of tensors its weight files do not hold)."""
+    return Snapshot(model, copy_budget)
 
 
 def enforce(before: Snapshot) -> None:
