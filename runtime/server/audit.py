@@ -34,6 +34,9 @@ REFUSAL_TYPES = {
     "runtime.gate.LanguageLevelError": REFUSED,
     "runtime.integrity.IntegrityError": INTEGRITY,
 }
+# Job errors by their last name: a limit hit, or a job its sandbox process was killed for (a
+# sandbox runner reports that as a job error, not as an interrupt).
+ERROR_NAMES = {"ResultTooLargeError": LIMIT, "SandboxError": KILLED}
 
 
 def record(store: Store, event: str, key_id: Optional[str], job_id: Optional[str], code: Optional[str],
@@ -49,11 +52,9 @@ def record(store: Store, event: str, key_id: Optional[str], job_id: Optional[str
 
 
 def job_failure(store: Store, key_id: Optional[str], job_id: str, info: Dict[str, Any]) -> None:
-    """Audit a failed job when its error is a refusal or an integrity violation."""
+    """Audit a failed job when its error is a refusal, a limit hit, an integrity violation or a kill."""
     kind = str(info.get("type", ""))
-    event = REFUSAL_TYPES.get(kind)
-    if event is None and kind.endswith("ResultTooLargeError"):
-        event = LIMIT
+    event = REFUSAL_TYPES.get(kind) or ERROR_NAMES.get(kind.rsplit(".", 1)[-1])
     if event is not None:
         record(store, event, key_id, job_id, kind.rsplit(".", 1)[-1], str(info.get("message", "")))
 
