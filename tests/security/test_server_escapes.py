@@ -174,6 +174,10 @@ ALIAS_CASES = [
     ("write through the untyped storage", "", W + "w.untyped_storage().fill_(0)"),
 ]
 IN_PROCESS = {"trusted"}  # the tiers whose jobs run in the server process (ALIAS_CASES reach its model)
+# Tiers whose runner runs each job on a throwaway copy of the process *without* the integrity check:
+# there a change to the model dies with the copy, so an INTEGRITY case may also complete (it must
+# still leave no trace). Empty while every runner checks (runtime/integrity.py).
+OWN_COPY_TIERS = set()
 
 LEGIT = ir_text("a = model.transformer.h[0].output[0].sum().save()\nout = model.lm_head.output.sum().save()\n",
                 assigned=["a", "out"])
@@ -323,7 +327,9 @@ def _assert_clean(outcome, types) -> None:
 @pytest.mark.parametrize("name,bindings,body,types", CASES, ids=[c[0] for c in CASES])
 def test_hostile_job_is_refused_and_leaves_no_trace(hostile, name, bindings, body, types):
     outcome, legit = hostile.run_hostile(bindings, body)
-    _assert_clean(outcome, types)
+    contained = hostile.tier in OWN_COPY_TIERS and types[0] == "IntegrityError"
+    if not (contained and outcome[0] == "job" and outcome[1]["status"] == "COMPLETED"):
+        _assert_clean(outcome, types)
     hostile.check_no_trace(legit)
 
 
