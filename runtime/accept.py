@@ -28,7 +28,7 @@ from compiler.ir.request import Request, decode_request, encode_result
 from compiler.ir.values import encode_value
 from compiler.ir.verifier import verify
 
-from . import claims, gate
+from . import claims, gate, integrity
 from .builder import CLAIMED
 from .loader import LoadError, Loader, block_user_modules
 from .local_blocks import LOCAL_BLOCKS, LocalBlockError, LocalBlocks, Transport
@@ -149,6 +149,14 @@ def encode_saved(job: Accepted, saved: Dict[str, Any]) -> bytes:
 
 def answer(payload: bytes, find_model: FindModel, make_tracer: MakeTracer,
            log: Optional[LogLine] = None, local: Optional[Transport] = None) -> bytes:
-    """Request bytes in, result bytes out: the whole accept path."""
+    """Request bytes in, result bytes out: the whole accept path, with the model checked intact after
+    the job (:mod:`runtime.integrity`; a server's job runner does the same around its own run)."""
     with accepted(payload, find_model, log) as job:
-        return encode_saved(job, run(job, make_tracer, local))
+        before = integrity.snapshot(job.model, integrity.LOCAL_COPY_BYTES)
+        try:
+            result = encode_saved(job, run(job, make_tracer, local))
+        except BaseException:
+            integrity.enforce(before)
+            raise
+        integrity.enforce(before)
+        return result

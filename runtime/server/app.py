@@ -26,7 +26,7 @@ from compiler.ir.version import IR_VERSION
 from runtime import accept
 from runtime.gate import LanguageLevelError
 
-from . import events, keys
+from . import audit, events, keys
 from . import metrics as server_metrics
 from .config import ServerConfig
 from .errors import ApiError
@@ -196,11 +196,12 @@ async def submit(request: Request) -> Response:
     if service.store.count(QUEUED) >= config.max_queue:
         raise ApiError(503, "queue_full", "the server's queue is full (%d jobs)" % config.max_queue,
                        "retry after a few seconds", headers={"Retry-After": "5"})
-    if key_id is not None and service.store.in_flight(key_id) >= config.max_in_flight_per_key:
+    caller = keys.settings(service.store, config, key_id)  # its tier and limits
+    if key_id is not None and service.store.in_flight(key_id) >= caller.max_in_flight:
         raise ApiError(429, "too_many_jobs", "this key already has %d jobs queued or running"
-                       % config.max_in_flight_per_key, "wait for some to finish", headers={"Retry-After": "2"})
+                       % caller.max_in_flight, "wait for some to finish", headers={"Retry-After": "2"})
     job_id = uuid.uuid4().hex
-    await _off_loop(len(payload), service.store.add_job, job_id, hosted.name, key_id, payload)
+    await _off_loop(len(payload), service.store.add_job, job_id, hosted.name, key_id, payload, caller.tier)
     service.worker.wake()
     return JSONResponse({"id": job_id, "status": QUEUED, "position": service.store.position(job_id)},
                         status_code=202)
@@ -340,9 +341,28 @@ async def _send_frame(websocket: WebSocket, frame: Dict[str, Any], inline: bool)
     await websocket.send_json(frame)
 
 
+# Refusals written to the audit log (a 404 for an expired job or a 409 while polling are not refusals).
+AUDITED = {"bad_api_key": audit.REFUSED, "ir_version": audit.REFUSED, "python_version": audit.REFUSED,
+           "malformed_request": audit.REFUSED, "unknown_model": audit.REFUSED, "unknown_revision": audit.REFUSED,
+           "too_large": audit.LIMIT, "queue_full": audit.LIMIT, "too_many_jobs": audit.LIMIT}
+
+
 async def _on_api_error(request: Any, error: Exception) -> Response:
     assert isinstance(error, ApiError)
+    event = AUDITED.get(error.code)
+    if event is not None:
+        _audit_refusal(request, error, event)
     return _error_response(error)
+
+
+def _audit_refusal(request: Any, error: ApiError, event: str) -> None:
+    service = _service(request)
+    presented = request.headers.get(KEY_HEADER)
+    who = None
+    if service.config.auth and presented:
+        who = keys.check(service.store, presented) or keys.fingerprint(presented)
+    audit.record(service.store, event, who, None, error.code,
+                 "%s %s: %s" % (request.method, request.url.path, error.message))
 
 
 async def _on_internal_error(request: Any, error: Exception) -> Response:

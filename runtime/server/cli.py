@@ -3,9 +3,15 @@
     nnsight-server serve --model [NAME=]PATH_OR_HUB_ID [--model ...] [--host 127.0.0.1]
                          [--port 8000] [--data-dir DIR] [--no-auth] [--job-time-limit S]
                          [--max-queue N] [--max-in-flight N] [--max-request-bytes N] [--result-ttl S] [--fsync]
-    nnsight-server keys create NAME [--data-dir DIR]
+                         [--max-result-bytes N] [--no-auth-tier trusted|untrusted] [--audit-ttl S]
+    nnsight-server keys create NAME [--tier trusted|untrusted] [LIMITS] [--data-dir DIR]
+    nnsight-server keys set KEY_ID [--tier trusted|untrusted] [LIMITS] [--data-dir DIR]
     nnsight-server keys list [--data-dir DIR]
     nnsight-server keys revoke KEY_ID [--data-dir DIR]
+    nnsight-server audit [--since 2h|EPOCH|YYYY-MM-DD[THH:MM]] [--key KEY_ID] [--limit N] [--data-dir DIR]
+
+LIMITS (per key; ``default`` resets one to the server's): --max-in-flight N, --job-time-limit S,
+--max-result-bytes N.
 """
 import argparse
 import logging
@@ -14,7 +20,7 @@ import sys
 import time
 from typing import List, Optional
 
-from . import keys
+from . import audit, keys
 from .config import ServerConfig
 from .store import Store
 
@@ -41,11 +47,63 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--result-ttl", type=float, default=defaults.result_ttl_s, metavar="SECONDS")
     serve.add_argument("--fsync", action="store_true",
                        help="fsync every write: acknowledged jobs also survive power loss, not only kill -9")
-    key_cmd = sub.add_parser("keys", help="create, list or revoke API keys")
-    key_cmd.add_argument("action", choices=("create", "list", "revoke"))
-    key_cmd.add_argument("name", nargs="?", help="create: who the key is for; revoke: the key id")
+    serve.add_argument("--max-result-bytes", type=int, default=defaults.max_result_bytes,
+                       help="a job whose result is larger fails (default for keys without their own limit)")
+    serve.add_argument("--no-auth-tier", choices=keys.TIERS, default=defaults.no_auth_tier,
+                       help="with --no-auth: the tier every job runs in (default trusted: one user's own machine)")
+    serve.add_argument("--audit-ttl", type=float, default=defaults.audit_ttl_s, metavar="SECONDS",
+                       help="audit log rows are deleted after this")
+    key_cmd = sub.add_parser("keys", help="create, change, list or revoke API keys")
+    key_cmd.add_argument("action", choices=("create", "set", "list", "revoke"))
+    key_cmd.add_argument("name", nargs="?", help="create: who the key is for; set, revoke: the key id")
+    key_cmd.add_argument("--tier", choices=keys.TIERS,
+                         help="trusted: jobs run in the server process; untrusted (default for new keys): in "
+                              "the sandbox when the server has one")
+    key_cmd.add_argument("--max-in-flight", type=_limit(int), metavar="N|default",
+                         help="queued + running jobs of this key")
+    key_cmd.add_argument("--job-time-limit", type=_limit(float), metavar="SECONDS|default",
+                         help="wall time of one job of this key")
+    key_cmd.add_argument("--max-result-bytes", type=_limit(int), metavar="N|default",
+                         help="largest result of one job of this key")
     key_cmd.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    audit_cmd = sub.add_parser("audit", help="list refusals, limit hits, integrity violations and killed jobs")
+    audit_cmd.add_argument("--since", default="24h", help="30m, 2h, 7d, epoch seconds or YYYY-MM-DD[THH:MM]")
+    audit_cmd.add_argument("--key", help="only this key id")
+    audit_cmd.add_argument("--limit", type=int, default=1000, help="at most this many (the newest)")
+    audit_cmd.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     return parser
+
+
+_DEFAULT = "default"
+
+
+def _limit(cast):
+    """A per-key limit: a positive number, or ``default`` (the server's)."""
+
+    def parse(text: str):
+        if text == _DEFAULT:
+            return _DEFAULT
+        value = cast(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive (or 'default')")
+        return value
+
+    return parse
+
+
+def _limits(args: argparse.Namespace) -> dict:
+    """The limits given on the command line (``None``: reset to the server's default)."""
+    found = {}
+    for name, attr in (("max_in_flight", "max_in_flight"), ("job_time_limit_s", "job_time_limit"),
+                       ("max_result_bytes", "max_result_bytes")):
+        value = getattr(args, attr)
+        if value is not None:
+            found[name] = None if value == _DEFAULT else value
+    return found
+
+
+def _show_limit(value, unit: str = "") -> str:
+    return "default" if value is None else "%g%s" % (value, unit)
 
 
 def _store(data_dir: str, fsync: bool = False) -> Store:
@@ -60,13 +118,31 @@ def _keys(args: argparse.Namespace) -> int:
         if not args.name:
             print("nnsight-server keys create NAME: say who the key is for", file=sys.stderr)
             return 2
-        key_id, key = keys.create(store, args.name)
-        print("created key %s for %s (shown once; only its hash is stored):\n%s" % (key_id, args.name, key))
+        tier = args.tier or keys.UNTRUSTED
+        key_id, key = keys.create(store, args.name, tier, **_limits(args))
+        print("created %s key %s for %s (shown once; only its hash is stored):\n%s" % (tier, key_id, args.name, key))
+    elif args.action == "set":
+        if not args.name:
+            print("nnsight-server keys set KEY_ID [--tier ...] [limits] (see `nnsight-server keys list`)",
+                  file=sys.stderr)
+            return 2
+        fields = _limits(args)
+        if args.tier:
+            fields["tier"] = args.tier
+        if not keys.update(store, args.name, **fields):
+            print("no key %r" % args.name, file=sys.stderr)
+            return 1
+        row = store.key(args.name)
+        print("%s: tier %s, in flight %s, job time %s, result %s" % (
+            args.name, row["tier"], _show_limit(row["max_in_flight"]), _show_limit(row["job_time_limit_s"], "s"),
+            _show_limit(row["max_result_bytes"], " bytes")))
     elif args.action == "list":
         for row in keys.listing(store):
             state = "revoked" if row["revoked"] else "active"
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created"]))
-            print("%s  %-7s  %s  %s" % (row["id"], state, created, row["name"]))
+            print("%s  %-7s  %-9s  %s  in-flight=%s  job-time=%s  result-bytes=%s  %s" % (
+                row["id"], state, row["tier"], created, _show_limit(row["max_in_flight"]),
+                _show_limit(row["job_time_limit_s"], "s"), _show_limit(row["max_result_bytes"]), row["name"]))
     else:
         if not args.name:
             print("nnsight-server keys revoke KEY_ID (see `nnsight-server keys list`)", file=sys.stderr)
@@ -76,6 +152,32 @@ def _keys(args: argparse.Namespace) -> int:
             return 1
         print("revoked %s" % args.name)
     return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    try:
+        since = audit.parse_since(args.since)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    for line in audit.format_rows(_store(args.data_dir).audit(since, args.key, args.limit)):
+        print(line)
+    return 0
+
+
+def _warn_untrusted_in_process(config: ServerConfig, store: Store, sandbox) -> None:
+    """Say loudly at start-up when untrusted callers' jobs will run in the server process."""
+    if sandbox is not None:
+        return
+    untrusted = store.key_tiers().get(keys.UNTRUSTED, 0) if config.auth else 0
+    if untrusted or (not config.auth and config.no_auth_tier == keys.UNTRUSTED):
+        who = "%d untrusted API key(s) exist" % untrusted if untrusted else "--no-auth-tier is untrusted"
+        log.warning("!" * 78)
+        log.warning("WARNING: %s but this server has no sandbox runner: untrusted jobs run IN THE SERVER "
+                    "PROCESS, guarded only by the loader and the integrity check. Start it with a sandbox, or "
+                    "make the keys trusted (`nnsight-server keys set KEY_ID --tier trusted`) once you trust "
+                    "their owners.", who)
+        log.warning("!" * 78)
 
 
 def _load_async_backend() -> None:
@@ -103,7 +205,8 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, models=list(args.model), host=args.host, port=args.port, auth=not args.no_auth,
         max_request_bytes=args.max_request_bytes, max_queue=args.max_queue,
         max_in_flight_per_key=args.max_in_flight, job_time_limit_s=args.job_time_limit,
-        result_ttl_s=args.result_ttl, fsync=args.fsync)
+        result_ttl_s=args.result_ttl, fsync=args.fsync, max_result_bytes=args.max_result_bytes,
+        no_auth_tier=args.no_auth_tier, audit_ttl_s=args.audit_ttl)
     store = _store(config.data_dir, config.fsync)
     failed = store.recover(config.max_attempts)
     for job_id in failed:
@@ -116,7 +219,9 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("loading %s from %s", hosted.name, hosted.source)
     models.load_all()
     hub = EventHub()
-    worker = Worker(config, store, models, InProcessRunner(server_tracer, model_for_key), hub)
+    sandbox = None  # the untrusted tier's runner (runtime/sandbox/) plugs in here
+    _warn_untrusted_in_process(config, store, sandbox)
+    worker = Worker(config, store, models, InProcessRunner(server_tracer, model_for_key), hub, sandbox=sandbox)
     app = make_app(Service(config, store, models, worker, hub))
     worker.start()
     try:
@@ -132,6 +237,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "keys":
         return _keys(args)
+    if args.command == "audit":
+        return _audit(args)
     return _serve(args)
 
 

@@ -21,6 +21,11 @@ class ServerConfig:
     local_block_timeout_s: float = 300.0  # how long a job waits for the client to run a tracer.local() block
     max_local_result_bytes: int = 16 * 1024 * 1024  # a tracer.local() reply (uvicorn's WebSocket message cap)
     fsync: bool = False  # True: acknowledged jobs also survive power loss (runtime/server/store.py)
+    # Tiers and per-key limits (runtime/server/keys.py): a key's own limit, else these defaults.
+    no_auth_tier: str = "trusted"  # --no-auth: one user on their own machine, running their own code
+    max_result_bytes: int = 1 << 30  # a job whose result is larger fails (nothing of it is stored)
+    audit_ttl_s: float = 30 * 24 * 3600.0  # audit rows are deleted after this
+    max_audit_rows: int = 100_000  # and the oldest beyond this many
 
     @property
     def db_path(self) -> str:

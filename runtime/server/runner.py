@@ -18,7 +18,7 @@ import time
 import traceback
 from typing import Any, Callable, ContextManager, Dict, Optional
 
-from runtime import accept
+from runtime import accept, integrity
 
 LogLine = Callable[[str], None]
 # (hosted model, request's model key) -> a context manager giving the model as that client sees it
@@ -90,14 +90,20 @@ class InProcessRunner(JobRunner):
 
     def run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float,
             local: Optional[accept.Transport] = None) -> bytes:
+        before = integrity.snapshot(model)
         with self._lock:
             self._thread, self._job = threading.get_ident(), next(self._tokens)
             self._deadline = time.monotonic() + time_limit_s
             self._changed.notify()
         try:
-            return self._attempt(payload, model, log, local)
-        finally:
+            result = self._attempt(payload, model, log, local)
+        except BaseException as error:
             self._settle()
+            _check_intact(before, error)
+            raise
+        self._settle()
+        _check_intact(before, None)
+        return result
 
     def _watch(self) -> None:
         with self._lock:
@@ -149,6 +155,14 @@ class InProcessRunner(JobRunner):
         with self._lock:
             if self._job and self._thread is not None:
                 _set_async_exc(self._thread, kind)
+
+
+def _check_intact(before: integrity.Snapshot, error: Optional[BaseException]) -> None:
+    """After a job, with no interrupt able to land: fail it if it changed the model (undone first)."""
+    try:
+        integrity.enforce(before)
+    except integrity.IntegrityError as violation:
+        raise JobFailed(describe(violation, set())) from (error or violation)
 
 
 def _set_async_exc(thread_id: Optional[int], kind: Optional[type]) -> None:

@@ -1,4 +1,5 @@
-"""Durable server state in ``--data-dir``: jobs, their logs and API keys in SQLite (WAL), blobs as files.
+"""Durable server state in ``--data-dir``: jobs, their logs, API keys (tier, limits) and the audit
+log in SQLite (WAL), blobs as files.
 
 A job is written here (request bytes to their file, then the row committed)
 before the server acknowledges it. The promise: an acknowledged job survives
@@ -61,6 +62,26 @@ CREATE TABLE IF NOT EXISTS keys (
 );
 """
 
+# Added after the first release: created here, and by :meth:`Store._migrate` in older databases
+# (existing keys keep working, in the trusted tier they always ran in; see docs/security.md).
+_SCHEMA_AUDIT = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    event TEXT NOT NULL,
+    key_id TEXT,
+    job_id TEXT,
+    code TEXT,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
+"""
+# column -> its definition, added to a table that lacks it (NULL limits: the server's defaults)
+_KEY_COLUMNS = (("tier", "TEXT NOT NULL DEFAULT 'trusted'"), ("max_in_flight", "INTEGER"),
+                ("job_time_limit_s", "REAL"), ("max_result_bytes", "INTEGER"))
+_JOB_COLUMNS = (("tier", "TEXT"),)
+KEY_LIMITS = ("max_in_flight", "job_time_limit_s", "max_result_bytes")
+
 
 def _write_file(path: str, data: bytes, fsync: bool) -> None:
     """Write ``data`` to ``path`` atomically (a reader sees the old file or the whole new one)."""
@@ -86,10 +107,21 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=%s" % ("FULL" if fsync else "NORMAL"))
         self._db.executescript(_SCHEMA)
+        self._migrate()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _migrate(self) -> None:
+        """Bring a database made by an older server up to this schema, keeping every row."""
+        with self._lock:
+            self._db.executescript(_SCHEMA_AUDIT)
+            for table, columns in (("keys", _KEY_COLUMNS), ("jobs", _JOB_COLUMNS)):
+                have = {row[1] for row in self._db.execute("PRAGMA table_info(%s)" % table)}
+                for name, definition in columns:
+                    if name not in have:
+                        self._db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, name, definition))
 
     # -- blobs -------------------------------------------------------------------------------
 
@@ -112,12 +144,13 @@ class Store:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def add_job(self, job_id: str, model: str, key_id: Optional[str], payload: bytes) -> None:
-        """Persist a new queued job (the request bytes first, then its row)."""
+    def add_job(self, job_id: str, model: str, key_id: Optional[str], payload: bytes,
+                tier: Optional[str] = None) -> None:
+        """Persist a new queued job (the request bytes first, then its row; ``tier``: its key's)."""
         _write_file(self.blob_path(job_id, "request"), payload, self.fsync)
         with self._lock:
-            self._db.execute("INSERT INTO jobs (id, model, key_id, status, created) VALUES (?, ?, ?, ?, ?)",
-                             (job_id, model, key_id, QUEUED, time.time()))
+            self._db.execute("INSERT INTO jobs (id, model, key_id, status, created, tier) VALUES (?, ?, ?, ?, ?, ?)",
+                             (job_id, model, key_id, QUEUED, time.time(), tier))
 
     def count(self, status: str) -> int:
         with self._lock:
@@ -277,10 +310,28 @@ class Store:
 
     # -- API keys ------------------------------------------------------------------------------
 
-    def add_key(self, key_id: str, key_hash: str, name: str) -> None:
+    def add_key(self, key_id: str, key_hash: str, name: str, tier: str = "untrusted") -> None:
         with self._lock:
-            self._db.execute("INSERT INTO keys (id, hash, name, created) VALUES (?, ?, ?, ?)",
-                             (key_id, key_hash, name, time.time()))
+            self._db.execute("INSERT INTO keys (id, hash, name, created, tier) VALUES (?, ?, ?, ?, ?)",
+                             (key_id, key_hash, name, time.time(), tier))
+
+    def key(self, key_id: str) -> Optional[Dict[str, Any]]:
+        """One key's row (its tier and limits; None when unknown)."""
+        with self._lock:
+            row = self._db.execute("SELECT id, name, created, revoked, tier, max_in_flight, job_time_limit_s, "
+                                   "max_result_bytes FROM keys WHERE id = ?", (key_id,)).fetchone()
+        return dict(row) if row is not None else None
+
+    def set_key(self, key_id: str, **fields: Any) -> bool:
+        """Change a key's tier or limits (a limit set to None: the server's default)."""
+        allowed = ("tier",) + KEY_LIMITS
+        names = [name for name in fields if name in allowed]
+        if not names:
+            return self.key(key_id) is not None
+        with self._lock:
+            cur = self._db.execute("UPDATE keys SET %s WHERE id = ?" % ", ".join("%s = ?" % n for n in names),
+                                   [fields[n] for n in names] + [key_id])
+            return cur.rowcount > 0
 
     def key_by_hash(self, key_hash: str) -> Optional[Dict[str, Any]]:
         with self._lock:
@@ -289,7 +340,8 @@ class Store:
 
     def keys(self) -> List[Dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute("SELECT id, name, created, revoked FROM keys ORDER BY created").fetchall()
+            rows = self._db.execute("SELECT id, name, created, revoked, tier, max_in_flight, job_time_limit_s, "
+                                    "max_result_bytes FROM keys ORDER BY created").fetchall()
         return [dict(r) for r in rows]
 
     def revoke_key(self, key_id: str) -> bool:
@@ -297,3 +349,36 @@ class Store:
             cur = self._db.execute("UPDATE keys SET revoked = ? WHERE id = ? AND revoked IS NULL",
                                    (time.time(), key_id))
             return cur.rowcount > 0
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def add_audit(self, event: str, key_id: Optional[str], job_id: Optional[str], code: Optional[str],
+                  reason: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO audit (time, event, key_id, job_id, code, reason) VALUES (?, ?, ?, ?, ?, ?)",
+                             (time.time(), event, key_id, job_id, code, reason))
+
+    def audit(self, since: float = 0.0, key_id: Optional[str] = None, limit: int = 1000) -> List[Dict[str, Any]]:
+        """Audit rows at or after ``since`` (epoch seconds), oldest first, at most ``limit`` (the newest)."""
+        sql = "SELECT time, event, key_id, job_id, code, reason FROM audit WHERE time >= ?"
+        args: List[Any] = [since]
+        if key_id is not None:
+            sql += " AND key_id = ?"
+            args.append(key_id)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", args + [limit]).fetchall()
+        return [dict(r) for r in reversed(rows)]
+
+    def expire_audit(self, ttl_s: float, max_rows: int) -> int:
+        """Delete audit rows older than ``ttl_s``, and the oldest beyond ``max_rows``."""
+        with self._lock:
+            n = self._db.execute("DELETE FROM audit WHERE time < ?", (time.time() - ttl_s,)).rowcount
+            n += self._db.execute("DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - ?",
+                                  (max_rows,)).rowcount
+        return n
+
+    def key_tiers(self) -> Dict[str, int]:
+        """Active keys per tier."""
+        with self._lock:
+            rows = self._db.execute("SELECT tier, COUNT(*) FROM keys WHERE revoked IS NULL GROUP BY tier").fetchall()
+        return {r[0]: r[1] for r in rows}

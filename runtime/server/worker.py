@@ -3,14 +3,18 @@
 One worker thread runs one job at a time (the runtime's per-process tracing
 state is not shared between concurrent jobs yet). Every transition is written
 to the store first, then published as a status frame. The worker also deletes
-expired jobs now and then.
+expired jobs (and audit rows) now and then.
+
+Each job runs under its key's tier and limits (:mod:`.keys`): :meth:`Worker.runner_for` picks
+the runner of its tier, its wall time and result size are its key's. Refusals, limit hits,
+integrity violations and killed jobs go to the audit log (:mod:`.audit`).
 """
 import logging
 import threading
 import time
 from typing import Any, Dict, Optional
 
-from . import events
+from . import audit, events, keys
 from .config import ServerConfig
 from .events import EventHub
 from .local_exchange import LocalExchange
@@ -25,11 +29,13 @@ class Worker:
     """A thread draining the job queue."""
 
     def __init__(self, config: ServerConfig, store: Store, models: Models, runner: JobRunner,
-                 hub: EventHub) -> None:
+                 hub: EventHub, sandbox: Optional[JobRunner] = None) -> None:
         self.config = config
         self.store = store
         self.models = models
-        self.runner = runner
+        self.runner = runner  # the trusted tier's (in-process)
+        self.sandbox = sandbox  # the untrusted tier's, when the server has one
+        self._running: JobRunner = runner  # the runner of the job running now
         self.hub = hub
         self.local = LocalExchange(hub, config.local_block_timeout_s, config.max_local_result_bytes)
         self._wake = threading.Event()
@@ -46,7 +52,7 @@ class Worker:
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._wake.set()
-        self.runner.interrupt(JobCancelled)
+        self._running.interrupt(JobCancelled)
         self._thread.join(timeout)
 
     def wake(self) -> None:
@@ -57,7 +63,7 @@ class Worker:
         """Stop the job if it is the one running now."""
         with self._current_lock:
             if self._current == job_id:
-                self.runner.interrupt(JobCancelled)
+                self._running.interrupt(JobCancelled)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -75,7 +81,7 @@ class Worker:
                 self._announce_positions()
                 self._process(job)
             except JobInterrupted:  # an interrupt that landed outside its job's own handling
-                self.runner.settle()
+                self._running.settle()
                 self._abandon(job_id, events.CANCELLED)
             except Exception:  # noqa: BLE001 - the worker must outlive any one job
                 log.exception("nnsight-server worker: unexpected error")
@@ -99,6 +105,13 @@ class Worker:
         if now - self._expired_at >= min(60.0, max(1.0, self.config.result_ttl_s / 10)):
             self._expired_at = now
             self.store.expire(self.config.result_ttl_s)
+            self.store.expire_audit(self.config.audit_ttl_s, self.config.max_audit_rows)
+
+    def runner_for(self, tier: str) -> JobRunner:
+        """The runner of a tier: the sandbox for ``untrusted`` when the server has one, else in-process."""
+        if tier == keys.UNTRUSTED and self.sandbox is not None:
+            return self.sandbox
+        return self.runner
 
     def _announce_positions(self) -> None:
         for job_id in self.hub.watched():
@@ -121,6 +134,11 @@ class Worker:
                                 "message": "model %r is no longer hosted by this server" % job["model"],
                                 "hint": "hosted models: %s" % ", ".join(self.models.names()), "frames": []})
             return
+        settings = keys.settings(self.store, self.config, job["key_id"])
+        # the job's tier, recorded when it was accepted; the key's now if that is stricter (a key moved to
+        # untrusted meanwhile) or none was recorded (a job queued before tiers existed)
+        tier = keys.UNTRUSTED if keys.UNTRUSTED in (job.get("tier"), settings.tier) else settings.tier
+        runner = self.runner_for(tier)
         limit = self.config.max_log_lines
 
         def log(line: str) -> None:
@@ -129,31 +147,52 @@ class Worker:
                 hub.publish(job_id, events.LOG, n=n, line=line)
 
         with self._current_lock:
-            self._current = job_id
+            self._current, self._running = job_id, runner
         hub.publish(job_id, events.RUNNING)
+        key_id = job["key_id"]
         try:
-            result = self.runner.run(payload, hosted.model, log, self.config.job_time_limit_s,
-                                     local=lambda block, message: self.local.ask(job_id, block, message))
+            result = runner.run(payload, hosted.model, log, settings.job_time_limit_s,
+                                local=lambda block, message: self.local.ask(job_id, block, message))
         except JobFailed as failure:
+            audit.job_failure(self.store, key_id, job_id, failure.info)
             self._fail(job_id, failure.info)
         except JobTimeout:
+            audit.record(self.store, audit.KILLED, key_id, job_id, "timeout",
+                         "ran past its wall-time limit of %gs" % settings.job_time_limit_s)
             self._fail(job_id, {"type": "JobTimeoutError",
-                                "message": "the job ran longer than this server's limit of %gs and was stopped"
-                                % self.config.job_time_limit_s,
-                                "hint": "make the job smaller (fewer tokens, fewer invokes) or split it",
-                                "frames": []})
-        except JobInterrupted:
+                                "message": "the job ran longer than its limit of %gs and was stopped"
+                                % settings.job_time_limit_s,
+                                "hint": "make the job smaller (fewer tokens, fewer invokes) or split it; the "
+                                        "operator sets the limit (`nnsight-server keys set KEY_ID "
+                                        "--job-time-limit S`, or `serve --job-time-limit`)", "frames": []})
+        except JobInterrupted as stop:
+            audit.record(self.store, audit.KILLED, key_id, job_id, stop.reason,
+                         "stopped while running (%s)" % stop.reason)
             self.store.finish(job_id, CANCELLED)
             hub.publish(job_id, events.CANCELLED)
         else:
+            if len(result) > settings.max_result_bytes:
+                info = result_too_large(len(result), settings.max_result_bytes)
+                audit.job_failure(self.store, key_id, job_id, info)
+                self._fail(job_id, info)  # nothing of the result is stored
+                return
             self.store.finish(job_id, COMPLETED, result=result)
             hub.publish(job_id, events.COMPLETED, size=len(result), result=result)  # (inline for small)
         finally:
             with self._current_lock:
-                self._current = None
+                self._current, self._running = None, self.runner
             self.jobs_done += 1
 
     def _fail(self, job_id: str, info: Dict[str, Any]) -> None:
         self.store.finish(job_id, ERROR, info)
         self.hub.publish(job_id, events.ERROR, error=info)
 
+
+def result_too_large(size: int, limit: int) -> Dict[str, Any]:
+    """The error of a job whose result exceeds its key's limit."""
+    return {"type": "ResultTooLargeError",
+            "message": "the job's result is %d bytes, more than this key's limit of %d bytes; it was not stored"
+                       % (size, limit),
+            "hint": "save less (a slice, a reduction such as .mean(), fewer steps), or ask the server's operator "
+                    "to raise the limit: `nnsight-server keys set KEY_ID --max-result-bytes N` (or "
+                    "`serve --max-result-bytes N` for every key)", "frames": []}

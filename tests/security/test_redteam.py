@@ -14,9 +14,10 @@ from compiler.ir.errors import IRDecodeError, IRVerifyError
 from compiler.ir.request import Request, encode_request
 from compiler.ir.values import encode_value
 from nnsight.tracing.remote import model_key
+from runtime.integrity import IntegrityError
 from runtime.loader import LoadError, ServerImportError, ServerRefusal
 
-from loader_attacks import ir_text, payload, serve
+from loader_attacks import LEGIT, ir_text, payload, serve
 
 NN = 'binding nnsight module "nnsight"'
 NP = 'binding np module "numpy"'
@@ -241,19 +242,24 @@ def test_call_arguments_cannot_name_a_server_class(gpt2, no_trace):
 
 # -- what this layer does not close in-process (docs/security.md says so) -------------------------------
 
-@pytest.mark.xfail(strict=True, reason="the hosted model's weights are mutable tensors: an in-place op on "
-                                        "them changes the model for every later request (model integrity is "
-                                        "a later issue; docs/security.md, 'does not')")
-def test_weights_cannot_be_changed_in_place(gpt2):  # multiplies by 1: the values stay
+@pytest.mark.parametrize("factor", [1.0, 2.0])
+def test_weights_cannot_be_changed_in_place(gpt2, factor):  # x1 keeps the values, x2 changes them
     weight = gpt2.transformer.h[0].mlp.c_fc.weight
-    before = weight._version  # counts in-place writes (this one multiplies by 1: the values stay)
-    text = ir_text("w = model.transformer.h[0].mlp.c_fc.weight\nwith torch.no_grad():\n    w.mul_(1.0)\nout = 1\n",
-                   TORCH)
+    text = ir_text("w = model.transformer.h[0].mlp.c_fc.weight\nwith torch.no_grad():\n    w.mul_(%r)\nout = 1\n"
+                   % factor, TORCH)
+    serve(gpt2, payload(gpt2, LEGIT))  # the model is loaded (remote='local' loads it at the first trace)
+    weight = gpt2.transformer.h[0].mlp.c_fc.weight
+    before = weight.detach().clone()
     try:
         serve(gpt2, payload(gpt2, text))
     except (ServerRefusal, ServerImportError):
-        return  # refused: what the test asks for
-    assert weight._version == before, "the request changed the hosted weights in place"
+        return  # refused before it ran: what the test asks for
+    except IntegrityError as error:  # ran, was caught after the job, and undone
+        assert "transformer.h.0.mlp.c_fc.weight" in str(error) and "written in place" in str(error)
+        assert error.restored
+    else:
+        raise AssertionError("the request changed the hosted weights in place and succeeded")
+    assert torch.equal(gpt2.transformer.h[0].mlp.c_fc.weight, before), "the weights were not restored"
 
 
 @pytest.mark.xfail(strict=True, reason="numpy reads __array_interface__ from any object, and an object can "

@@ -39,8 +39,10 @@ def _die_with_parent() -> None:
         pass
 
 
-def create_key(data_dir: str, name: str = "tests") -> str:
-    out = subprocess.run([sys.executable, "-m", "runtime.server", "keys", "create", name, "--data-dir", data_dir],
+def create_key(data_dir: str, name: str = "tests", *options: str) -> str:
+    """A new key (``options``: ``--tier trusted``, per-key limits); returns the secret."""
+    out = subprocess.run([sys.executable, "-m", "runtime.server", "keys", "create", name, "--data-dir", data_dir,
+                          *options],
                          capture_output=True, text=True, env=_env(), check=True, timeout=60)
     return out.stdout.strip().splitlines()[-1]
 
