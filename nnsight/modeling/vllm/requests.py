@@ -221,14 +221,16 @@ class RequestHelper:
                 if error is not None:
                     errors.append(transport.encode_error(error, ctx.files))
             saved = None
+            referenced: Set[int] = set()
             if ctx.loader is not None:
                 try:
                     saved = transport.encode_saves(self._saved(ctx), ctx.loader.classref, ctx.loader.objref,
-                                                   ctx.results)
+                                                   ctx.results, referenced)
                 except BaseException as error:  # noqa: B902
                     errors.append(transport.encode_error(error, ctx.files))
         stopped = [] if done else self.stopped(trace_id)
-        reply = {"saved": saved, "errors": errors, "done": done, "stopped": stopped}
+        reply = {"saved": saved, "errors": errors, "done": done, "stopped": stopped,
+                 "result_refs": sorted(referenced)}
         if ctx.logs is not None:
             reply["logs"], reply["logs_dropped"] = ctx.logs, ctx.logs_dropped
             ctx.logs, ctx.logs_dropped = [], 0

@@ -179,12 +179,20 @@ def errors(reply: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 def result(job: ServedJob, reply: Dict[str, Any]) -> bytes:
-    """Step 3: the result bytes of the job's saves (decoded with its loader, then re-encoded)."""
+    """Step 3: the result bytes of the job's saves.
+
+    The worker encoded them with a loader of the same request (same class and object
+    references), so they are already the job's result, unless they refer to request outputs the
+    server handed the worker (a saved ``tracer.result``): then they are decoded with the job's
+    loader and encoded again with those outputs in place.
+    """
+    data = reply.get("saved")
+    if isinstance(data, bytes) and not reply.get("result_refs"):
+        return data
     loader = job.accepted.loader
     resolve: Callable[[Any], Any] = lambda ref: transport.vllm_class(ref) if transport.names_vllm(ref) \
         else loader.resolve_ref(ref)
     with block_user_modules(), loader.installed():
-        data = reply.get("saved")
         saved = {} if data is None else transport.decode_saves(data, resolve, job.prepared.outputs,
                                                                 loader.defined_here)
         if not isinstance(saved, dict):

@@ -64,12 +64,15 @@ def decode_outputs(data: Optional[bytes]) -> Dict[int, Any]:
 
 
 def encode_saves(saved: Dict[str, Any], classref: Callable, objref: Callable,
-                 results: Dict[int, Any]) -> bytes:
-    """Saved variables → bytes; request outputs the client sent go back as references."""
+                 results: Dict[int, Any], referenced: Optional[set] = None) -> bytes:
+    """Saved variables → bytes; request outputs the client sent go back as references (their
+    invoke indices are added to ``referenced``: without any, the bytes are a plain remote result)."""
     by_id = {id(v): k for k, v in results.items()}
 
     def ref(obj: Any) -> Any:
         if id(obj) in by_id:
+            if referenced is not None:
+                referenced.add(by_id[id(obj)])
             return [RESULT_REF, by_id[id(obj)]]
         return objref(obj)
 
