@@ -35,6 +35,9 @@ from .store import CANCELLED, COMPLETED, ERROR, RUNNING, Store
 log = logging.getLogger("nnsight.server")
 
 DEFAULT_MAX_JOBS = 16
+# The trace body's own statements run on the dispatcher thread while no other job is admitted or
+# finished: they only collect the invokes, so they get at most this long (and at most the job limit).
+ADMISSION_LIMIT_S = 30.0
 
 
 class _Admission(InProcessRunner):
@@ -208,13 +211,13 @@ class VLLMDispatcher:
         with self._lock:
             self._admitting = job_id
         try:
-            served = self._admission.run(payload, hosted.model, lambda line: None, limit)
+            served = self._admission.run(payload, hosted.model, lambda line: None, min(limit, ADMISSION_LIMIT_S))
         except JobFailed as failure:
             self._fail(job_id, failure.info)
             self.jobs_done += 1
             return
         except JobTimeout:
-            self._timed_out(job_id)
+            self._timed_out(job_id, admission=True)
             self.jobs_done += 1
             return
         except JobInterrupted:
@@ -295,12 +298,17 @@ class VLLMDispatcher:
         if n is not None:
             self.hub.publish(job_id, events.LOG, n=n, line=line)
 
-    def _timed_out(self, job_id: str) -> None:
-        self._fail(job_id, {"type": "JobTimeoutError",
-                            "message": "the job ran longer than this server's limit of %gs and was stopped"
-                            % self.config.job_time_limit_s,
-                            "hint": "make the job smaller (fewer tokens, fewer invokes) or split it",
-                            "frames": []})
+    def _timed_out(self, job_id: str, admission: bool = False) -> None:
+        if admission:
+            limit = min(self.config.job_time_limit_s, ADMISSION_LIMIT_S)
+            message = ("the trace body's own statements (outside its invokes) ran longer than %gs on the "
+                       "server and were stopped: on a vLLM-hosted model they only collect the invokes" % limit)
+            hint = "move the work into an invoke, or do it before the trace"
+        else:
+            message = "the job ran longer than this server's limit of %gs and was stopped" % \
+                self.config.job_time_limit_s
+            hint = "make the job smaller (fewer tokens, fewer invokes) or split it"
+        self._fail(job_id, {"type": "JobTimeoutError", "message": message, "hint": hint, "frames": []})
 
     def _fail(self, job_id: str, info: Dict[str, Any]) -> None:
         self.store.finish(job_id, ERROR, info)

@@ -20,13 +20,14 @@ CLIENTS = 8
 PROMPTS = ["Paris is the", "The cat sat", "A river runs", "The model said", "Hello world and",
            "One two three", "The red car", "A small bird"]
 TOKENS = 6
+TIME_LIMIT_S = 20  # the server's per-job wall-clock limit (the trace body of one test job loops past it)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, llama_path):
     data = str(tmp_path_factory.mktemp("vllm-server"))
     key = create_key(data)
-    proc = ServerProcess(data, ["llama=%s" % llama_path], "--engine", "vllm", "--job-time-limit", "120",
+    proc = ServerProcess(data, ["llama=%s" % llama_path], "--engine", "vllm", "--job-time-limit", str(TIME_LIMIT_S),
                          "--engine-arg", "max_model_len=256", "--max-engine-jobs", str(CLIENTS))
     proc.start(timeout=300)
     proc.key = key
@@ -193,3 +194,18 @@ def test_local_blocks_are_refused(remote, client_model):
             logits = client_model.logits.output
             with tracer.local():
                 total = float(logits.sum())  # noqa: F841
+
+
+def test_a_looping_trace_body_is_stopped(remote, client_model, local):
+    """The body's own statements run on the server to collect the invokes: a loop there is stopped at
+    the limit, and the next job runs."""
+    from nnsight.remote.errors import RemoteJobError
+
+    with pytest.raises(RemoteJobError, match="ran longer than"):
+        with client_model.trace(temperature=0.0, max_tokens=2, remote=True) as tracer:
+            n = 0
+            while n >= 0:
+                n += 1
+            with tracer.invoke("Hello"):
+                logits = client_model.logits.output.save()  # noqa: F841
+    check_equal(client_trace(client_model, 4, remote=True), client_trace(local, 4), 4)
