@@ -239,6 +239,9 @@ def measure_remote(rounds: int, prompts=PROMPTS[:REMOTE_CLIENTS], max_tokens=MAX
     finally:
         if plain is not None:
             plain.shutdown()
+        if server.proc is not None and server.proc.poll() is None:  # SIGTERM: it stops its engine too
+            server.proc.terminate()
+            server.proc.wait(60)
         server.stop()
     return res
 

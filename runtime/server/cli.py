@@ -135,6 +135,8 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             worker = Worker(config, store, models, InProcessRunner(server_tracer, model_for_key), hub)
         app = make_app(Service(config, store, models, worker, hub))
+        if args.engine == "vllm":
+            _exit_on_sigterm()
         worker.start()
         try:
             uvicorn.run(app, host=config.host, port=config.port, log_level="warning", ws="auto")
@@ -147,6 +149,18 @@ def _serve(args: argparse.Namespace) -> int:
                 shutdown()
         store.close()
     return 0
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends the process through ``finally`` blocks, so the vLLM engine's child process is
+    stopped too: uvicorn, after its graceful shutdown, raises the signal again with the handler it
+    found, and the default one would end the process at once, leaving the engine core behind."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _vllm_model(pairs: List[str]) -> Any:

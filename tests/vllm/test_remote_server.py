@@ -32,6 +32,14 @@ def server(tmp_path_factory, llama_path):
     proc.start(timeout=300)
     proc.key = key
     yield proc
+    stop_gently(proc)
+
+
+def stop_gently(proc):
+    """SIGTERM, then wait: the server stops its engine's child process (vLLM takes a few seconds)."""
+    if proc.proc is not None and proc.proc.poll() is None:
+        proc.proc.terminate()
+        proc.proc.wait(60)
     proc.stop()
 
 
