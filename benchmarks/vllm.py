@@ -236,6 +236,7 @@ def measure_remote(rounds: int, prompts=PROMPTS[:REMOTE_CLIENTS], max_tokens=MAX
                         "nnsight_tok_s": round(n / ours * 1e9, 1), "tokens_equal": True,
                         "clients": len(prompts), "max_tokens": max_tokens,
                         "round_ratios": [round(b / t, 4) for b, t in zip(res["baseline_times_ns"], res["times_ns"])]}
+        res["extra"]["median_round_ratio"] = statistics.median(res["extra"]["round_ratios"])
     finally:
         if plain is not None:
             plain.shutdown()
