@@ -253,12 +253,16 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu", type=int, default=None, help="run pinned to this CPU")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--remote", action="store_true", help="the remote case: 8 clients of an --engine vllm server")
+    ap.add_argument("--tokens", type=int, default=MAX_TOKENS, help="greedy tokens per prompt (default 32)")
     args, _ = ap.parse_known_args(argv)  # compare.py passes measure.py's options too
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     meta = {"python": sys.version.split()[0], "executable": sys.executable}
     try:
-        res = measure_remote(args.rounds) if args.remote else measure(args.rounds)
+        if args.remote:
+            res = measure_remote(args.rounds, max_tokens=args.tokens)
+        else:
+            res = measure(args.rounds, max_tokens=args.tokens)
     except ImportError as exc:
         res = {"times_ns": [], "baseline_times_ns": [], "extra": {}, "error": f"vllm not usable here: {exc}"}
     except Exception as exc:  # noqa: BLE001  (reported as the case's error)
