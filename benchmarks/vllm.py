@@ -15,6 +15,20 @@ thread. 16 prompts x 32 greedy tokens (`ignore_eos`, so every request decodes al
 Rounds alternate plain / nnsight; tokens/s = 16 x 32 / wall time. The generated tokens must be
 the same on both sides (else the case errors). throughput_ratio = median nnsight tokens/s /
 median plain tokens/s (target >= 0.8).
+
+    python benchmarks/vllm.py --remote        # the remote case (`vllm_remote_8_clients`)
+
+The remote case: `nnsight-server serve --engine vllm --no-auth` on the tiny Llama (a subprocess on
+loopback, `--max-engine-jobs 8`) against a plain `AsyncLLM` engine with the same engine arguments
+(no nnsight worker) in this process:
+
+  * nnsight: 8 client threads, each submitting its own prompt as a remote job (the bytes of a
+    `VLLM(...).trace(prompt, ..., remote=True)` saving the logits at every step: one intervention
+    per step) and following it to its result over the event WebSocket; all 8 in the engine at once;
+  * plain: the same 8 prompts as 8 concurrent `AsyncLLM.generate` calls, no interventions.
+
+32 greedy tokens each (`ignore_eos`); rounds alternate plain / remote; tokens/s = 8 x 32 / wall
+time of the round (submission to the last result); every round's tokens must equal plain vLLM's.
 """
 from __future__ import annotations
 
@@ -92,17 +106,163 @@ def measure(rounds: int, prompts=PROMPTS, max_tokens=MAX_TOKENS) -> dict:
     return res
 
 
+REMOTE_CLIENTS = 8
+
+
+def _remote_trace(model, prompt, max_tokens):
+    """One client's job: its prompt, the logits saved at every step (one intervention per step)."""
+    with model.trace(prompt, temperature=0.0, max_tokens=max_tokens, ignore_eos=True, remote=True) as tracer:
+        logits = list().save()
+        for step in tracer.iter[:]:
+            logits.append(model.logits.output)
+        tokens = list(tracer.result.outputs[0].token_ids).save()
+    return tracer.remote_payload, tokens, logits
+
+
+def _remote_round(host, payloads, decode):
+    """Submit every payload from its own client thread at once; ``(seconds, [tokens per client])``."""
+    import threading
+
+    from nnsight.remote.client import Client
+
+    results = [None] * len(payloads)
+    start = threading.Barrier(len(payloads) + 1)
+
+    def client(i):
+        with Client(host, None) as c:
+            start.wait()
+            job_id = c.submit(payloads[i])["id"]
+            frames = c.events(job_id, inline_result=True)
+            try:
+                for frame in frames:
+                    if frame.get("status") in ("COMPLETED", "ERROR", "CANCELLED"):
+                        break
+            finally:
+                frames.close()
+            if frame.get("status") != "COMPLETED":
+                results[i] = frame
+                return
+            data = frame.get("result")
+            results[i] = decode(data if isinstance(data, bytes) else c.result(job_id))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(payloads))]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter_ns()
+    for t in threads:
+        t.join()
+    return time.perf_counter_ns() - t0, results
+
+
+def _plain_round(engine, prompts, max_tokens):
+    """The prompts as concurrent generations on a plain AsyncLLM; ``(ns, [tokens])``."""
+    import asyncio
+    import uuid
+
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+
+    async def one(prompt):
+        final = None
+        async for out in engine.engine.generate(prompt, params, uuid.uuid4().hex):
+            final = out
+        return list(final.outputs[0].token_ids)
+
+    async def every():
+        return await asyncio.gather(*(one(p) for p in prompts))
+
+    t0 = time.perf_counter_ns()
+    tokens = engine.call(every())
+    return time.perf_counter_ns() - t0, tokens
+
+
+def measure_remote(rounds: int, prompts=PROMPTS[:REMOTE_CLIENTS], max_tokens=MAX_TOKENS) -> dict:
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(HERE.parent / "tests" / "server"))
+    from serverproc import ServerProcess
+
+    from compiler.ir.request import decode_result
+    from nnsight import CONFIG
+    from nnsight.modeling.vllm import VLLM
+    from nnsight.modeling.vllm.async_backend import AsyncEngine
+    from nnsight.modeling.vllm.config import engine_kwargs
+    from nnsight.modeling.vllm.transport import decode_saves
+    from nnsight.testing.tiny_models import build_llama
+
+    path = build_llama()
+    res = {"times_ns": [], "baseline": "AsyncLLM without nnsight, 8 concurrent generations",
+           "baseline_times_ns": [], "error": None, "extra": {}}
+    server = ServerProcess(tempfile.mkdtemp(prefix="nnsight-vllm-bench-"), ["llama=%s" % path], "--no-auth",
+                           "--engine", "vllm", "--max-engine-jobs", str(len(prompts)))
+    kwargs = engine_kwargs(path, {})
+    kwargs.pop("worker_cls")  # plain vLLM: its own worker, nothing of nnsight's
+    plain = None
+    try:
+        server.start(timeout=300)
+        plain = AsyncEngine(path, kwargs)
+        CONFIG.API.HOST, CONFIG.API.APIKEY = server.host, ""
+        client_model = VLLM(path)  # no engine here: every trace goes to the server
+        payloads, want = [], None
+        _, want = _plain_round(plain, prompts, max_tokens)  # warm
+        for i, prompt in enumerate(prompts):  # warm, and the bytes each client sends
+            payload, tokens, logits = _remote_trace(client_model, prompt, max_tokens)
+            if tokens != want[i] or len(logits) != max_tokens:
+                raise AssertionError(f"client {i}: tokens differ with nnsight: {tokens} vs {want[i]}")
+            payloads.append(payload)
+
+        def decode(data):
+            saved = decode_saves(data, lambda ref: None, {})  # plain data: token ids and tensors
+            return saved["tokens"], len(saved["logits"])
+
+        for _ in range(rounds):
+            t, got = _plain_round(plain, prompts, max_tokens)
+            res["baseline_times_ns"].append(t)
+            if got != want:
+                raise AssertionError("plain vLLM tokens changed between rounds")
+            t, got = _remote_round(server.host, payloads, decode)
+            res["times_ns"].append(t)
+            if got != [(w, max_tokens) for w in want]:
+                raise AssertionError(f"remote tokens differ from plain vLLM in a timed round: {got[:2]}")
+        n = len(prompts) * max_tokens
+        base = statistics.median(res["baseline_times_ns"])
+        ours = statistics.median(res["times_ns"])
+        res["extra"] = {"throughput_ratio": round(base / ours, 4), "plain_tok_s": round(n / base * 1e9, 1),
+                        "nnsight_tok_s": round(n / ours * 1e9, 1), "tokens_equal": True,
+                        "clients": len(prompts), "max_tokens": max_tokens,
+                        "round_ratios": [round(b / t, 4) for b, t in zip(res["baseline_times_ns"], res["times_ns"])]}
+        res["extra"]["median_round_ratio"] = statistics.median(res["extra"]["round_ratios"])
+    finally:
+        if plain is not None:
+            plain.shutdown()
+        if server.proc is not None and server.proc.poll() is None:  # SIGTERM: it stops its engine too
+            server.proc.terminate()
+            server.proc.wait(60)
+        server.stop()
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--cpu", type=int, default=None, help="run pinned to this CPU")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--remote", action="store_true", help="the remote case: 8 clients of an --engine vllm server")
+    ap.add_argument("--tokens", type=int, default=MAX_TOKENS, help="greedy tokens per prompt (default 32)")
     args, _ = ap.parse_known_args(argv)  # compare.py passes measure.py's options too
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     meta = {"python": sys.version.split()[0], "executable": sys.executable}
     try:
-        res = measure(args.rounds)
+        if args.remote:
+            res = measure_remote(args.rounds, max_tokens=args.tokens)
+        else:
+            res = measure(args.rounds, max_tokens=args.tokens)
     except ImportError as exc:
         res = {"times_ns": [], "baseline_times_ns": [], "extra": {}, "error": f"vllm not usable here: {exc}"}
     except Exception as exc:  # noqa: BLE001  (reported as the case's error)
@@ -119,7 +279,8 @@ def main(argv=None) -> int:
     except ImportError:
         pass
     if args.json:
-        print(json.dumps({"meta": meta, "cases": {"vllm_save_per_step": res}}))
+        case = "vllm_remote_8_clients" if args.remote else "vllm_save_per_step"
+        print(json.dumps({"meta": meta, "cases": {case: res}}))
     else:
         print(res["error"] or json.dumps(res["extra"], indent=1))
     return 0

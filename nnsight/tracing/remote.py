@@ -198,9 +198,14 @@ def run_remote(tracer: Any, frame: Any) -> Dict[str, Any]:
     tracer.remote_payload = payload
     dump_request(request, request.program)
 
+    resolve, may_build = closure.resolve, closure.may_build
+    hooks = getattr(tracer, "remote_reply_hooks", None)  # a model class whose replies hold its own types
+    if hooks is not None:
+        resolve, may_build = hooks(resolve, may_build)
+
     def decode(reply: bytes) -> Dict[str, Any]:
         tracer.remote_result = reply
-        saved = decode_value(decode_result(reply), resolve=closure.resolve, may_build=closure.may_build)
+        saved = decode_value(decode_result(reply), resolve=resolve, may_build=may_build)
         if not isinstance(saved, dict):
             raise LoadError("the server's reply is not a dict of saved variables")
         return saved

@@ -122,8 +122,8 @@ def _packages() -> Dict[str, str]:
 async def list_models(request: Request) -> Response:
     service = _service(request)
     return JSONResponse({"models": [
-        {"name": h.name, "source": h.source, "key": "nnsight.modeling.language.LanguageModel:" +
-         '{"repo_id": "%s"}' % h.name, "state": h.state, "queue": service.store.queue_length(h.name)}
+        {"name": h.name, "source": h.source, "key": h.key_class + ":" + '{"repo_id": "%s"}' % h.name,
+         "engine": h.engine, "state": h.state, "queue": service.store.queue_length(h.name)}
         for h in service.models.by_name.values()]})
 
 

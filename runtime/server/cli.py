@@ -4,6 +4,7 @@
                          [--port 8000] [--data-dir DIR] [--no-auth] [--job-time-limit S]
                          [--max-queue N] [--max-in-flight N] [--max-request-bytes N] [--result-ttl S] [--fsync]
                          [--max-result-bytes N] [--no-auth-tier trusted|untrusted] [--audit-ttl S]
+                         [--engine vllm [--engine-arg KEY=VALUE ...] [--max-engine-jobs K]]
     nnsight-server keys create NAME [--tier trusted|untrusted] [LIMITS] [--data-dir DIR]
     nnsight-server keys set KEY_ID [--tier trusted|untrusted] [LIMITS] [--data-dir DIR]
     nnsight-server keys list [--data-dir DIR]
@@ -18,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from . import audit, keys
 from .config import ServerConfig
@@ -53,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="with --no-auth: the tier every job runs in (default trusted: one user's own machine)")
     serve.add_argument("--audit-ttl", type=float, default=defaults.audit_ttl_s, metavar="SECONDS",
                        help="audit log rows are deleted after this")
+    serve.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
+                       help="what runs the models' jobs: transformers (one job at a time) or vllm (every "
+                            "--model on the vLLM engine, jobs batched continuously)")
+    serve.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="--engine vllm: an engine argument, e.g. max_model_len=512 (repeatable)")
+    serve.add_argument("--max-engine-jobs", type=int, default=None, metavar="K",
+                       help="--engine vllm: jobs in the engine at once (default 16)")
     key_cmd = sub.add_parser("keys", help="create, change, list or revoke API keys")
     key_cmd.add_argument("action", choices=("create", "set", "list", "revoke"))
     key_cmd.add_argument("name", nargs="?", help="create: who the key is for; set, revoke: the key id")
@@ -214,22 +222,59 @@ def _serve(args: argparse.Namespace) -> int:
     orphans = store.drop_orphan_blobs()
     if orphans:
         log.info("deleted %d blob files no job owns (left by a crash)", orphans)
-    models = Models(config.models)
+    if args.engine != "vllm" and (args.engine_arg or args.max_engine_jobs is not None):
+        print("--engine-arg and --max-engine-jobs apply to --engine vllm", file=sys.stderr)
+        return 2
+    models = Models(config.models, _vllm_model(args.engine_arg) if args.engine == "vllm" else None)
     for hosted in models.by_name.values():
-        log.info("loading %s from %s", hosted.name, hosted.source)
-    models.load_all()
+        log.info("loading %s from %s (%s)", hosted.name, hosted.source, hosted.engine)
     hub = EventHub()
-    sandbox = None  # the untrusted tier's runner (runtime/sandbox/) plugs in here
-    _warn_untrusted_in_process(config, store, sandbox)
-    worker = Worker(config, store, models, InProcessRunner(server_tracer, model_for_key), hub, sandbox=sandbox)
-    app = make_app(Service(config, store, models, worker, hub))
-    worker.start()
     try:
-        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", ws="auto")
+        models.load_all()
+        if args.engine == "vllm":
+            from .vllm_dispatcher import DEFAULT_MAX_JOBS, VLLMDispatcher
+
+            worker: Any = VLLMDispatcher(config, store, models, hub, args.max_engine_jobs or DEFAULT_MAX_JOBS)
+        else:
+            sandbox = None  # the untrusted tier's runner (runtime/sandbox/) plugs in here
+            _warn_untrusted_in_process(config, store, sandbox)
+            worker = Worker(config, store, models, InProcessRunner(server_tracer, model_for_key), hub,
+                            sandbox=sandbox)
+        app = make_app(Service(config, store, models, worker, hub))
+        if args.engine == "vllm":
+            _exit_on_sigterm()
+        worker.start()
+        try:
+            uvicorn.run(app, host=config.host, port=config.port, log_level="warning", ws="auto")
+        finally:
+            worker.stop()
     finally:
-        worker.stop()
+        for hosted in models.by_name.values():  # a vLLM engine's child process stops with it
+            shutdown = getattr(hosted, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
         store.close()
     return 0
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends the process through ``finally`` blocks, so the vLLM engine's child process is
+    stopped too: uvicorn, after its graceful shutdown, raises the signal again with the handler it
+    found, and the default one would end the process at once, leaving the engine core behind."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _vllm_model(pairs: List[str]) -> Any:
+    """``make(name, source)`` of models hosted on vLLM, with the ``--engine-arg`` arguments."""
+    from .vllm_hosted import HostedVLLMModel, engine_args
+
+    kwargs = engine_args(pairs)
+    return lambda name, source: HostedVLLMModel(name, source, kwargs)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -8,7 +8,7 @@ the same directory.
 """
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .errors import ApiError
 
@@ -21,6 +21,9 @@ MAX_CONFIG_FILE_BYTES = 32 * 1024 * 1024
 
 class HostedModel:
     """One model this server runs jobs on."""
+
+    engine = "transformers"  # what runs its jobs (runtime/server/vllm_hosted.py: "vllm")
+    key_class = "nnsight.modeling.language.LanguageModel"  # the class its listed model key names
 
     def __init__(self, name: str, source: str) -> None:
         self.name = name
@@ -75,24 +78,25 @@ class HostedModel:
         return files
 
 
-def parse_spec(spec: str) -> HostedModel:
-    """``NAME=PATH_OR_HUB_ID`` or ``PATH_OR_HUB_ID`` (named after its last path component)."""
+def parse_spec(spec: str, make: Optional[Callable[[str, str], HostedModel]] = None) -> HostedModel:
+    """``NAME=PATH_OR_HUB_ID`` or ``PATH_OR_HUB_ID`` (named after its last path component);
+    ``make(name, source)`` makes the model (default: :class:`HostedModel`)."""
     name, sep, source = spec.partition("=")
     if not sep:
         source = spec
         name = os.path.basename(os.path.normpath(spec)) if os.path.isdir(spec) else spec
     if not name or not source:
         raise ValueError("--model %r: expected [NAME=]PATH_OR_HUB_ID" % spec)
-    return HostedModel(name, source)
+    return (make or HostedModel)(name, source)
 
 
 class Models:
     """The hosted models by name."""
 
-    def __init__(self, specs: List[str]) -> None:
+    def __init__(self, specs: List[str], make: Optional[Callable[[str, str], HostedModel]] = None) -> None:
         self.by_name: Dict[str, HostedModel] = {}
         for spec in specs:
-            hosted = parse_spec(spec)
+            hosted = parse_spec(spec, make)
             if hosted.name in self.by_name:
                 raise ValueError("two --model options are named %r; name them: --model NAME=PATH" % hosted.name)
             self.by_name[hosted.name] = hosted

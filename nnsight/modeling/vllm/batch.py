@@ -54,11 +54,17 @@ def may_stop(compiled, program) -> bool:
 
 def prepare(tracer, ns: Dict[str, Any], stream: bool = False) -> Prepared:
     """Close ``tracer``'s program, collect its invokes, build their requests."""
+    request, closure = compile_request(tracer, tracer._frame)
+    return prepare_payload(tracer, ns, encode_request(request), closure, request, stream)
+
+
+def prepare_payload(tracer, ns: Dict[str, Any], payload: bytes, closure: Any, request: Any,
+                    stream: bool = False) -> Prepared:
+    """Collect the invokes of ``tracer``'s (compiled) body and build their requests, each carrying
+    ``payload`` (the encoded request). A server calls this with the request bytes it received."""
     from vllm.sampling_params import RequestOutputKind
 
     model = tracer.model
-    request, closure = compile_request(tracer, tracer._frame)
-    payload = encode_request(request)
     inputs, config = model._split_inputs(tracer._args, tracer._kwargs)
     tracer._invokes = []
     if inputs is not None and not body_has_invokes(tracer._compiled, tracer._unit_id):

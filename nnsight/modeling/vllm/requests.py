@@ -32,6 +32,10 @@ from . import sampling, transport
 from .worker_model import WorkerModel, WorkerTracer
 
 
+MAX_LOG_LINES = 1000  # per collect: a server keeps at most its own per-job limit anyway
+MAX_LOG_LINE_CHARS = 8192
+
+
 class TraceContext:
     """One trace on the worker: its loaded program, shared namespace and mediators."""
 
@@ -48,6 +52,15 @@ class TraceContext:
         self.files: Set[str] = set()
         self.entered = False
         self.reported: Set[int] = set()  # stopped invokes already reported to the client
+        self.logs: Optional[List[str]] = None  # print() lines, when the request asks for them back
+        self.logs_dropped = 0
+
+    def log(self, line: str) -> None:
+        """One printed line, kept up to :data:`MAX_LOG_LINES` (then only counted)."""
+        if len(self.logs) < MAX_LOG_LINES:
+            self.logs.append(line[:MAX_LOG_LINE_CHARS])
+        else:
+            self.logs_dropped += 1
 
 
 class RequestHelper:
@@ -75,6 +88,8 @@ class RequestHelper:
             ctx = self.traces.get(trace_id)
             if ctx is None:
                 ctx = self.traces[trace_id] = TraceContext(trace_id, expected)
+                if sampling.keeps_logs(data.sampling_params):
+                    ctx.logs = []
                 self._load(ctx, payload, setup=unit != 0)
             self.requests[data.req_id] = (trace_id, invoke)
             if unit is None or ctx.error is not None or invoke in ctx.mediators:
@@ -83,7 +98,8 @@ class RequestHelper:
 
     def _load(self, ctx: TraceContext, payload: bytes, setup: bool) -> None:
         try:
-            with accept.accepted(payload, lambda key: self.model) as job:
+            log = ctx.log if ctx.logs is not None else None
+            with accept.accepted(payload, lambda key: self.model, log) as job:
                 program = job.program
                 tracer = WorkerTracer(self.model)
                 job.loader.tracer = tracer
@@ -205,16 +221,22 @@ class RequestHelper:
                 if error is not None:
                     errors.append(transport.encode_error(error, ctx.files))
             saved = None
+            referenced: Set[int] = set()
             if ctx.loader is not None:
                 try:
                     saved = transport.encode_saves(self._saved(ctx), ctx.loader.classref, ctx.loader.objref,
-                                                   ctx.results)
+                                                   ctx.results, referenced)
                 except BaseException as error:  # noqa: B902
                     errors.append(transport.encode_error(error, ctx.files))
         stopped = [] if done else self.stopped(trace_id)
+        reply = {"saved": saved, "errors": errors, "done": done, "stopped": stopped,
+                 "result_refs": sorted(referenced)}
+        if ctx.logs is not None:
+            reply["logs"], reply["logs_dropped"] = ctx.logs, ctx.logs_dropped
+            ctx.logs, ctx.logs_dropped = [], 0
         if done:
             self._drop(ctx)
-        return {"saved": saved, "errors": errors, "done": done, "stopped": stopped}
+        return reply
 
     def _finish(self, mediator: Mediator, result: Any) -> None:
         """The request finished: no next step, ``tracer.result`` is its output, then the end."""

@@ -9,7 +9,9 @@ through msgpack between processes), as plain data:
 * ``nnsight_trace_id``: groups the invokes of one trace (they share a namespace);
 * ``nnsight_invoke``: this invoke's index in the trace;
 * ``nnsight_unit``: the program unit this invoke runs (``None``: no intervention);
-* ``nnsight_expected``: how many invokes the trace has.
+* ``nnsight_expected``: how many invokes the trace has;
+* ``nnsight_logs``: (set by a server) the intervention's ``print()`` lines are kept
+  and returned with the saves instead of going to the worker's stdout.
 """
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -19,6 +21,7 @@ INVOKE = "nnsight_invoke"
 ENTRY = "nnsight_entry"  # which `with tracer.invoke` of the body (in the order the body reached them)
 UNIT = "nnsight_unit"
 EXPECTED = "nnsight_expected"
+LOGS = "nnsight_logs"
 
 
 def sampling_params(options: Dict[str, Any]):
@@ -79,6 +82,11 @@ def tag(params, payload: bytes, trace_id: str, invoke: int, unit: Optional[int],
         entry: Optional[int] = None) -> None:
     params.extra_args = {**(params.extra_args or {}), REQUEST: payload, TRACE_ID: trace_id, INVOKE: invoke,
                          UNIT: unit, EXPECTED: expected, ENTRY: entry}
+
+
+def keeps_logs(params) -> bool:
+    """Does the request ask for its intervention's printed lines back (a server's job)?"""
+    return bool((getattr(params, "extra_args", None) or {}).get(LOGS))
 
 
 def entry_of(params) -> Optional[int]:

@@ -6,6 +6,10 @@ hands the worker the finished ``RequestOutput`` objects and brings back the save
 variables, which are written into the caller's frame. ``tracer.result`` is the
 list of ``RequestOutput`` (one per request, invoke order).
 
+````remote=True`` sends the trace to an ``nnsight-server`` hosting the model with
+``--engine vllm`` (no engine starts here): the same request bytes, batched there
+with other clients' jobs; saved values (``vllm.outputs`` objects included) come back.
+
 ``tracer.stop()`` in an intervention: when the program may call it, after each
 engine step the tracer asks the worker (``nnsight_stopped``) which requests'
 interventions stopped, and aborts them in the engine; their ``RequestOutput``
@@ -25,12 +29,24 @@ class VLLMTracer(InterleavingTracer):
     """Trace of one vLLM generation (one request per invoke prompt)."""
 
     def __init__(self, model, *args, **kwargs) -> None:
-        remote = kwargs.pop("remote", None)
-        if remote:
-            raise NotImplementedError("remote= is not supported for VLLM models: the engine already runs "
-                                      "the interventions in its own workers.")
-        super().__init__(model, *args, **kwargs)
+        if kwargs.get("remote") == "local":
+            raise NotImplementedError(
+                "remote='local' is not supported for VLLM models: the local engine already runs every "
+                "intervention through the server's accept path. Use remote=True (an nnsight-server "
+                "hosting the model with --engine vllm) or leave remote= out.")
+        super().__init__(model, *args, **kwargs)  # remote=True: sent to the server (no local engine)
         self._vllm_saved: Dict[str, Any] = {}
+
+    def remote_reply_hooks(self, resolve, may_build):
+        """``(resolve, may_build)`` for a server's reply: vLLM's output classes (``tracer.result``)
+        by name besides what the request sent."""
+        def vllm_resolve(ref):
+            return transport.vllm_class(ref) if transport.names_vllm(ref) else resolve(ref)
+
+        def vllm_may_build(cls):
+            return transport.is_output_type(cls) or may_build(cls)
+
+        return vllm_resolve, vllm_may_build
 
     def _check_top_level(self) -> None:
         if self._nested:

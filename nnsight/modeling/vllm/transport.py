@@ -24,7 +24,12 @@ RESULT_REF = "vllm_result"  # ["vllm_result", invoke]: a RequestOutput the clien
 _OUTPUT_MODULES = ("vllm", "builtins", "collections")
 
 
-def _vllm_class(ref: Any) -> Any:
+def names_vllm(ref: Any) -> bool:
+    """Is ``ref`` a ``"vllm....:Class"`` reference (a class of vLLM's request outputs)?"""
+    return isinstance(ref, str) and ref.count(":") == 1 and ref.partition(":")[0].split(".")[0] == "vllm"
+
+
+def vllm_class(ref: Any) -> Any:
     """A class of vLLM's request outputs, from modules already loaded (nothing is imported)."""
     if isinstance(ref, str) and ref.count(":") == 1 and ref.partition(":")[0].split(".")[0] in _OUTPUT_MODULES:
         mod, _, qual = ref.partition(":")
@@ -39,9 +44,12 @@ def _vllm_class(ref: Any) -> Any:
     raise ValueError(f"unexpected reference {ref!r} in request outputs")
 
 
-def _vllm_output_type(cls: type) -> bool:
+def is_output_type(cls: type) -> bool:
     """May a value tree rebuild instances of ``cls``? vLLM's own output classes only."""
     return getattr(cls, "__module__", "").split(".")[0] == "vllm"
+
+
+_vllm_output_type = is_output_type
 
 
 def encode_outputs(outputs: Dict[int, Any]) -> bytes:
@@ -52,16 +60,19 @@ def encode_outputs(outputs: Dict[int, Any]) -> bytes:
 def decode_outputs(data: Optional[bytes]) -> Dict[int, Any]:
     if not data:
         return {}
-    return decode_value(decode_result(data), resolve=_vllm_class, may_build=_vllm_output_type)
+    return decode_value(decode_result(data), resolve=vllm_class, may_build=_vllm_output_type)
 
 
 def encode_saves(saved: Dict[str, Any], classref: Callable, objref: Callable,
-                 results: Dict[int, Any]) -> bytes:
-    """Saved variables → bytes; request outputs the client sent go back as references."""
+                 results: Dict[int, Any], referenced: Optional[set] = None) -> bytes:
+    """Saved variables → bytes; request outputs the client sent go back as references (their
+    invoke indices are added to ``referenced``: without any, the bytes are a plain remote result)."""
     by_id = {id(v): k for k, v in results.items()}
 
     def ref(obj: Any) -> Any:
         if id(obj) in by_id:
+            if referenced is not None:
+                referenced.add(by_id[id(obj)])
             return [RESULT_REF, by_id[id(obj)]]
         return objref(obj)
 
