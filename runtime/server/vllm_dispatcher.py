@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from . import events
+from . import events, keys
 from .config import ServerConfig
 from .events import EventHub
 from .local_exchange import LocalExchange
@@ -205,6 +205,16 @@ class VLLMDispatcher:
             self._fail(job_id, {"type": "ModelUnavailableError",
                                 "message": "model %r is not hosted on this server's vLLM engine" % job["model"],
                                 "hint": "hosted models: %s" % ", ".join(self.models.names()), "frames": []})
+            return
+        if job.get("tier") == keys.UNTRUSTED:  # no per-job sandbox around a shared engine's worker
+            self._fail(job_id, {"type": "TierNotServedError",
+                                "message": "this server hosts its models on the vLLM engine, which runs every "
+                                           "job's code in its one worker process; jobs of untrusted keys are "
+                                           "refused here",
+                                "hint": "ask the operator for a trusted key (nnsight-server keys set KEY_ID "
+                                        "--tier trusted), or use a server without --engine vllm",
+                                "frames": []})
+            self.jobs_done += 1
             return
         limit = self.config.job_time_limit_s
         deadline = time.monotonic() + limit

@@ -26,7 +26,7 @@ TIME_LIMIT_S = 20  # the server's per-job wall-clock limit (the trace body of on
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, llama_path):
     data = str(tmp_path_factory.mktemp("vllm-server"))
-    key = create_key(data)
+    key = create_key(data, "tests", "--tier", "trusted")  # vLLM jobs run in the engine: trusted only
     proc = ServerProcess(data, ["llama=%s" % llama_path], "--engine", "vllm", "--job-time-limit", str(TIME_LIMIT_S),
                          "--engine-arg", "max_model_len=256", "--max-engine-jobs", str(CLIENTS))
     proc.start(timeout=300)
