@@ -204,6 +204,20 @@ def test_local_blocks_are_refused(remote, client_model):
                 total = float(logits.sum())  # noqa: F841
 
 
+def test_untrusted_keys_are_refused_and_the_engine_keeps_serving(server, remote, client_model, local):
+    """No per-job sandbox around a shared engine: an untrusted key's job is refused, not run unisolated."""
+    from nnsight import CONFIG
+
+    untrusted = create_key(server.data_dir, "stranger", "--tier", "untrusted")
+    CONFIG.API.APIKEY = untrusted
+    try:
+        with pytest.raises(Exception, match="untrusted keys are refused"):
+            client_trace(client_model, 0, remote=True)
+    finally:
+        CONFIG.API.APIKEY = server.key
+    check_equal(client_trace(client_model, 0, remote=True), client_trace(local, 0), 0)
+
+
 def test_a_looping_trace_body_is_stopped(remote, client_model, local):
     """The body's own statements run on the server to collect the invokes: a loop there is stopped at
     the limit, and the next job runs."""
