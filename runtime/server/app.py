@@ -121,10 +121,17 @@ def _packages() -> Dict[str, str]:
 
 async def list_models(request: Request) -> Response:
     service = _service(request)
-    return JSONResponse({"models": [
-        {"name": h.name, "source": h.source, "key": "nnsight.modeling.language.LanguageModel:" +
-         '{"repo_id": "%s"}' % h.name, "state": h.state, "queue": service.store.queue_length(h.name)}
-        for h in service.models.by_name.values()]})
+    replicas = getattr(service.worker, "describe_replicas", None)  # on Ray (runtime/server/replicas/)
+    listing = []
+    for h in service.models.by_name.values():
+        entry = {"name": h.name, "source": h.source, "key": "nnsight.modeling.language.LanguageModel:" +
+                 '{"repo_id": "%s"}' % h.name, "state": h.state, "queue": service.store.queue_length(h.name)}
+        if h.error:
+            entry["error"] = h.error
+        if replicas is not None:
+            entry["replicas"] = replicas(h.name)
+        listing.append(entry)
+    return JSONResponse({"models": listing})
 
 
 async def model_config(request: Request) -> Response:

@@ -3,6 +3,8 @@
     nnsight-server serve --model [NAME=]PATH_OR_HUB_ID [--model ...] [--host 127.0.0.1]
                          [--port 8000] [--data-dir DIR] [--no-auth] [--job-time-limit S]
                          [--max-queue N] [--max-in-flight N] [--max-request-bytes N] [--result-ttl S] [--fsync]
+                         [--lazy] [--memory-budget SIZE]
+                         [--ray [--address ADDR] [--replicas N] [--resources NAME:KEY=VALUE,...]]
     nnsight-server keys create NAME [--data-dir DIR]
     nnsight-server keys list [--data-dir DIR]
     nnsight-server keys revoke KEY_ID [--data-dir DIR]
@@ -12,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from . import keys
 from .config import ServerConfig
@@ -41,6 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--result-ttl", type=float, default=defaults.result_ttl_s, metavar="SECONDS")
     serve.add_argument("--fsync", action="store_true",
                        help="fsync every write: acknowledged jobs also survive power loss, not only kill -9")
+    serve.add_argument("--lazy", action="store_true",
+                       help="load each model when a job first needs it (default: all at start)")
+    serve.add_argument("--memory-budget", metavar="SIZE",
+                       help="bytes the loaded models may take (8GiB, 500MB); idle ones are evicted, least "
+                            "recently used first (implies --lazy)")
+    ray_group = serve.add_argument_group("Ray", "run the models in Ray actors (runtime/server/replicas/)")
+    ray_group.add_argument("--ray", action="store_true", help="run each model's replicas as Ray actors")
+    ray_group.add_argument("--address", help="the Ray cluster (host:port of its head; default: RAY_ADDRESS, else a "
+                                             "Ray started on this machine)")
+    ray_group.add_argument("--replicas", type=int, default=1, help="actors per model (each runs one job at a time)")
+    ray_group.add_argument("--resources", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                           help="what each replica of model NAME needs: num_cpus, num_gpus, memory (bytes or "
+                                "8GiB) or a custom Ray resource (default num_cpus=1)")
     key_cmd = sub.add_parser("keys", help="create, list or revoke API keys")
     key_cmd.add_argument("action", choices=("create", "list", "revoke"))
     key_cmd.add_argument("name", nargs="?", help="create: who the key is for; revoke: the key id")
@@ -78,6 +93,31 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_resources(specs: List[str]) -> Dict[str, Dict[str, Any]]:
+    """``--resources NAME:num_cpus=1,num_gpus=0.5,memory=4GiB`` -> Ray actor options per model."""
+    from .lifecycle import parse_bytes
+
+    parsed: Dict[str, Dict[str, Any]] = {}
+    for spec in specs:
+        name, sep, rest = spec.partition(":")
+        if not sep or not name or not rest:
+            raise ValueError("--resources %r: expected NAME:KEY=VALUE[,KEY=VALUE]" % spec)
+        options: Dict[str, Any] = {}
+        for item in rest.split(","):
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise ValueError("--resources %r: %r is not KEY=VALUE" % (spec, item))
+            if key == "memory":
+                options["memory"] = parse_bytes(value)
+            elif key in ("num_cpus", "num_gpus"):
+                options[key] = float(value)
+            else:
+                options.setdefault("resources", {})[key] = float(value)
+        parsed[name] = options
+    return parsed
+
+
 def _load_async_backend() -> None:
     """Import anyio's asyncio backend completely before nnsight mounts ``save`` on ``object``:
     anyio checks the attributes of some classes when it creates them, lazily."""
@@ -111,12 +151,28 @@ def _serve(args: argparse.Namespace) -> int:
     orphans = store.drop_orphan_blobs()
     if orphans:
         log.info("deleted %d blob files no job owns (left by a crash)", orphans)
-    models = Models(config.models)
-    for hosted in models.by_name.values():
-        log.info("loading %s from %s", hosted.name, hosted.source)
-    models.load_all()
+    from .lifecycle import MemoryBudget, parse_bytes
+
+    budget = MemoryBudget(parse_bytes(args.memory_budget)) if args.memory_budget else None
     hub = EventHub()
-    worker = Worker(config, store, models, InProcessRunner(server_tracer, model_for_key), hub)
+    if args.ray:
+        from .replicas.pool import ReplicaPool
+
+        models = Models(config.models, lazy=True)  # the front holds no weights; replicas load them
+        resources = parse_resources(args.resources)
+        unknown = sorted(set(resources) - set(models.by_name))
+        if unknown:
+            raise SystemExit("--resources names %s, which no --model is named" % ", ".join(unknown))
+        worker = ReplicaPool(config, store, models, hub, replicas=args.replicas, resources=resources,
+                             address=args.address or os.environ.get("RAY_ADDRESS"), budget=budget)
+        log.info("starting %d replica(s) of %s on Ray", args.replicas, ", ".join(models.names()))
+    else:
+        models = Models(config.models, lazy=args.lazy, budget=budget)
+        if not models.lazy:
+            for hosted in models.by_name.values():
+                log.info("loading %s from %s", hosted.name, hosted.source)
+            models.load_all()
+        worker = Worker(config, store, models, InProcessRunner(server_tracer, model_for_key), hub)
     app = make_app(Service(config, store, models, worker, hub))
     worker.start()
     try:

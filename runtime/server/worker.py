@@ -14,7 +14,7 @@ from . import events
 from .config import ServerConfig
 from .events import EventHub
 from .local_exchange import LocalExchange
-from .models import Models
+from .models import Models, unavailable
 from .runner import JobCancelled, JobFailed, JobInterrupted, JobRunner, JobTimeout
 from .store import CANCELLED, COMPLETED, ERROR, Store
 
@@ -116,10 +116,10 @@ class Worker:
                                 "the server's data directory", "hint": "submit it again", "frames": []})
             return
         hosted = self.models.by_name.get(job["model"])
+        if hosted is not None:
+            self.models.prepare(hosted)  # a lazy server loads the model now (lifecycle.py)
         if hosted is None or hosted.model is None:
-            self._fail(job_id, {"type": "ModelUnavailableError",
-                                "message": "model %r is no longer hosted by this server" % job["model"],
-                                "hint": "hosted models: %s" % ", ".join(self.models.names()), "frames": []})
+            self._fail(job_id, unavailable(self.models, job["model"], hosted))
             return
         limit = self.config.max_log_lines
 
