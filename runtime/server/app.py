@@ -70,10 +70,15 @@ class Service:
         return job
 
     def status(self, job: Dict[str, Any]) -> Dict[str, Any]:
-        return {"id": job["id"], "status": job["status"], "model": job["model"],
+        body = {"id": job["id"], "status": job["status"], "model": job["model"],
                 "position": self.store.position(job["id"]) if job["status"] == QUEUED else None,
                 "error": job["error"], "logs": self.store.logs(job["id"]), "created": job["created"],
                 "started": job["started"], "finished": job["finished"]}
+        replica_of = getattr(self.worker, "replica_of", None)  # on Ray (runtime/server/replicas/)
+        if replica_of is not None:
+            body["attempts"] = job["attempts"]
+            body["replica"] = replica_of(job["id"]) if job["status"] == RUNNING else None
+        return body
 
 
 def _error_response(error: ApiError) -> JSONResponse:

@@ -139,11 +139,11 @@ deadline = time.monotonic() + 300
 while time.monotonic() < deadline:
     job_id = open(%(job_file)r).read().strip()
     if job_id:
-        models = json.load(urllib.request.urlopen(%(url)r + "/v1/models"))["models"]
-        busy = [r for r in models[0]["replicas"] if r["job"] == job_id]
-        if busy:
-            ray.kill(ray.get_actor(busy[0]["actor"], namespace="nnsight-server"), no_restart=False)
-            print(busy[0]["index"], flush=True)
+        ask = urllib.request.Request(%(url)r + "/v1/requests/" + job_id, headers={"ndif-api-key": %(key)r})
+        replica = json.load(urllib.request.urlopen(ask))["replica"]
+        if replica is not None:
+            ray.kill(ray.get_actor(replica["actor"], namespace="nnsight-server"), no_restart=False)
+            print(replica["index"], flush=True)
             break
     time.sleep(0.02)
 """
@@ -153,7 +153,7 @@ def test_killing_a_replica_mid_job_runs_the_job_again_on_the_other(gpt2, ray_rem
                                                                     ray_cluster, tmp_path):
     job_file = tmp_path / "job_id"
     job_file.write_text("")
-    killer = ray_cluster.driver(KILLER % {"job_file": str(job_file), "url": ray_server.url})
+    killer = ray_cluster.driver(KILLER % {"job_file": str(job_file), "url": ray_server.url, "key": ray_api_key})
     try:
         assert killer.stdout.readline().strip() == "connected", killer.stderr.read()
         with gpt2.trace(PROMPT, remote=True, blocking=False) as tracer:
@@ -176,7 +176,7 @@ def test_killing_a_replica_mid_job_runs_the_job_again_on_the_other(gpt2, ray_rem
         assert time.monotonic() < deadline, "the job did not finish after its replica was killed"
         time.sleep(0.2)
     status = _job(ray_server, ray_api_key, job_id)
-    assert status["status"] == "COMPLETED", status
+    assert status["status"] == "COMPLETED" and status["attempts"] == 2, status
     logs = status["logs"]
     assert sum("stopped while running this job" in line for line in logs) == 1, logs  # it ran exactly twice
     assert any("attempt 2 of this job runs on replica gpt2#%d" % (1 - victim) in line for line in logs), logs
@@ -195,3 +195,25 @@ def test_killing_a_replica_mid_job_runs_the_job_again_on_the_other(gpt2, ray_rem
         with gpt2.trace(PROMPT, remote=True):
             out = gpt2.lm_head.output.save()
         assert out.shape[-1] == 768
+
+
+def test_cancel_stops_the_job_on_its_replica(gpt2, ray_remote, ray_server, ray_api_key):
+    with gpt2.trace(PROMPT, remote=True, blocking=False) as tracer:
+        n = 0
+        while n < LOOPS * 10:
+            n += 1
+        count = n.save()
+    job_id = tracer.backend.job_id
+    deadline = time.monotonic() + 120
+    while _job(ray_server, ray_api_key, job_id)["replica"] is None:
+        assert time.monotonic() < deadline, "the job never started on a replica"
+        time.sleep(0.1)
+    httpx.delete(ray_server.url + "/v1/requests/" + job_id, headers={"ndif-api-key": ray_api_key}, timeout=10)
+    deadline = time.monotonic() + 60
+    while _job(ray_server, ray_api_key, job_id)["status"] != "CANCELLED":
+        assert time.monotonic() < deadline, _job(ray_server, ray_api_key, job_id)
+        time.sleep(0.2)
+    assert not any("stopped while running" in line for line in _job(ray_server, ray_api_key, job_id)["logs"])
+    with gpt2.trace(PROMPT, remote=True):
+        out = gpt2.lm_head.output.save()
+    assert out.shape[-1] == 768

@@ -79,7 +79,7 @@ class ReplicaSlot(Unit):
         ray.get(self.actor.unload.remote(), timeout=60)
 
     def describe(self) -> Dict[str, Any]:
-        return {"index": self.index, "actor": self.actor_name, "state": self.state, "job": self.job_id}
+        return {"index": self.index, "actor": self.actor_name, "state": self.state, "busy": self.job_id is not None}
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -150,7 +150,8 @@ class ReplicaSlot(Unit):
             if acquired:
                 pool.budget.release(self)
             self.job_id = None
-            pool.jobs_done += 1
+            with pool._done_lock:
+                pool.jobs_done += 1
         pool.record(job_id, outcome)
 
     def _run(self, job_id: str, payload: bytes) -> Dict[str, Any]:
@@ -265,7 +266,8 @@ class ReplicaPool:
         self.namespace = "nnsight-server"
         self.stopping = threading.Event()
         self.slots: Dict[str, List[ReplicaSlot]] = {}
-        self.jobs_done = 0
+        self.jobs_done = 0  # jobs this process finished, in any end state (GET /v1/metrics)
+        self._done_lock = threading.Lock()
         self._expired_at = 0.0
         self._housekeeping = threading.Thread(target=self._expire_loop, name="nnsight-expiry", daemon=True)
 
@@ -325,7 +327,15 @@ class ReplicaPool:
                 slot.actor.interrupt.remote(job_id)
 
     def describe_replicas(self, name: str) -> List[Dict[str, Any]]:
+        """The model's replicas for ``GET /v1/models`` (which job each runs is not public)."""
         return [slot.describe() for slot in self.slots.get(name, ())]
+
+    def replica_of(self, job_id: str) -> Optional[Dict[str, Any]]:
+        """The replica running ``job_id`` now (for its owner's ``GET /v1/requests/{id}``), or None."""
+        for slot in self.all_slots():
+            if slot.job_id == job_id:
+                return {"name": slot.name, "index": slot.index, "actor": slot.actor_name}
+        return None
 
     # -- what the slots share --------------------------------------------------------------------
 

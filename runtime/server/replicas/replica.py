@@ -81,7 +81,13 @@ class Replica:
         with self._lock:
             self._job = job
         try:
-            self.load()
+            try:
+                self.load()
+            except Exception as error:  # noqa: BLE001 - the job's account of it
+                return {"status": "ERROR", "error": {
+                    "type": "ModelUnavailableError", "message": "model %r could not be loaded on this replica: "
+                    "%s: %s" % (self.hosted.name, type(error).__name__, error),
+                    "hint": "the server's operator can see the details in its log", "frames": []}}
             result = self.runner.run(payload, self.hosted.model, lambda line: self._log(job, line), time_limit_s,
                                      local=lambda block, message: self._ask_local(job, block, message))
             return {"status": "COMPLETED", "result": result}
