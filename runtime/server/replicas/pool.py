@@ -76,7 +76,11 @@ class ReplicaSlot(Unit):
     def unload(self) -> None:
         import ray
 
-        ray.get(self.actor.unload.remote(), timeout=60)
+        try:
+            ray.get(self.actor.unload.remote(), timeout=60)
+        finally:
+            self.state = EVICTED
+            self.pool.refresh(self.hosted)
 
     def describe(self) -> Dict[str, Any]:
         return {"index": self.index, "actor": self.actor_name, "state": self.state, "busy": self.job_id is not None}
