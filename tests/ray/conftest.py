@@ -1,4 +1,8 @@
-"""A real two-node Ray cluster on this machine and an ``nnsight-server serve --ray`` front on it."""
+"""A real two-node Ray cluster on this machine and an ``nnsight-server serve --ray`` front on it.
+
+Module-scoped, and every Ray test lives in one module: the cluster is gone before the next test
+module runs (a later ``ray.init(address="auto")``, as the vLLM Ray executor does, would join any
+Ray cluster still running on the machine)."""
 import os
 import sys
 
@@ -19,7 +23,7 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.ray)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     pytest.importorskip("ray", reason="ray is not installed")
     # a short path: Ray's socket paths must fit in 107 bytes
@@ -34,17 +38,17 @@ def ray_cluster(tmp_path_factory):
     assert not left, "Ray processes left running:\n" + "\n".join(left)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_server_data(tmp_path_factory):
     return str(tmp_path_factory.mktemp("ray-server-data"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_api_key(ray_server_data):
     return create_key(ray_server_data)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_server(ray_cluster, ray_server_data, ray_api_key, gpt2_path):
     """The front, with two replicas of the tiny GPT-2 (one per node: each node has one CPU)."""
     proc = ServerProcess(ray_server_data, ["gpt2=%s" % gpt2_path], "--ray", "--address", ray_cluster.address,

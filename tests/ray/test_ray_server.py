@@ -1,19 +1,29 @@
 """``nnsight-server serve --ray`` on a real two-node Ray cluster: the remote suite gives local values.
 
 The front runs as a subprocess with two replica actors of the tiny GPT-2 (one per node); the
-client is the ordinary ``remote=True`` client, unchanged.
+client is the ordinary ``remote=True`` client, unchanged. A second front (the end of this
+module) hosts two models under a memory budget.
 """
+import os
 import time
 
 import httpx
 import pytest
 import torch
+from raycluster import ray_env
+from serverproc import ServerProcess
 
 PROMPT = "The Eiffel Tower is in the city of"
 
 
 def _models(server, key):
     return httpx.get(server.url + "/v1/models", headers={"ndif-api-key": key}, timeout=10).json()["models"]
+
+
+def _logits(model, remote):
+    with model.trace(PROMPT, remote=remote):
+        logits = model.lm_head.output.save()
+    return logits
 
 
 def _job(server, key, job_id):
@@ -217,3 +227,71 @@ def test_cancel_stops_the_job_on_its_replica(gpt2, ray_remote, ray_server, ray_a
     with gpt2.trace(PROMPT, remote=True):
         out = gpt2.lm_head.output.save()
     assert out.shape[-1] == 768
+
+
+# -- two models under a memory budget that fits one, a short time limit -------------------------
+#
+# One replica each, declared with no CPU (``--resources NAME:num_cpus=0``) so they are placed next
+# to the two-replica server above. The tiny GPT-2 (~1.06 MB) and tiny Llama (~0.69 MB) do not fit
+# a 1.5 MB budget together: loading one evicts the other's idle replica.
+
+
+@pytest.fixture(scope="module")
+def budget_ray_server(ray_cluster, tmp_path_factory, gpt2_path, llama_path):
+    proc = ServerProcess(str(tmp_path_factory.mktemp("ray-budget")), ["gpt2=%s" % gpt2_path, "llama=%s" % llama_path],
+                         "--no-auth", "--ray", "--address", ray_cluster.address, "--replicas", "1",
+                         "--resources", "gpt2:num_cpus=0", "--resources", "llama:num_cpus=0",
+                         "--memory-budget", "1.5MB", "--job-time-limit", "5")
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in ray_env().items() if k.startswith("RAY_")})
+    try:
+        proc.start(timeout=300.0)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def budget_remote(budget_ray_server):
+    from nnsight import CONFIG
+
+    old = CONFIG.API.HOST, CONFIG.API.APIKEY
+    CONFIG.API.HOST, CONFIG.API.APIKEY = budget_ray_server.host, ""
+    yield CONFIG
+    CONFIG.API.HOST, CONFIG.API.APIKEY = old
+
+
+def _budget_states(server):
+    models = httpx.get(server.url + "/v1/models", timeout=10).json()["models"]
+    return {m["name"]: (m["state"], [r["state"] for r in m["replicas"]]) for m in models}
+
+
+def test_replicas_load_lazily_and_evict_under_the_budget(budget_ray_server, budget_remote, gpt2_path, llama_path):
+    from nnsight import LanguageModel
+
+    gpt2, llama = LanguageModel(gpt2_path), LanguageModel(llama_path)
+    assert _budget_states(budget_ray_server) == {"gpt2": ("COLD", ["COLD"]), "llama": ("COLD", ["COLD"])}
+    assert torch.equal(_logits(gpt2, True), _logits(gpt2, None))
+    assert _budget_states(budget_ray_server)["gpt2"] == ("READY", ["READY"])
+    assert torch.equal(_logits(llama, True), _logits(llama, None))
+    assert _budget_states(budget_ray_server) == {"gpt2": ("EVICTED", ["EVICTED"]), "llama": ("READY", ["READY"])}
+    assert torch.equal(_logits(gpt2, True), _logits(gpt2, None))
+    assert _budget_states(budget_ray_server) == {"gpt2": ("READY", ["READY"]), "llama": ("EVICTED", ["EVICTED"])}
+
+
+def test_a_job_over_its_time_limit_fails_and_the_replica_serves_the_next(budget_ray_server, budget_remote,
+                                                                         gpt2_path):
+    from nnsight import LanguageModel
+    from nnsight.remote import RemoteJobError
+
+    gpt2 = LanguageModel(gpt2_path)
+    with pytest.raises(RemoteJobError, match="limit"):
+        with gpt2.trace(PROMPT, remote=True):
+            n = 0
+            while n >= 0:
+                n += 1
+    # stopped inside the replica (its model still loaded), not by the front killing the actor
+    assert _budget_states(budget_ray_server)["gpt2"] == ("READY", ["READY"])
+    assert torch.equal(_logits(gpt2, True), _logits(gpt2, None))
