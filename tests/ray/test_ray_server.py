@@ -170,8 +170,8 @@ def test_killing_a_replica_mid_job_runs_the_job_again_on_the_other(gpt2, ray_rem
             n = 0
             while n < LOOPS:
                 n += 1
-            count = n.save()
-            logits = gpt2.lm_head.output.save()
+            count = n.save()  # noqa: F841
+            logits = gpt2.lm_head.output.save()  # noqa: F841
         job_id = tracer.backend.job_id
         job_file.write_text(job_id)
         out, err = killer.communicate(timeout=300)
@@ -212,7 +212,7 @@ def test_cancel_stops_the_job_on_its_replica(gpt2, ray_remote, ray_server, ray_a
         n = 0
         while n < LOOPS * 10:
             n += 1
-        count = n.save()
+        count = n.save()  # noqa: F841
     job_id = tracer.backend.job_id
     deadline = time.monotonic() + 120
     while _job(ray_server, ray_api_key, job_id)["replica"] is None:

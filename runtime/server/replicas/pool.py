@@ -143,20 +143,28 @@ class ReplicaSlot(Unit):
                 return
             finally:
                 pool.refresh(self.hosted)
-            hub.publish(job_id, events.RUNNING)
-            outcome = self._run(job_id, payload)
+            row = store.get(job_id)
+            if row is not None and row["cancel"]:  # cancelled while its replica loaded the model
+                outcome: Dict[str, Any] = {"status": "CANCELLED"}
+            else:
+                hub.publish(job_id, events.RUNNING)
+                outcome = self._run(job_id, payload)
         except Exception as error:  # noqa: BLE001 - sorted below: a dead replica, or a bug
             if not _actor_died(error):
                 raise
-            self._lost(job, error)
-            return
+            lost: Optional[BaseException] = error
+        else:
+            lost = None
         finally:
             if acquired:
                 pool.budget.release(self)
             self.job_id = None
             with pool._done_lock:
                 pool.jobs_done += 1
-        pool.record(job_id, outcome)
+        if lost is not None:
+            self._lost(job, lost)
+        else:
+            pool.record(job_id, outcome)
 
     def _run(self, job_id: str, payload: bytes) -> Dict[str, Any]:
         """Run the job on the actor, relaying its printed lines and tracer.local() blocks."""
@@ -166,17 +174,23 @@ class ReplicaSlot(Unit):
         ref = self.actor.run.remote(job_id, payload, limit)
         deadline = time.monotonic() + limit + TIME_LIMIT_GRACE_S
         self._timed_out = False
-        while True:
-            done, _ = ray.wait([ref], timeout=POLL_S)
-            self._relay(job_id)
-            if done:
-                outcome = ray.get(ref)
-                self._relay(job_id)  # the last lines, before the outcome is published
-                return outcome
-            if time.monotonic() > deadline and not self._timed_out:  # stuck in native code: kill it
-                log.warning("replica %s overran job %s's time limit; restarting it", self.name, job_id)
-                self._timed_out = True
+        try:
+            while True:
+                done, _ = ray.wait([ref], timeout=POLL_S)
+                self._relay(job_id)
+                if done:
+                    outcome = ray.get(ref)
+                    self._relay(job_id)  # the last lines, before the outcome is published
+                    return outcome
+                if time.monotonic() > deadline and not self._timed_out:  # stuck in native code: kill it
+                    log.warning("replica %s overran job %s's time limit; restarting it", self.name, job_id)
+                    self._timed_out = True
+                    ray.kill(self.actor, no_restart=False)
+        except Exception as error:
+            if not _actor_died(error):  # the front lost track of the job: make sure it does not run on
+                log.warning("replica %s: restarting it after %s", self.name, type(error).__name__)
                 ray.kill(self.actor, no_restart=False)
+            raise
 
     def _relay(self, job_id: str) -> None:
         import ray
