@@ -292,17 +292,26 @@ class ReplicaPool:
     # -- what Service and the CLI call -----------------------------------------------------------
 
     def start(self) -> None:
-        import ray
+        try:
+            import ray
+        except ImportError:
+            raise SystemExit("nnsight-server serve --ray needs Ray on this machine and every node: "
+                             "pip install 'ray[default]'") from None
 
         from .replica import Replica
 
         if not ray.is_initialized():
-            if self.address:
-                ray.init(address=self.address, namespace=self.namespace, runtime_env=self._runtime_env(),
-                         logging_level=logging.WARNING)
-            else:  # a one-machine Ray started here, for trying it out
-                ray.init(namespace=self.namespace, runtime_env=self._runtime_env(), include_dashboard=False,
-                         logging_level=logging.WARNING)
+            try:
+                if self.address:
+                    ray.init(address=self.address, namespace=self.namespace, runtime_env=self._runtime_env(),
+                             logging_level=logging.WARNING)
+                else:  # a one-machine Ray started here, for trying it out
+                    ray.init(namespace=self.namespace, runtime_env=self._runtime_env(), include_dashboard=False,
+                             logging_level=logging.WARNING)
+            except ConnectionError as error:
+                raise SystemExit("nnsight-server serve --ray: cannot reach the Ray cluster at %s (%s); start it "
+                                 "with `ray start --head` or give its head's host:port with --address"
+                                 % (self.address, error)) from None
         actor_class = ray.remote(Replica)
         for hosted in self.models.by_name.values():
             hosted.state = COLD
