@@ -15,6 +15,7 @@ the round trip carries the tensor back.
 """
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -187,6 +188,7 @@ def ray_jobs_per_second(args) -> int:
                 server.stop()
     finally:
         cluster.stop()
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
     print("%-18s %10s   (16 clients, %d jobs, tiny GPT-2, 1 save; one CPU per Ray node)" % ("server", "jobs/s", args.jobs))
     for label, rate in rows:
         print("%-18s %10.1f" % (label, rate))

@@ -4,6 +4,7 @@ Module-scoped, and every Ray test lives in one module: the cluster is gone befor
 module runs (a later ``ray.init(address="auto")``, as the vLLM Ray executor does, would join any
 Ray cluster still running on the machine)."""
 import os
+import shutil
 import sys
 
 import pytest
@@ -36,6 +37,7 @@ def ray_cluster(tmp_path_factory):
         cluster.stop()
     left = cluster.leftover_processes()
     assert not left, "Ray processes left running:\n" + "\n".join(left)
+    shutil.rmtree(temp_dir, ignore_errors=True)  # the cluster's logs and session files
 
 
 @pytest.fixture(scope="module")
