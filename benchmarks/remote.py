@@ -2,6 +2,7 @@
 ``remote=True`` round trip side by side (1 save, p50/p99), then jobs/s with 1, 4 and 16 clients.
 
     python benchmarks/remote.py [--repeat 50] [--jobs 32]
+    python benchmarks/remote.py --ray [--jobs 64]    # jobs/s on Ray, 1 and 2 replicas, 16 clients
 
 Starts ``nnsight-server serve --no-auth`` on a free loopback port with a temporary data dir
 (stopped at the end). Target: the loopback round trip adds at most 5 ms p50 over the local trace.
@@ -14,6 +15,7 @@ the round trip carries the tensor back.
 """
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -52,7 +54,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=32, help="jobs per concurrency level")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, client and server")
+    parser.add_argument("--ray", action="store_true", help="only jobs/s on a two-node Ray cluster on this machine")
     args = parser.parse_args()
+    if args.ray:
+        return ray_jobs_per_second(args)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the server subprocess inherits it
     import torch
 
@@ -123,6 +128,70 @@ def main() -> int:
             print("%-10d %10.1f" % (clients, clients * per_client / elapsed))
     finally:
         server.stop()
+    return 0
+
+
+def _jobs_per_second(host, payload, clients, jobs):
+    from nnsight.remote.client import Client
+
+    per_client = max(1, jobs // clients)
+
+    def client_loop():
+        with Client(host, "") as client:
+            for _ in range(per_client):
+                job = client.submit(payload)["id"]
+                for frame in client.events(job):
+                    pass
+                client.result(job)
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return clients * per_client / (time.perf_counter() - start)
+
+
+def ray_jobs_per_second(args) -> int:
+    """``serve --ray`` with 1 and 2 replicas of the tiny GPT-2 on a two-node Ray cluster on this
+    machine (one CPU per node), 16 concurrent clients; the embedded server in the same run."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "ray"))
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+    from raycluster import RayCluster, ray_env  # tests/ray: a head and a second node, stopped at the end
+    from serverproc import ServerProcess
+
+    from nnsight import CONFIG, LanguageModel
+    from nnsight.testing.tiny_models import build_gpt2
+
+    path = build_gpt2()
+    model = LanguageModel(path)
+    with model.trace(PROMPT, remote="local") as tracer:
+        model.lm_head.output.save()
+    payload = tracer.remote_payload
+    CONFIG.APP.REMOTE_LOGGING = False
+    cluster = RayCluster("/tmp/nnsight-ray-bench-%d" % os.getpid()).start()
+    os.environ.update({k: v for k, v in ray_env().items() if k.startswith("RAY_")})
+    rows = []
+    try:
+        for label, extra in (("embedded", ()), ("ray, 1 replica", ("--replicas", "1")),
+                             ("ray, 2 replicas", ("--replicas", "2"))):
+            if extra:
+                extra = ("--ray", "--address", cluster.address, "--resources", "gpt2:num_cpus=1") + extra
+            server = ServerProcess(tempfile.mkdtemp(prefix="nnsight-bench-"), ["gpt2=%s" % path], "--no-auth",
+                                   *extra).start(timeout=300)
+            try:
+                _jobs_per_second(server.host, payload, 16, 32)  # warm-up: every replica loads its model
+                rows.append((label, _jobs_per_second(server.host, payload, 16, args.jobs)))
+            finally:
+                server.stop()
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+    print("%-18s %10s   (16 clients, %d jobs, tiny GPT-2, 1 save; one CPU per Ray node)" % ("server", "jobs/s", args.jobs))
+    for label, rate in rows:
+        print("%-18s %10.1f" % (label, rate))
     return 0
 
 

@@ -45,8 +45,9 @@ def status(host: Optional[str] = None, api_key: Optional[str] = None, show: bool
 
 
 def is_model_running(name: str, host: Optional[str] = None, api_key: Optional[str] = None) -> bool:
-    """Is ``name`` (a hosted model's name or source) loaded and taking requests?"""
-    return any(m["state"] == "READY" and name in (m["name"], m["source"])
+    """Is ``name`` (a hosted model's name or source) taking requests? A lazy server's model that is
+    not in memory (COLD, EVICTED) or LOADING takes them too: they wait for the load."""
+    return any(m["state"] in ("READY", "LOADING", "COLD", "EVICTED") and name in (m["name"], m["source"])
                for m in status(host, api_key, show=False))
 
 

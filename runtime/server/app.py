@@ -70,10 +70,15 @@ class Service:
         return job
 
     def status(self, job: Dict[str, Any]) -> Dict[str, Any]:
-        return {"id": job["id"], "status": job["status"], "model": job["model"],
+        body = {"id": job["id"], "status": job["status"], "model": job["model"],
                 "position": self.store.position(job["id"]) if job["status"] == QUEUED else None,
                 "error": job["error"], "logs": self.store.logs(job["id"]), "created": job["created"],
                 "started": job["started"], "finished": job["finished"]}
+        replica_of = getattr(self.worker, "replica_of", None)  # on Ray (runtime/server/replicas/)
+        if replica_of is not None:
+            body["attempts"] = job["attempts"]
+            body["replica"] = replica_of(job["id"]) if job["status"] == RUNNING else None
+        return body
 
 
 def _error_response(error: ApiError) -> JSONResponse:
@@ -121,10 +126,17 @@ def _packages() -> Dict[str, str]:
 
 async def list_models(request: Request) -> Response:
     service = _service(request)
-    return JSONResponse({"models": [
-        {"name": h.name, "source": h.source, "key": h.key_class + ":" + '{"repo_id": "%s"}' % h.name,
-         "engine": h.engine, "state": h.state, "queue": service.store.queue_length(h.name)}
-        for h in service.models.by_name.values()]})
+    replicas = getattr(service.worker, "describe_replicas", None)  # on Ray (runtime/server/replicas/)
+    listing = []
+    for h in service.models.by_name.values():
+        entry = {"name": h.name, "source": h.source, "key": h.key_class + ":" + '{"repo_id": "%s"}' % h.name,
+                 "engine": h.engine, "state": h.state, "queue": service.store.queue_length(h.name)}
+        if h.error:
+            entry["error"] = h.error
+        if replicas is not None:
+            entry["replicas"] = replicas(h.name)
+        listing.append(entry)
+    return JSONResponse({"models": listing})
 
 
 async def model_config(request: Request) -> Response:

@@ -5,6 +5,8 @@
                          [--max-queue N] [--max-in-flight N] [--max-request-bytes N] [--result-ttl S] [--fsync]
                          [--max-result-bytes N] [--no-auth-tier trusted|untrusted] [--audit-ttl S]
                          [--engine vllm [--engine-arg KEY=VALUE ...] [--max-engine-jobs K]]
+                         [--lazy] [--memory-budget SIZE]
+                         [--ray [--address ADDR] [--replicas N] [--resources NAME:KEY=VALUE,...]]
     nnsight-server keys create NAME [--tier trusted|untrusted] [LIMITS] [--data-dir DIR]
     nnsight-server keys set KEY_ID [--tier trusted|untrusted] [LIMITS] [--data-dir DIR]
     nnsight-server keys list [--data-dir DIR]
@@ -19,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from . import audit, keys
 from .config import ServerConfig
@@ -61,6 +63,19 @@ def _parser() -> argparse.ArgumentParser:
                        help="--engine vllm: an engine argument, e.g. max_model_len=512 (repeatable)")
     serve.add_argument("--max-engine-jobs", type=int, default=None, metavar="K",
                        help="--engine vllm: jobs in the engine at once (default 16)")
+    serve.add_argument("--lazy", action="store_true",
+                       help="load each model when a job first needs it (default: all at start)")
+    serve.add_argument("--memory-budget", metavar="SIZE",
+                       help="bytes the loaded models may take (8GiB, 500MB); idle ones are evicted, least "
+                            "recently used first (implies --lazy)")
+    ray_group = serve.add_argument_group("Ray", "run the models in Ray actors (runtime/server/replicas/)")
+    ray_group.add_argument("--ray", action="store_true", help="run each model's replicas as Ray actors")
+    ray_group.add_argument("--address", help="the Ray cluster (host:port of its head; default: RAY_ADDRESS, else a "
+                                             "Ray started on this machine)")
+    ray_group.add_argument("--replicas", type=int, default=1, help="actors per model (each runs one job at a time)")
+    ray_group.add_argument("--resources", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                           help="what each replica of model NAME needs: num_cpus, num_gpus, memory (bytes or "
+                                "8GiB) or a custom Ray resource (default num_cpus=1)")
     key_cmd = sub.add_parser("keys", help="create, change, list or revoke API keys")
     key_cmd.add_argument("action", choices=("create", "set", "list", "revoke"))
     key_cmd.add_argument("name", nargs="?", help="create: who the key is for; set, revoke: the key id")
@@ -188,6 +203,31 @@ def _warn_untrusted_in_process(config: ServerConfig, store: Store, sandbox) -> N
         log.warning("!" * 78)
 
 
+def parse_resources(specs: List[str]) -> Dict[str, Dict[str, Any]]:
+    """``--resources NAME:num_cpus=1,num_gpus=0.5,memory=4GiB`` -> Ray actor options per model."""
+    from .lifecycle import parse_bytes
+
+    parsed: Dict[str, Dict[str, Any]] = {}
+    for spec in specs:
+        name, sep, rest = spec.partition(":")
+        if not sep or not name or not rest:
+            raise ValueError("--resources %r: expected NAME:KEY=VALUE[,KEY=VALUE]" % spec)
+        options: Dict[str, Any] = {}
+        for item in rest.split(","):
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise ValueError("--resources %r: %r is not KEY=VALUE" % (spec, item))
+            if key == "memory":
+                options["memory"] = parse_bytes(value)
+            elif key in ("num_cpus", "num_gpus"):
+                options[key] = float(value)
+            else:
+                options.setdefault("resources", {})[key] = float(value)
+        parsed[name] = options
+    return parsed
+
+
 def _load_async_backend() -> None:
     """Import anyio's asyncio backend completely before nnsight mounts ``save`` on ``object``:
     anyio checks the attributes of some classes when it creates them, lazily."""
@@ -225,17 +265,39 @@ def _serve(args: argparse.Namespace) -> int:
     if args.engine != "vllm" and (args.engine_arg or args.max_engine_jobs is not None):
         print("--engine-arg and --max-engine-jobs apply to --engine vllm", file=sys.stderr)
         return 2
-    models = Models(config.models, _vllm_model(args.engine_arg) if args.engine == "vllm" else None)
-    for hosted in models.by_name.values():
-        log.info("loading %s from %s (%s)", hosted.name, hosted.source, hosted.engine)
+    if args.engine == "vllm" and args.ray:
+        print("--engine vllm and --ray cannot be combined yet: a vLLM server hosts its engine itself", file=sys.stderr)
+        return 2
+    from .lifecycle import MemoryBudget, parse_bytes
+
+    budget = MemoryBudget(parse_bytes(args.memory_budget)) if args.memory_budget else None
     hub = EventHub()
+    make = _vllm_model(args.engine_arg) if args.engine == "vllm" else None
+    if args.ray:
+        models = Models(config.models, lazy=True)  # the front holds no weights; replicas load them
+    else:
+        models = Models(config.models, make, lazy=args.lazy, budget=budget)
     try:
-        models.load_all()
-        if args.engine == "vllm":
+        if args.ray:
+            from .replicas.pool import ReplicaPool
+
+            resources = parse_resources(args.resources)
+            unknown = sorted(set(resources) - set(models.by_name))
+            if unknown:
+                raise SystemExit("--resources names %s, which no --model is named" % ", ".join(unknown))
+            worker: Any = ReplicaPool(config, store, models, hub, replicas=args.replicas, resources=resources,
+                                      address=args.address or os.environ.get("RAY_ADDRESS"), budget=budget)
+            log.info("starting %d replica(s) of %s on Ray", args.replicas, ", ".join(models.names()))
+        elif args.engine == "vllm":
             from .vllm_dispatcher import DEFAULT_MAX_JOBS, VLLMDispatcher
 
-            worker: Any = VLLMDispatcher(config, store, models, hub, args.max_engine_jobs or DEFAULT_MAX_JOBS)
+            models.load_all()
+            worker = VLLMDispatcher(config, store, models, hub, args.max_engine_jobs or DEFAULT_MAX_JOBS)
         else:
+            if not models.lazy:
+                for hosted in models.by_name.values():
+                    log.info("loading %s from %s", hosted.name, hosted.source)
+                models.load_all()
             sandbox = None  # the untrusted tier's runner (runtime/sandbox/) plugs in here
             _warn_untrusted_in_process(config, store, sandbox)
             worker = Worker(config, store, models, InProcessRunner(server_tracer, model_for_key), hub,

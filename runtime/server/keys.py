@@ -26,6 +26,15 @@ TRUSTED, UNTRUSTED = "trusted", "untrusted"
 TIERS = (TRUSTED, UNTRUSTED)
 
 
+def tier_not_served(runs: str) -> Dict[str, Any]:
+    """The error of an untrusted key's job on a server whose jobs run ``runs`` (no sandbox there)."""
+    return {"type": "TierNotServedError",
+            "message": "this server runs every job %s, with no per-job sandbox; jobs of untrusted keys are "
+                       "refused here rather than run with less isolation than their tier promises" % runs,
+            "hint": "ask the operator for a trusted key (nnsight-server keys set KEY_ID --tier trusted), or use "
+                    "a server that runs untrusted jobs in its sandbox", "frames": []}
+
+
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 

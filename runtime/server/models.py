@@ -5,12 +5,18 @@ client's ``LanguageModel(PATH_OR_HUB_ID)`` (here with its weights). A client's
 key is ``import.path.ClassName:{"repo_id": ..., "revision": ...}``; it names a
 hosted model when its ``repo_id`` is the model's NAME, its path or hub id, or
 the same directory.
+
+Models load at start-up, unless the server is lazy (``--lazy``, ``--memory-budget``):
+then each loads when a job first needs it and may be evicted to make room
+(:mod:`.lifecycle`).
 """
+import gc
 import json
 import os
 from typing import Any, Callable, Dict, List, Optional
 
 from .errors import ApiError
+from .lifecycle import COLD, FAILED, LOADING, READY, MemoryBudget, Unit
 
 # Files a client needs to build the model's skeleton and tokenizer without weights.
 CONFIG_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -19,7 +25,10 @@ CONFIG_FILES = ("config.json", "generation_config.json", "tokenizer.json", "toke
 MAX_CONFIG_FILE_BYTES = 32 * 1024 * 1024
 
 
-class HostedModel:
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+class HostedModel(Unit):
     """One model this server runs jobs on."""
 
     engine = "transformers"  # what runs its jobs (runtime/server/vllm_hosted.py: "vllm")
@@ -29,21 +38,37 @@ class HostedModel:
         self.name = name
         self.source = source
         self.model: Any = None
-        self.state = "LOADING"
+        self.state = LOADING
         self.error: Optional[str] = None
 
-    def load(self) -> None:
+    def load(self) -> int:
+        """Load the weights; their size in bytes."""
         from nnsight import LanguageModel
 
+        self.state = LOADING
         try:
             self.model = LanguageModel(self.source, dispatch=True)
             # Gradients are off unless a job asks (`hidden.requires_grad = True`), as on NDIF:
             # activations are then leaves a job can start a backward pass from.
             self.model.requires_grad_(False)
         except Exception as error:
-            self.state, self.error = "FAILED", "%s: %s" % (type(error).__name__, error)
+            self.state, self.error = FAILED, "%s: %s" % (type(error).__name__, error)
             raise
-        self.state = "READY"
+        self.state, self.error = READY, None
+        return model_bytes(self.model)
+
+    def unload(self) -> None:
+        self.model = None
+        gc.collect()
+
+    def estimate_bytes(self) -> int:
+        if self.size_bytes:
+            return self.size_bytes
+        directory = self.source if os.path.isdir(self.source) else None
+        if directory is None:
+            return 0
+        return sum(os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory)
+                   if name.endswith(WEIGHT_SUFFIXES) and os.path.isfile(os.path.join(directory, name)))
 
     def matches(self, repo_id: str) -> bool:
         if repo_id in (self.name, self.source):
@@ -90,20 +115,58 @@ def parse_spec(spec: str, make: Optional[Callable[[str, str], HostedModel]] = No
     return (make or HostedModel)(name, source)
 
 
-class Models:
-    """The hosted models by name."""
+def unavailable(models: "Models", name: str, hosted: Optional[HostedModel]) -> Dict[str, Any]:
+    """The error of a job whose model is not hosted (any more), or failed to load."""
+    if hosted is not None and hosted.error:
+        return {"type": "ModelUnavailableError", "message": "model %r could not be loaded: %s" % (name, hosted.error),
+                "hint": "the server's operator can see the details in its log; the next job tries again",
+                "frames": []}
+    return {"type": "ModelUnavailableError", "message": "model %r is no longer hosted by this server" % name,
+            "hint": "hosted models: %s" % ", ".join(models.names()), "frames": []}
 
-    def __init__(self, specs: List[str], make: Optional[Callable[[str, str], HostedModel]] = None) -> None:
+
+def model_bytes(model: Any) -> int:
+    """Bytes of a loaded model's parameters and buffers."""
+    try:
+        tensors = list(model.parameters()) + list(model.buffers())
+    except Exception:  # noqa: BLE001 - not a torch module: size unknown
+        return 0
+    return sum(t.numel() * t.element_size() for t in tensors if t.device.type != "meta")
+
+
+class Models:
+    """The hosted models by name (``lazy``: loaded on first use, within ``budget``)."""
+
+    def __init__(self, specs: List[str], make: Optional[Callable[[str, str], HostedModel]] = None,
+                 lazy: bool = False, budget: Optional[MemoryBudget] = None) -> None:
         self.by_name: Dict[str, HostedModel] = {}
+        self.lazy = lazy or budget is not None
+        self.budget = budget if budget is not None else MemoryBudget(None)
         for spec in specs:
             hosted = parse_spec(spec, make)
             if hosted.name in self.by_name:
                 raise ValueError("two --model options are named %r; name them: --model NAME=PATH" % hosted.name)
             self.by_name[hosted.name] = hosted
+            if self.lazy:
+                hosted.state = COLD
+                self.budget.register(hosted)
 
     def load_all(self) -> None:
         for hosted in self.by_name.values():
-            hosted.load()
+            hosted.size_bytes = hosted.load()
+
+    def prepare(self, hosted: HostedModel) -> None:
+        """Before a job (one worker thread): load a cold or evicted model, evicting others to fit.
+
+        A load that fails leaves the model FAILED, its ``error`` saying why; the job then fails.
+        """
+        if not self.lazy:
+            return
+        try:
+            self.budget.acquire(hosted)
+        except Exception:  # noqa: BLE001 - recorded on the model (state FAILED, error)
+            return
+        self.budget.release(hosted)
 
     def names(self) -> List[str]:
         return sorted(self.by_name)

@@ -171,13 +171,17 @@ class Store:
             return self._db.execute("SELECT COUNT(*) FROM jobs WHERE key_id IS ? AND status IN (?, ?)",
                                     (key_id, QUEUED, RUNNING)).fetchone()[0]
 
-    def claim_next(self) -> Optional[Dict[str, Any]]:
-        """The oldest queued job, now RUNNING (its attempt counted), or None."""
+    def claim_next(self, model: Optional[str] = None) -> Optional[Dict[str, Any]]:
+        """The oldest queued job (of ``model``, if given), now RUNNING (its attempt counted), or None."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
+                if model is None:
+                    row = db.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
+                else:
+                    row = db.execute("SELECT * FROM jobs WHERE status = ? AND model = ? ORDER BY seq LIMIT 1",
+                                     (QUEUED, model)).fetchone()
                 if row is None:
                     db.execute("COMMIT")
                     return None
@@ -190,6 +194,12 @@ class Store:
         job = dict(row)
         job["status"], job["attempts"] = RUNNING, job["attempts"] + 1
         return job
+
+    def requeue(self, job_id: str) -> bool:
+        """Put a RUNNING job back in the queue, in its old place (its replica died); False if not running."""
+        with self._lock:
+            cur = self._db.execute("UPDATE jobs SET status = ? WHERE id = ? AND status = ?", (QUEUED, job_id, RUNNING))
+            return cur.rowcount > 0
 
     def position(self, job_id: str) -> Optional[int]:
         """How many queued jobs are ahead of this one (None unless it is queued)."""

@@ -207,13 +207,7 @@ class VLLMDispatcher:
                                 "hint": "hosted models: %s" % ", ".join(self.models.names()), "frames": []})
             return
         if job.get("tier") == keys.UNTRUSTED:  # no per-job sandbox around a shared engine's worker
-            self._fail(job_id, {"type": "TierNotServedError",
-                                "message": "this server hosts its models on the vLLM engine, which runs every "
-                                           "job's code in its one worker process; jobs of untrusted keys are "
-                                           "refused here",
-                                "hint": "ask the operator for a trusted key (nnsight-server keys set KEY_ID "
-                                        "--tier trusted), or use a server without --engine vllm",
-                                "frames": []})
+            self._fail(job_id, keys.tier_not_served("in the vLLM engine's one worker process"))
             self.jobs_done += 1
             return
         limit = self.config.job_time_limit_s

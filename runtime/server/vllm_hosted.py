@@ -11,6 +11,7 @@ parse as JSON, else strings).
 import json
 from typing import Any, Dict, List
 
+from .lifecycle import FAILED, LOADING, READY
 from .models import HostedModel
 
 ENGINE = "vllm"
@@ -41,15 +42,21 @@ class HostedVLLMModel(HostedModel):
         super().__init__(name, source)
         self.kwargs = dict(kwargs)
 
-    def load(self) -> None:
+    def load(self) -> int:
+        """Start the engine; 0 bytes counted here (the weights live in the engine's child process)."""
         from nnsight.modeling.vllm import VLLM
 
+        self.state = LOADING
         try:
             self.model = VLLM(self.source, dispatch=True, mode="async", **self.kwargs)
         except Exception as error:
-            self.state, self.error = "FAILED", "%s: %s" % (type(error).__name__, error)
+            self.state, self.error = FAILED, "%s: %s" % (type(error).__name__, error)
             raise
-        self.state = "READY"
+        self.state, self.error = READY, None
+        return 0
+
+    def unload(self) -> None:
+        self.shutdown()
 
     def shutdown(self) -> None:
         """Stop the engine (its child process and workers)."""

@@ -18,7 +18,7 @@ from . import audit, events, keys
 from .config import ServerConfig
 from .events import EventHub
 from .local_exchange import LocalExchange
-from .models import Models
+from .models import Models, unavailable
 from .runner import JobCancelled, JobFailed, JobInterrupted, JobRunner, JobTimeout
 from .store import CANCELLED, COMPLETED, ERROR, Store
 
@@ -129,10 +129,10 @@ class Worker:
                                 "the server's data directory", "hint": "submit it again", "frames": []})
             return
         hosted = self.models.by_name.get(job["model"])
+        if hosted is not None:
+            self.models.prepare(hosted)  # a lazy server loads the model now (lifecycle.py)
         if hosted is None or hosted.model is None:
-            self._fail(job_id, {"type": "ModelUnavailableError",
-                                "message": "model %r is no longer hosted by this server" % job["model"],
-                                "hint": "hosted models: %s" % ", ".join(self.models.names()), "frames": []})
+            self._fail(job_id, unavailable(self.models, job["model"], hosted))
             return
         settings = keys.settings(self.store, self.config, job["key_id"])
         # the job's tier, recorded when it was accepted; the key's now if that is stricter (a key moved to
