@@ -55,7 +55,7 @@ def unframe_reply(message: bytes) -> Tuple[int, bytes]:
 def encode_local(block: int, unit: int, values: Dict[str, Any], **encode: Any) -> bytes:
     """The LOCAL message: the values the block reads, by name."""
     tree = encode_value({"block": block, "unit": unit, "values": values},
-                        where="the values sent to the local block", **encode)
+                        where="the values sent to the local block", records=True, **encode)
     return encode_result(tree)
 
 
@@ -67,7 +67,7 @@ def encode_reply(block: int, values: Dict[str, Any], saved: List[str],
                                    "error": {"type": type(error).__name__, "message": str(error)[:2000]}}
     else:
         payload = {"block": block, "values": values, "saved": list(saved), "error": None}
-    return encode_result(encode_value(payload, where="the local block's results"))
+    return encode_result(encode_value(payload, where="the local block's results", records=True))
 
 
 def _checked_reply(reply: Any, block: int, unit: CodeUnit) -> Tuple[Dict[str, Any], List[str]]:
