@@ -90,12 +90,25 @@ def _checked_reply(reply: Any, block: int, unit: CodeUnit) -> Tuple[Dict[str, An
 
 
 def _write_in_place(old: Any, new: Any) -> bool:
-    """Copy an edited tensor back into the server's own (a view of an activation stays one)."""
+    """Copy an edited tensor back into the server's own (a view of an activation stays one).
+
+    A torch-free client edits the tensor as it saw it -- a numpy array, or nested lists of
+    numbers -- so those are copied in too when their shape matches.
+    """
     try:
         import torch
     except ImportError:  # pragma: no cover - the runtime has torch
         return False
-    if not (isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor)) or old.shape != new.shape:
+    if not isinstance(old, torch.Tensor):
+        return False
+    if not isinstance(new, torch.Tensor):
+        if not (type(new) is list or (type(new).__module__ == "numpy" and type(new).__name__ == "ndarray")):
+            return False
+        try:
+            new = torch.as_tensor(new, dtype=old.dtype)
+        except (TypeError, ValueError, RuntimeError):
+            return False
+    if old.shape != new.shape:
         return False
     new = new.to(device=old.device, dtype=old.dtype)
     if not torch.equal(old, new):
