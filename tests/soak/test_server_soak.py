@@ -91,7 +91,9 @@ def _expected(logits, i: int) -> float:
 
 
 def _metrics(client):
-    reply = client.get("/v1/metrics", timeout=30)
+    """The server's metrics after a full collection there: weak registries count what is reachable
+    (finished programs hold cycles, which the collector frees in bursts)."""
+    reply = client.get("/v1/metrics", params={"collect": "1"}, timeout=30)
     assert reply.status_code == 200, reply.text
     metrics = reply.json()
     metrics["time"] = time.monotonic()
