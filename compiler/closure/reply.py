@@ -97,13 +97,14 @@ class ReplyResolver:
                 self._check_sent(ref)
                 return logging.getLogger(ref[1])
         if isinstance(ref, str) and ref.count(":") == 1:
-            record = loaded(ref)  # a mapping record class (ModelOutput...) already loaded here
-            if is_record_class(record):
-                return record
-            mod, qual = ref.split(":")
-            obj = self._named(mod, qual, ref)
-            if ref_key(ref) in self.sent or (isinstance(obj, type) and may_build_server_type(obj)):
-                return obj
+            if ref_key(ref) in self.sent:  # the same name the request sent, to the object it names here
+                mod, qual = ref.split(":")
+                return self._named(mod, qual, ref)
+            # otherwise only from module and class namespaces already loaded: no module __getattr__
+            # runs (a lazy package such as transformers would import on attribute access)
+            obj = loaded(ref)
+            if is_record_class(obj) or (isinstance(obj, type) and may_build_server_type(obj)):
+                return obj  # a mapping record class (ModelOutput...), or a fixed server type
         raise IRDecodeError("the reply names %s, which the request did not send: refused (a reply may only "
                             "refer to the classes and functions its request sent)" % short_repr(ref))
 

@@ -222,3 +222,24 @@ def test_result_version_follows_the_content():
     assert version({"a": Counter(x=1)}) == 2
     with pytest.raises(IRDecodeError, match="upgrade nnsight"):
         decode_result(result_bytes(["dict"], version=3))
+
+
+@pytest.mark.parametrize("tag", ["type", "objref", "mapping", "object"])
+def test_a_lazy_package_attribute_is_never_imported(tag, closure, tmp_path):
+    """transformers exports most names lazily (its module ``__getattr__`` imports on access): a reply
+    naming one it did not send must be answered from the loaded namespaces only, importing nothing."""
+    import transformers
+
+    name = "Wav2Vec2ConformerForCTC"
+    if name in transformers.__dict__:
+        pytest.skip("%s was already imported in this process" % name)
+    node = {"type": ["type", "transformers:" + name], "objref": ["objref", "transformers:" + name],
+            "mapping": ["mapping", "transformers:" + name, [], []],
+            "object": ["object", "transformers:" + name, [], []]}[tag]
+    with no_trace(tmp_path):
+        if tag == "mapping":
+            assert type(client_decode(_reply(node), closure)["f"]) is MappingRecord
+        else:
+            with pytest.raises(IRDecodeError, match="did not send"):
+                client_decode(_reply(node), closure)
+    assert name not in transformers.__dict__

@@ -105,7 +105,7 @@ HOSTILE_RESULTS = {
     "objref def attribute chain not sent": (["dict", ["f", ["objref", ["def", 0, "mro"]]]], "did not send"),
     "objref def __globals__": (["dict", ["f", ["objref", ["def", 0, "__globals__"]]]], "never reachable"),
     "objref envoy dunder path": (["dict", ["f", ["objref", ["model", "model.__class__"]]]], "never reachable"),
-    "objref a module on disk, not loaded": (["dict", ["f", ["objref", "wire_client_sentinel:x"]]], "not loaded"),
+    "objref a module on disk, not loaded": (["dict", ["f", ["objref", "wire_client_sentinel:x"]]], "did not send"),
     "enumvalue importlib": (["dict", ["f", ["enumvalue", "importlib:import_module", "os"]]], "importlib"),
     "tensor with an object ndarray": (["dict", ["f", ["ndarray", "|O", [10 ** 8], b""]]], "object dtypes"),
     "mapping os:system": (["dict", ["f", ["mapping", "os:system", [["a", "<marker>"]], []]]], "module 'os'"),
