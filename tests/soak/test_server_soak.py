@@ -20,9 +20,8 @@ jobs/s; server RSS 468 MiB after 500 jobs, 470 MiB from 1,500 jobs to the end; a
 and result files stored; SQLite and its log 4.3 MB; every registry flat from the half). The server
 runs one job at a time and spends about 43 ms of CPU on each (measured under load), so more client
 threads do not help: even a quiet 2-core machine would need an estimated 7 minutes or more for
-10,000 jobs, which is why
-the default stays at DEFAULT_JOBS. A later run with the server's 10,000 jobs sharing 2 cores with
-other work (load average 9-12): 1,539 s (6.5 jobs/s); RSS 459 MiB after 500 jobs, 462 -> 466 MiB
+10,000 jobs, which is why the default stays at DEFAULT_JOBS. A later 10,000-job run, sharing the
+2 cores with other work (load average 9-12): 1,539 s (6.5 jobs/s); RSS 459 MiB after 500 jobs, 462 -> 466 MiB
 over the second half; at most 197 jobs stored; SQLite 4.2 MB; ``runtime.claims.codes`` 65 -> 64.
 
 Metrics are sampled with ``?collect=1`` (a full collection in the server first): finished programs
