@@ -102,7 +102,8 @@ def expected(gpt2):
     record = ["MappingRecord", "transformers.modeling_outputs:CausalLMOutputWithCrossAttentions",
               ["logits", "past_key_values"], None, output.logits[0, -1].tolist(), output.logits[0, -1].tolist(),
               "MappingRecord", cache, output.past_key_values.layers[1].keys.tolist()]
-    return {"output": record,"logits": logits.tolist(), "total": sum(float(v) for v in row.tolist()), "last": last.tolist(), "edited": edited.tolist(),
+    return {"output": record, "logits": logits.tolist(), "total": sum(float(v) for v in row.tolist()),
+            "last": last.tolist(), "edited": edited.tolist(),
             "shape": list(shape), "meta": [list(meta.shape), str(meta.dtype).replace("torch.", ""), "meta"]}
 
 
