@@ -143,7 +143,8 @@ def run(job: Accepted, make_tracer: MakeTracer, local: Optional[Transport] = Non
 
 def encode_saved(job: Accepted, saved: Dict[str, Any]) -> bytes:
     """The result bytes of the saved variables (user classes as references the client resolves)."""
-    tree = encode_value(saved, where="the saved values", classref=job.loader.classref, objref=job.loader.objref)
+    tree = encode_value(saved, where="the saved values", classref=job.loader.classref, objref=job.loader.objref,
+                        records=True)
     return encode_result(tree)
 
 

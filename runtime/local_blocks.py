@@ -55,7 +55,7 @@ def unframe_reply(message: bytes) -> Tuple[int, bytes]:
 def encode_local(block: int, unit: int, values: Dict[str, Any], **encode: Any) -> bytes:
     """The LOCAL message: the values the block reads, by name."""
     tree = encode_value({"block": block, "unit": unit, "values": values},
-                        where="the values sent to the local block", **encode)
+                        where="the values sent to the local block", records=True, **encode)
     return encode_result(tree)
 
 
@@ -67,7 +67,7 @@ def encode_reply(block: int, values: Dict[str, Any], saved: List[str],
                                    "error": {"type": type(error).__name__, "message": str(error)[:2000]}}
     else:
         payload = {"block": block, "values": values, "saved": list(saved), "error": None}
-    return encode_result(encode_value(payload, where="the local block's results"))
+    return encode_result(encode_value(payload, where="the local block's results", records=True))
 
 
 def _checked_reply(reply: Any, block: int, unit: CodeUnit) -> Tuple[Dict[str, Any], List[str]]:
@@ -90,12 +90,25 @@ def _checked_reply(reply: Any, block: int, unit: CodeUnit) -> Tuple[Dict[str, An
 
 
 def _write_in_place(old: Any, new: Any) -> bool:
-    """Copy an edited tensor back into the server's own (a view of an activation stays one)."""
+    """Copy an edited tensor back into the server's own (a view of an activation stays one).
+
+    A torch-free client edits the tensor as it saw it -- a numpy array, or nested lists of
+    numbers -- so those are copied in too when their shape matches.
+    """
     try:
         import torch
     except ImportError:  # pragma: no cover - the runtime has torch
         return False
-    if not (isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor)) or old.shape != new.shape:
+    if not isinstance(old, torch.Tensor):
+        return False
+    if not isinstance(new, torch.Tensor):
+        if not (type(new) is list or (type(new).__module__ == "numpy" and type(new).__name__ == "ndarray")):
+            return False
+        try:
+            new = torch.as_tensor(new, dtype=old.dtype)
+        except (TypeError, ValueError, RuntimeError):
+            return False
+    if old.shape != new.shape:
         return False
     new = new.to(device=old.device, dtype=old.dtype)
     if not torch.equal(old, new):

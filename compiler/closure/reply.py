@@ -7,7 +7,9 @@ sent that same name -- to the same object, by identity, from modules already
 loaded here -- or if it names one of the fixed server types the wire may carry.
 Nothing is imported, and an instance is rebuilt only for a class the request
 sent (or a fixed server type): a hostile reply naming ``os:system`` is refused
-with :class:`~compiler.ir.errors.IRDecodeError`.
+with :class:`~compiler.ir.errors.IRDecodeError`. A mapping record's class (a
+``ModelOutput`` subclass, :mod:`compiler.ir.values.mappings`) is answered when it
+is already loaded here; its instances are rebuilt by the decoder's fixed rule.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 from ..ir.errors import IRDecodeError
 from ..ir.nodes import BIND_BUILTIN, BIND_MODULE, BIND_OBJECT, BIND_VALUE, Binding, Program
 from ..ir.values import may_build_server_type, ref_key, refs_in, short_repr
+from ..ir.values.mappings import is_record_class, loaded
 
 
 def sent_references(program: Program, inputs: Iterable[Any]) -> Dict[Any, Any]:
@@ -94,10 +97,14 @@ class ReplyResolver:
                 self._check_sent(ref)
                 return logging.getLogger(ref[1])
         if isinstance(ref, str) and ref.count(":") == 1:
-            mod, qual = ref.split(":")
-            obj = self._named(mod, qual, ref)
-            if ref_key(ref) in self.sent or (isinstance(obj, type) and may_build_server_type(obj)):
-                return obj
+            if ref_key(ref) in self.sent:  # the same name the request sent, to the object it names here
+                mod, qual = ref.split(":")
+                return self._named(mod, qual, ref)
+            # otherwise only from module and class namespaces already loaded: no module __getattr__
+            # runs (a lazy package such as transformers would import on attribute access)
+            obj = loaded(ref)
+            if is_record_class(obj) or (isinstance(obj, type) and may_build_server_type(obj)):
+                return obj  # a mapping record class (ModelOutput...), or a fixed server type
         raise IRDecodeError("the reply names %s, which the request did not send: refused (a reply may only "
                             "refer to the classes and functions its request sent)" % short_repr(ref))
 

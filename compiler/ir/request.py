@@ -14,7 +14,10 @@ Binary layouts (deterministic, like :mod:`.binary`)::
                      version-checked before the body is decompressed
              body:   {"program": program record without header, "model": str,
                       "method": str, "args": tree, "kwargs": tree}
-    result:  b"NNRS" | zstd(msgpack {"version": 1, "saved": tree})
+    result:  b"NNRS" | zstd(msgpack {"version": 1 | 2, "saved": tree})
+             version 2: the tree holds ``mapping`` nodes (mapping records such as a
+             transformers ``ModelOutput``); any other result is written as version 1,
+             so a client that predates mapping records reads it unchanged
 """
 from __future__ import annotations
 
@@ -32,7 +35,9 @@ from .values import plain_problem
 
 REQUEST_MAGIC = b"NNRQ"
 RESULT_MAGIC = b"NNRS"
-RESULT_VERSION = 1
+RESULT_VERSION = 2
+# the oldest result version still written (results without mapping records) and read
+RESULT_VERSION_PLAIN = 1
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,8 @@ def encode_result(saved_tree: Any) -> bytes:
     problem = plain_problem(saved_tree, "saved")
     if problem:
         raise IRError("cannot encode result: %s" % problem)
-    raw = framing.pack({"version": RESULT_VERSION, "saved": saved_tree})
+    version = RESULT_VERSION if _has_records(saved_tree) else RESULT_VERSION_PLAIN
+    raw = framing.pack({"version": version, "saved": saved_tree})
     return RESULT_MAGIC + framing.compress(raw, RESULT_ZSTD_LEVEL)
 
 
@@ -127,10 +133,24 @@ def decode_result(data: bytes, *, limits: Optional[DecodeLimits] = None) -> Any:
     body = framing.read_body(data, len(RESULT_MAGIC), "result", limits_or_default(limits))
     if not isinstance(body, dict) or "saved" not in body:
         raise IRDecodeError("result is not a map with saved values")
-    if body.get("version") != RESULT_VERSION:
-        raise IRDecodeError("result version %r is not supported (expected %d)" % (
-            body.get("version"), RESULT_VERSION))
+    version = body.get("version")
+    if type(version) is not int or not RESULT_VERSION_PLAIN <= version <= RESULT_VERSION:
+        raise IRDecodeError("result version %r is not supported (this nnsight reads versions %d to %d%s)" % (
+            version, RESULT_VERSION_PLAIN, RESULT_VERSION,
+            "; upgrade nnsight" if type(version) is int and version > RESULT_VERSION else ""))
     return body["saved"]
+
+
+def _has_records(tree: Any) -> bool:
+    """Does a value tree hold a ``mapping`` node (iterative: any depth)?"""
+    stack = [tree]
+    while stack:
+        t = stack.pop()
+        if type(t) is list and t:
+            if t[0] == "mapping":
+                return True
+            stack.extend(t)
+    return False
 
 
 def print_request(r: Request) -> str:

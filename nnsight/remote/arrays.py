@@ -5,7 +5,12 @@ device]`` nodes (docs/ir.md). Without torch, :func:`tensors_as_arrays` rewrites 
 decoding: into ``["ndarray", descr, shape, data]`` nodes when numpy is importable (same
 values, same shape; bfloat16 widens to float32, which holds every bfloat16 exactly), else
 into nested ``list`` nodes of Python numbers. ``torch.Size`` becomes a tuple, a dtype or a
-device its name.
+device its name. A meta tensor (what ``scan`` saves: a shape, no data) becomes a mapping
+record of ``shape``, ``dtype`` and ``device``; an instance of a server class this client has
+not loaded (a ``transformers`` key/value cache inside a ``ModelOutput``) a mapping record of
+its fields. Mapping records whose class is not loaded here decode as
+:class:`compiler.ir.values.MappingRecord` (a dict with attribute access). The rewrite only
+turns data into data; the decoder still checks everything.
 """
 import importlib.util
 import struct
@@ -84,10 +89,30 @@ def tensors_as_arrays(tree: Any, numpy: Optional[bool] = None) -> Any:
     return _walk(tree, numpy)
 
 
+def _meta_record(node: list) -> Any:
+    """A meta tensor's shape, dtype and device, as a mapping record's fields."""
+    _, dtype, shape, _, _, device = node
+    return ["mapping", "torch:Tensor", [], [["shape", ["tuple"] + list(shape)], ["dtype", dtype],
+                                            ["device", device], ["ndim", len(shape)]]]
+
+
+def _not_loaded(ref: Any) -> bool:
+    return isinstance(ref, str) and ref.count(":") == 1 and sys.modules.get(ref.split(":")[0]) is None
+
+
+def _pairs(items: Any, numpy: bool, keys: bool) -> Any:
+    if not isinstance(items, list):
+        return items
+    return [[_walk(p[0], numpy) if keys else p[0], _walk(p[1], numpy)]
+            if isinstance(p, list) and len(p) == 2 else p for p in items]
+
+
 def _walk(node: Any, numpy: bool) -> Any:
     if not isinstance(node, list) or not node or not isinstance(node[0], str):
         return node  # an atom
     if _is_tensor(node):
+        if node[5] == "meta" and node[3] is None:
+            return _walk(_meta_record(node), numpy)
         return _array_node(node, numpy)
     tag = node[0]
     if tag == "size":
@@ -101,7 +126,11 @@ def _walk(node: Any, numpy: bool) -> Any:
     if tag in ("dict", "odict"):
         return [tag] + [[_walk(k, numpy), _walk(v, numpy)] for k, v in node[1:]]
     if tag == "object" and len(node) == 4:
-        return [tag, node[1], [[a, _walk(v, numpy)] for a, v in node[2]], [[a, _walk(v, numpy)] for a, v in node[3]]]
+        if _not_loaded(node[1]) and isinstance(node[2], list) and isinstance(node[3], list):
+            return ["mapping", node[1], [], _pairs(node[2] + node[3], numpy, False)]
+        return [tag, node[1], _pairs(node[2], numpy, False), _pairs(node[3], numpy, False)]
+    if tag == "mapping" and len(node) == 4:
+        return [tag, node[1], _pairs(node[2], numpy, True), _pairs(node[3], numpy, False)]
     if tag == "shared" and len(node) == 3:
         return [tag, node[1], _walk(node[2], numpy)]
     if tag == "same" and len(node) == 3:

@@ -11,6 +11,11 @@ by value, server modules by name), and sent; ``model`` in the body is the
 hosted model's root envoy on the server. Saved values come back as for
 ``remote=True``; tensors as numpy arrays (nested lists without numpy) when
 torch is not installed (:mod:`nnsight.remote.arrays`).
+
+``with tracer.local():`` inside the body runs that block here, mid-job, with the
+values the server sends (:mod:`nnsight.remote.local_blocks`; without torch they
+are numpy arrays or nested lists, and ``nnsight.save(x)`` marks what the block
+saves); ``model.scan(...)`` gives shapes without running the model.
 """
 import json
 import sys
@@ -55,6 +60,13 @@ class RemoteModel:
     def generate(self, *inputs: Any, **kwargs: Any) -> "RemoteTracer":
         """``with model.generate(input, max_new_tokens=n) as tracer:`` on the server."""
         return RemoteTracer(self, "generate", inputs, kwargs)
+
+    def scan(self, *inputs: Any, **kwargs: Any) -> "RemoteTracer":
+        """``with model.scan(input):`` -- shapes and dtypes without running the model: the server
+        runs the body on fake tensors, as a local ``model.scan`` does. Saved shapes come back as
+        tuples; a saved tensor (which has no data) as a :class:`~compiler.ir.values.MappingRecord`
+        with ``shape``, ``dtype`` and ``device`` (``"meta"``)."""
+        return RemoteTracer(self, "scan", inputs, kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -111,19 +123,23 @@ class RemoteTracer:
 
     def _run(self, frame: Any) -> Dict[str, Any]:
         from compiler.closure import close_program
+        from compiler.ir import FACT_LOCAL
         from compiler.closure.frame_values import frame_values
         from compiler.ir.request import Request, decode_result, encode_request
         from compiler.ir.values import decode_value
+        from runtime import saves
 
         from .arrays import importable, tensors_as_arrays
 
         program = self.program
-        local = [u for u in program.units if "local" in u.facts]  # compiler.ir.FACT_LOCAL
-        if local:
-            raise NotImplementedError(
-                "%s:%d: `with tracer.local():` is not supported by the torch-free RemoteModel client yet: "
-                "use an nnsight model class (e.g. LanguageModel) with remote=True, or save the values and "
-                "continue after the trace" % (local[0].loc.file, local[0].header[0]))
+        has_local = any(FACT_LOCAL in u.facts for u in program.units)
+        if has_local:
+            from compiler.frontend.local_blocks import without_local_bodies
+
+            if not self.blocking:
+                raise ValueError("a trace with `with tracer.local():` blocks needs blocking=True: the client "
+                                 "runs those blocks while the job runs")
+            program = without_local_bodies(program)  # the blocks' bodies stay here
         values, global_names = frame_values(program, frame)
         f_globals = frame.f_globals
         name = f_globals.get("__name__")
@@ -142,13 +158,31 @@ class RemoteTracer:
             tree = decode_result(reply)
             if not torch_here:
                 tree = tensors_as_arrays(tree)
-            saved = decode_value(tree, resolve=closure.resolve)
+            saved = decode_value(tree, resolve=closure.resolve, may_build=closure.may_build)
             if not isinstance(saved, dict):
                 raise TypeError("the server's reply is not a dict of saved variables")
             return saved
 
-        self.backend = RemoteBackend(self.model.client(), decode)
+        blocks = None
+        if has_local:
+            from runtime.builder import CompiledProgram
+
+            from .local_blocks import ClientLocalBlocks
+
+            blocks = ClientLocalBlocks(CompiledProgram(self.program), frame, closure.resolve, closure.may_build,
+                                       rewrite=None if torch_here else tensors_as_arrays)
+        self.backend = RemoteBackend(self.model.client(), decode, local_blocks=blocks)
         self.backend.submit(payload, self.blocking)
         if not self.blocking:
             return {}
-        return self.backend.wait()
+        if blocks is None:
+            return self.backend.wait()
+        saves.enter()  # nnsight.save() in a block marks what it saves, as inside a local trace
+        try:
+            return self.backend.wait()
+        except Exception:
+            if blocks.failure is not None:
+                raise blocks.failure from None  # the block's own error, at the user's line
+            raise
+        finally:
+            saves.exit()

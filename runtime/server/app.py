@@ -150,7 +150,8 @@ async def metrics(request: Request) -> Response:
     """Registry sizes and bounds, memory, queue and data-dir size (:mod:`.metrics`); needs a key."""
     service = _service(request)
     service.key_id(request.headers.get(KEY_HEADER))
-    return JSONResponse(await run_in_threadpool(server_metrics.snapshot, service))
+    collect = request.query_params.get("collect") == "1"
+    return JSONResponse(await run_in_threadpool(server_metrics.snapshot, service, collect))
 
 
 async def _body(request: Request, limit: int) -> bytes:

@@ -5,6 +5,7 @@ process's resident memory, the queue, how many jobs this process has finished, a
 the data directory (stored jobs, blob files, the SQLite files). A flat line in each of these over
 days is the sign that nothing leaks per request.
 """
+import gc
 import linecache
 import os
 from typing import Any, Dict
@@ -41,10 +42,17 @@ def _blob_count(blob_dir: str) -> int:
         return 0
 
 
-def snapshot(service: Any) -> Dict[str, Any]:
-    """The metrics of one server process (see ``docs/protocol.md``)."""
+def snapshot(service: Any, collect: bool = False) -> Dict[str, Any]:
+    """The metrics of one server process (see ``docs/protocol.md``).
+
+    ``collect``: run a full garbage collection first, so a weak registry counts only what is
+    still reachable (finished jobs' programs hold reference cycles, which Python's collector
+    frees in bursts: without it the weak sizes saw-tooth with the collector's schedule).
+    """
     from .store import QUEUED, RUNNING
 
+    if collect:
+        gc.collect()
     store, config = service.store, service.config
     db = config.db_path
     return {

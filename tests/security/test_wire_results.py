@@ -97,17 +97,21 @@ HOSTILE_RESULTS = {
     "state subprocess:Popen": (["dict", ["f", ["state", "subprocess:Popen", ["dict"]]]], "subprocess"),
     "type builtins:eval": (["dict", ["f", ["type", "builtins:eval"]]], "builtin 'eval'"),
     "objref json:loads (harmless, but not sent)": (["dict", ["f", ["objref", "json:loads"]]], "did not send"),
-    "object collections:Counter (not sent)": (["dict", ["f", ["object", "collections:Counter", [], []]]],
-                                              "did not send"),
+    "object collections:Counter (a mapping record class, never built as an object)": (
+        ["dict", ["f", ["object", "collections:Counter", [], []]]], "not a plain Python class"),
     "objref module json (not sent)": (["dict", ["f", ["objref", ["module", "json"]]]], "did not send"),
     "objref logger (not sent)": (["dict", ["f", ["objref", ["logger", "root"]]]], "did not send"),
     "objref def out of range": (["dict", ["f", ["objref", ["def", 10 ** 6]]]], "did not send"),
     "objref def attribute chain not sent": (["dict", ["f", ["objref", ["def", 0, "mro"]]]], "did not send"),
     "objref def __globals__": (["dict", ["f", ["objref", ["def", 0, "__globals__"]]]], "never reachable"),
     "objref envoy dunder path": (["dict", ["f", ["objref", ["model", "model.__class__"]]]], "never reachable"),
-    "objref a module on disk, not loaded": (["dict", ["f", ["objref", "wire_client_sentinel:x"]]], "not loaded"),
+    "objref a module on disk, not loaded": (["dict", ["f", ["objref", "wire_client_sentinel:x"]]], "did not send"),
     "enumvalue importlib": (["dict", ["f", ["enumvalue", "importlib:import_module", "os"]]], "importlib"),
     "tensor with an object ndarray": (["dict", ["f", ["ndarray", "|O", [10 ** 8], b""]]], "object dtypes"),
+    "mapping os:system": (["dict", ["f", ["mapping", "os:system", [["a", "<marker>"]], []]]], "module 'os'"),
+    "mapping builtins:exec": (["dict", ["f", ["mapping", "builtins:exec", [], []]]], "builtin 'exec'"),
+    "mapping dunder field": (["dict", ["f", ["mapping", "collections:Counter", [], [["__class__", 1]]]]],
+                             "plain string"),
 }
 
 

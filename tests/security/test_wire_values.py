@@ -54,6 +54,11 @@ NAMING_ATTACKS = {
     "object torch:Tensor (C type)": (["object", "torch:Tensor", [], []], "not a plain Python class"),
     "state logging:FileHandler (server class, not allowlisted)": (
         ["state", "logging:FileHandler", ["dict", ["baseFilename", "x"]]], "'logging.FileHandler' is not available"),
+    "mapping os:system": (["mapping", "os:system", [["a", MARK]], []], "module 'os'"),
+    "mapping subprocess:Popen": (["mapping", "subprocess:Popen", [], [["args", MARK]]], "subprocess"),
+    "mapping builtins:eval": (["mapping", "builtins:eval", [], []], "builtin 'eval'"),
+    "mapping dunder chain": (["mapping", "collections:OrderedDict.__init__.__globals__", [], []], "never reachable"),
+    "mapping with a list reference": (["mapping", ["module", "os"], [], []], "module:qualname"),
     "object logging:Logger (server class, not allowlisted)": (
         ["object", "logging:Logger", [["name", "x"]], []], "neither defined by value"),
     "state nn.Linear with a non-dict state": (

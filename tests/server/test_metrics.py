@@ -27,3 +27,19 @@ def test_metrics_report_registries_memory_and_the_jobs_run(server, api_key, remo
     assert registries["linecache.no_file_sources"]["bound"] == 512
     assert registries["runtime.saves.marked"] == {"size": 0, "bound": None}
     assert all(set(entry) == {"size", "bound"} for entry in registries.values())
+
+
+def test_metrics_after_a_collection_count_only_reachable_entries(server, api_key, remote_config, gpt2):
+    """``?collect=1``: a full collection first, so a weak registry never counts garbage."""
+    for i in range(3):  # distinct programs: each leaves a finished program (with cycles) behind
+        with gpt2.trace("Collect %d" % i, remote=True):
+            out = gpt2.lm_head.output[0, -1, i].save()
+        assert float(out) == float(out)
+    plain = _metrics(server, api_key).json()
+    reply = httpx.get(server.url + "/v1/metrics", params={"collect": "1"}, headers={"ndif-api-key": api_key},
+                      timeout=30)
+    assert reply.status_code == 200
+    collected = reply.json()
+    assert set(collected) == set(plain)
+    codes = "runtime.claims.codes"
+    assert collected["registries"][codes]["size"] <= plain["registries"][codes]["size"]

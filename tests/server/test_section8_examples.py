@@ -392,9 +392,8 @@ def test_print_statements_arrive_as_log_lines(gpt2, remote_config, capsys):
 
 
 def test_blocking_execution(gpt2, remote_config, capsys):
-    """The trace waits for the job: the saved value is there as soon as it exits. Adapted: the
-    saved value is ``model.output.logits``, because the whole ``model.output`` (a transformers
-    ``ModelOutput``, a dict subclass) cannot travel back yet (see the strict xfail below)."""
+    """The trace waits for the job: the saved value is there as soon as it exits (here
+    ``model.output.logits``; the whole ``model.output`` is the next test)."""
     model = gpt2
     # Blocking (default) - waits for completion
     with model.trace("Hello", remote=True):
@@ -407,16 +406,22 @@ def test_blocking_execution(gpt2, remote_config, capsys):
     assert capsys.readouterr().out.startswith("tensor(")
 
 
-@pytest.mark.xfail(strict=True, reason="a transformers ModelOutput (a dict subclass) is not yet a value the "
-                                        "result encoding carries back; save its fields instead")
 def test_blocking_execution_saving_the_whole_model_output(gpt2, remote_config):
-    """As written: ``model.output.save()`` remotely gives the same ModelOutput as locally."""
+    """As written: ``model.output.save()`` remotely gives the same ModelOutput as locally (its
+    class, its items, its ``None`` fields and its key/value cache)."""
     model = gpt2
     with model.trace("Hello", remote=True):
         output = model.output.save()
     with model.trace("Hello"):
         expected = model.output.save()
-    assert torch.equal(output.logits, expected.logits)
+    assert type(output) is type(expected)
+    assert list(output.keys()) == list(expected.keys()) == ["logits", "past_key_values"]
+    assert torch.equal(output.logits, expected.logits) and output.logits is output["logits"]
+    assert output.loss is None and output.hidden_states is None
+    assert type(output.past_key_values) is type(expected.past_key_values)
+    for got, want in zip(output.past_key_values.layers, expected.past_key_values.layers):
+        assert torch.equal(got.keys, want.keys) and torch.equal(got.values, want.values)
+    assert torch.equal(output[0], expected[0])
 
 
 def test_non_blocking_execution(gpt2, remote_config, capsys):

@@ -84,13 +84,37 @@ def test_a_block_needs_blocking(gpt2, remote_config):
                 print(hidden.shape)
 
 
-def test_the_torch_free_client_refuses_a_block_before_sending():
+def test_the_remote_model_runs_a_block_here(remote_config, capsys):
+    """``nnsight.RemoteModel`` (the torch-free client, here with torch loaded) runs the block on
+    this side and sends the in-place edit back (tests/server/test_torch_free_local_and_scan.py
+    runs it without torch, from other Pythons)."""
     from nnsight import RemoteModel
 
-    model = RemoteModel("gpt2", host="http://127.0.0.1:9", api_key="unused")
-    with pytest.raises(NotImplementedError, match="torch-free RemoteModel"):
+    model = RemoteModel("gpt2", host=remote_config.API.HOST, api_key=remote_config.API.APIKEY)
+    with model.trace(PROMPT) as tracer:
+        hidden = model.transformer.h[0].output
+        with tracer.local():
+            print("the block sees", tuple(hidden.shape))
+            hidden[:, -1] = 0
+        last = model.transformer.h[0].output[0, -1].save()
+    assert "the block sees (1, 8, 64)" in capsys.readouterr().out
+    assert torch.count_nonzero(last) == 0
+
+
+def test_the_remote_model_raises_a_block_error_at_the_users_line(remote_config):
+    from nnsight import RemoteModel
+
+    model = RemoteModel("gpt2", host=remote_config.API.HOST, api_key=remote_config.API.APIKEY)
+    with pytest.raises(ZeroDivisionError) as info:
         with model.trace(PROMPT) as tracer:
-            hidden = model.transformer.h[0].output[0]
+            hidden = model.transformer.h[0].output
+            with tracer.local():
+                broken = float(hidden.sum()) / 0  # this line
+    frames = traceback.extract_tb(info.value.__traceback__)
+    assert any(f.filename == __file__ and "# this line" in (f.line or "") for f in frames), frames
+    with pytest.raises(ValueError, match="blocking=True"):
+        with model.trace(PROMPT, blocking=False) as tracer:
+            hidden = model.transformer.h[0].output
             with tracer.local():
                 print(hidden.shape)
 

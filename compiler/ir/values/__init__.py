@@ -19,6 +19,8 @@ exactly. Tags::
     ["namedtuple", ref, *items]
     ["object", ref, [[attr, value], ...], [[slot, value], ...]]
     ["state", ref, state]               class with __setstate__
+    ["mapping", "mod:qual", [[k, v], ...], [[field, v], ...]]
+                                        a mapping record (ModelOutput, Counter...): results only
     ["tensor", dtype, shape, data, requires_grad, device]   (also "parameter")
     ["dtype", name]   ["device", name]   ["size", *dims]
     ["ndarray", descr, shape, data]   ["npscalar", descr, data]   ["npdtype", descr]
@@ -49,6 +51,9 @@ Decoding is data only (the trees come from another machine):
   fixed server types (:data:`~.instances.SERVER_TYPE_MODULES`), field by field:
   no ``__new__``, ``__init__``, ``__setstate__``, ``__setattr__`` or
   ``__reduce__`` of theirs runs (:mod:`.instances`); enum members are looked up;
+* ``mapping`` nodes rebuild a class only if ``resolve`` answers with an allowlisted
+  mapping record class, without its code; else a plain :class:`~.mappings.MappingRecord`
+  (:mod:`.mappings`);
 * tensors and arrays take their dtype from a fixed table (no numpy object
   dtypes) and are sized before allocation; depth, node count and sizes are
   bounded (:class:`~compiler.ir.limits.DecodeLimits`).
@@ -65,6 +70,7 @@ from .common import default_classref, lookup_qualname, plain_problem, short_repr
 from .decoder import MayBuild, Resolve, decode_value  # noqa: F401
 from .encoder import ClassRef, ObjRef, encode_value  # noqa: F401
 from .instances import SERVER_TYPE_MODULES, may_build_server_type  # noqa: F401
+from .mappings import MappingRecord  # noqa: F401
 from .refs import SentRefs, ref_key, refs_in, refuse_references  # noqa: F401
 
 default_resolve = refuse_references  # the old name: a tree decoded without a hook holds data only

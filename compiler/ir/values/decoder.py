@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import IRDecodeError
 from ..limits import DecodeLimits, limits_or_default
-from . import arrays, instances
+from . import arrays, instances, mappings
 from .common import ATOMS, short_repr
 from .refs import check_reference, check_resolved, refuse_references
 
@@ -256,6 +256,34 @@ class _Decoder:
             instances.set_fields(obj, cls, [], [[n, v] for n, v in slots.items()], _identity)
         return obj
 
+    def d_mapping(self, t: list, k: Any) -> Any:
+        _arity(t, 4)
+        cls = self.record_class(t[1])
+        obj = self.bind(k, mappings.new_record(cls, t[1]))
+        only_strings = mappings.string_keys(cls)
+        for pair in _entries(t[2], "item"):
+            key = self.dec(pair[0])
+            mappings.set_item(obj, key, self.dec(pair[1]), only_strings)
+        for pair in _entries(t[3], "field"):
+            name = mappings.field_name(pair[0])  # checked before its value is decoded
+            mappings.set_attr(obj, name, self.dec(pair[1]))
+        return obj
+
+    def record_class(self, ref: Any) -> Optional[type]:
+        """The class a ``mapping`` node names, or None (rebuild as a MappingRecord) when the hook
+        cannot answer; references no hook may answer, and classes that are not mapping records,
+        are refused (:mod:`.mappings`)."""
+        if type(ref) is not str:
+            raise IRDecodeError("value tree: a 'mapping' node names its class as 'module:qualname', got %s" %
+                                short_repr(ref))
+        check_reference(ref)
+        try:
+            cls = self.resolve(ref)
+        except Exception:  # not available here (not loaded, not sent, no hook): plain data
+            return None
+        check_resolved(ref, cls)
+        return mappings.check_record_class(cls, ref)
+
     # -- torch and numpy
     def d_tensor(self, t: list, k: Any) -> Any:
         _arity(t, 6)
@@ -326,6 +354,7 @@ _HANDLERS: Dict[str, Callable[[_Decoder, list, Any], Any]] = {
     "namedtuple": _Decoder.d_namedtuple,
     "object": _Decoder.d_object,
     "state": _Decoder.d_state,
+    "mapping": _Decoder.d_mapping,
     "tensor": _Decoder.d_tensor,
     "parameter": _Decoder.d_tensor,
     "dtype": _Decoder.d_dtype,
@@ -340,6 +369,15 @@ _HANDLERS: Dict[str, Callable[[_Decoder, list, Any], Any]] = {
 def _arity(t: list, n: int) -> None:
     if len(t) != n:
         raise IRDecodeError("value tree: %r node needs %d items, got %s" % (t[0], n, short_repr(t)))
+
+
+def _entries(items: Any, what: str) -> list:
+    if type(items) is not list:
+        raise IRDecodeError("value tree: a 'mapping' node's %ss must be a list, got %s" % (what, short_repr(items)))
+    for pair in items:
+        if type(pair) is not list or len(pair) != 2:
+            raise IRDecodeError("value tree: a 'mapping' %s must be [key, value], got %s" % (what, short_repr(pair)))
+    return items
 
 
 def _num(x: Any) -> float:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Optional
 from ..errors import UnencodableValueError
 from .arrays import Reject as _Reject
 from .arrays import enc_numpy, enc_torch
+from .mappings import is_record_class, storage
 from .common import (
     ATOMS,
     INT64_MAX,
@@ -34,9 +35,15 @@ _SUPPORTED = (
 
 
 def encode_value(obj: Any, *, where: str = "", classref: Optional[ClassRef] = None,
-                 objref: Optional[ObjRef] = None) -> Any:
-    """Encode ``obj`` as a value tree; raise UnencodableValueError naming what failed and ``where``."""
+                 objref: Optional[ObjRef] = None, records: bool = False) -> Any:
+    """Encode ``obj`` as a value tree; raise UnencodableValueError naming what failed and ``where``.
+
+    records: also write mapping records (``ModelOutput``, ``Counter``, ``OrderedDict``
+    subclasses) as ``mapping`` nodes (:mod:`.mappings`); only for payloads whose framing
+    is versioned for them (results), never for programs.
+    """
     enc = _Encoder(where, classref or default_classref, objref)
+    enc.records = records
     try:
         raw = enc.enc(obj)
     except RecursionError:
@@ -92,6 +99,7 @@ class _Encoder:
         self.keep: List[Any] = []  # keeps memoized objects alive so ids stay unique
         self.busy: set = set()  # ids of immutable containers being encoded
         self.path: List[str] = []
+        self.records = False
 
     # entry point for every sub-value
     def enc(self, obj: Any) -> Any:
@@ -234,6 +242,8 @@ class _Encoder:
         if isinstance(obj, type):
             return ["type", self.ref(obj)]
         cls = type(obj)
+        if self.records and isinstance(obj, dict) and is_record_class(cls):
+            return self.enc_record(obj, cls)
         if isinstance(obj, tuple) and hasattr(cls, "_fields") and python_class(cls, tuple):
             return self.enc_immutable(obj, ["namedtuple", self.ref(cls)], obj)
         if not python_class(cls):
@@ -253,6 +263,24 @@ class _Encoder:
         if problem:
             raise _Reject(problem)
         return ["objref", r]
+
+    def enc_record(self, obj: dict, cls: type) -> Any:
+        """A mapping record: its class's public home, its items, its instance ``__dict__``."""
+        try:
+            ref = default_classref(cls)  # looked up by name where it is decoded, never imported
+        except ValueError as e:
+            raise _Reject("cannot reference mapping record class %s: %s" % (cls.__qualname__, e))
+        items: list = []
+        fields: list = []
+        slot = self.register(obj, ["mapping", ref, items, fields])
+        for k, v in storage(cls).items(obj):  # the storage's own items, never an overridden items()
+            step = "[%s]" % short_repr(k, 30)
+            items.append([self.child(step + " key", k), self.child(step, v)])
+        for name, value in object.__getattribute__(obj, "__dict__").items():
+            if type(name) is not str:
+                raise _Reject("instance __dict__ has a non-string key %s" % short_repr(name))
+            fields.append([name, self.child("." + name, value)])
+        return slot
 
     def enc_enum(self, obj: enum.Enum) -> Any:
         cls = type(obj)

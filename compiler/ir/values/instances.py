@@ -33,9 +33,16 @@ from typing import Any, List
 from ..errors import IRDecodeError
 from .common import python_class, short_repr, slot_names
 
-# Server classes whose instances a value tree may describe field by field. Today that is
-# torch's own nn.Module layers (torch.nn.Linear sent as data, a layer saved on the server).
-SERVER_TYPE_MODULES = ("torch.nn.modules.",)
+# Server classes whose instances a value tree may describe field by field: torch's own nn.Module
+# layers (torch.nn.Linear sent as data, a layer saved on the server), and transformers' key/value
+# caches (a ``model.output`` holds a ``DynamicCache`` of ``DynamicLayer``s).
+SERVER_TYPE_MODULES = ("torch.nn.modules.", "transformers.cache_utils")
+# for each module prefix above: the loaded base class(es) its server types must subclass
+_SERVER_TYPE_BASES = {
+    "torch.nn.modules.": (("torch.nn", "Module"),),
+    "transformers.cache_utils": (("transformers.cache_utils", "Cache"),
+                                 ("transformers.cache_utils", "CacheLayerMixin")),
+}
 
 
 class HalfBuilt:
@@ -43,12 +50,16 @@ class HalfBuilt:
 
 
 def may_build_server_type(cls: type) -> bool:
-    """Is ``cls`` one of the fixed server types the wire may rebuild?"""
+    """Is ``cls`` one of the fixed server types the wire may rebuild? (only among modules already
+    loaded: nothing is imported to answer)"""
     mod = getattr(cls, "__module__", None)
-    if not isinstance(mod, str) or not mod.startswith(SERVER_TYPE_MODULES):
+    if not isinstance(mod, str) or not isinstance(cls, type):
         return False
-    torch = sys.modules.get("torch")
-    if torch is None or not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+    prefix = next((p for p in SERVER_TYPE_MODULES if mod == p or (p.endswith(".") and mod.startswith(p))), None)
+    if prefix is None:
+        return False
+    if not any(isinstance(base, type) and issubclass(cls, base)
+               for base in (_lookup(sys.modules.get(m), q) for m, q in _SERVER_TYPE_BASES[prefix])):
         return False
     module = sys.modules.get(mod)  # the class must really be that module's attribute
     qual = getattr(cls, "__qualname__", "")
@@ -56,6 +67,8 @@ def may_build_server_type(cls: type) -> bool:
 
 
 def _lookup(module: Any, qual: str) -> Any:
+    if module is None:
+        return None
     obj = module
     for part in qual.split("."):
         obj = getattr(obj, "__dict__", {}).get(part)
