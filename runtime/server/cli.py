@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--result-ttl", type=float, default=defaults.result_ttl_s, metavar="SECONDS")
     serve.add_argument("--fsync", action="store_true",
                        help="fsync every write: acknowledged jobs also survive power loss, not only kill -9")
+    serve.add_argument("--sandbox", choices=("always", "never", "per-key"), default=defaults.sandbox,
+                       help="run jobs' code in a confined sandbox process: always, never, or per-key "
+                            "(keys of the untrusted tier; see docs/security.md)")
+    serve.add_argument("--sandbox-memory", type=int, default=defaults.sandbox_memory_bytes >> 20, metavar="MiB",
+                       help="address space one sandboxed job may use beyond the warm template")
     key_cmd = sub.add_parser("keys", help="create, list or revoke API keys")
     key_cmd.add_argument("action", choices=("create", "list", "revoke"))
     key_cmd.add_argument("name", nargs="?", help="create: who the key is for; revoke: the key id")
@@ -87,6 +92,21 @@ def _load_async_backend() -> None:
     anyio.run(anyio.to_thread.run_sync, lambda: None)
 
 
+def _runner(config: ServerConfig, models, in_process):
+    """The worker's runner: in-process only with ``--sandbox never``, else tiered with a warm template."""
+    if config.sandbox == "never":
+        return in_process, None
+    from runtime.sandbox.confine import Limits
+    from runtime.sandbox.runner import SandboxRunner, TieredRunner
+    from runtime.sandbox.warm import WarmTemplate
+
+    specs = ["%s=%s" % (hosted.name, hosted.source) for hosted in models.by_name.values()]
+    limits = Limits(memory_bytes=config.sandbox_memory_bytes, cpu_seconds=int(config.job_time_limit_s) + 5)
+    template = WarmTemplate(specs, limits)
+    names = {id(hosted.model): hosted.name for hosted in models.by_name.values()}
+    return TieredRunner(config.sandbox, in_process, SandboxRunner(template, names)), template
+
+
 def _serve(args: argparse.Namespace) -> int:
     _load_async_backend()
     import uvicorn
@@ -103,7 +123,8 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, models=list(args.model), host=args.host, port=args.port, auth=not args.no_auth,
         max_request_bytes=args.max_request_bytes, max_queue=args.max_queue,
         max_in_flight_per_key=args.max_in_flight, job_time_limit_s=args.job_time_limit,
-        result_ttl_s=args.result_ttl, fsync=args.fsync)
+        result_ttl_s=args.result_ttl, fsync=args.fsync, sandbox=args.sandbox,
+        sandbox_memory_bytes=args.sandbox_memory << 20)
     store = _store(config.data_dir, config.fsync)
     failed = store.recover(config.max_attempts)
     for job_id in failed:
@@ -116,7 +137,8 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("loading %s from %s", hosted.name, hosted.source)
     models.load_all()
     hub = EventHub()
-    worker = Worker(config, store, models, InProcessRunner(server_tracer, model_for_key), hub)
+    runner, template = _runner(config, models, InProcessRunner(server_tracer, model_for_key))
+    worker = Worker(config, store, models, runner, hub)
     app = make_app(Service(config, store, models, worker, hub))
     worker.start()
     try:
@@ -124,6 +146,8 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         worker.stop()
         store.close()
+        if template is not None:
+            template.close()
     return 0
 
 

@@ -21,6 +21,8 @@ class ServerConfig:
     local_block_timeout_s: float = 300.0  # how long a job waits for the client to run a tracer.local() block
     max_local_result_bytes: int = 16 * 1024 * 1024  # a tracer.local() reply (uvicorn's WebSocket message cap)
     fsync: bool = False  # True: acknowledged jobs also survive power loss (runtime/server/store.py)
+    sandbox: str = "per-key"  # always | never | per-key: which jobs run their code in a sandbox (runtime/sandbox)
+    sandbox_memory_bytes: int = 8 << 30  # address space a sandboxed job may add to the warm template's
 
     @property
     def db_path(self) -> str:

@@ -132,8 +132,9 @@ class Worker:
             self._current = job_id
         hub.publish(job_id, events.RUNNING)
         try:
-            result = self.runner.run(payload, hosted.model, log, self.config.job_time_limit_s,
-                                     local=lambda block, message: self.local.ask(job_id, block, message))
+            runner = self.runner.for_tier(job.get("tier"))
+            result = runner.run(payload, hosted.model, log, self.config.job_time_limit_s,
+                                local=lambda block, message: self.local.ask(job_id, block, message))
         except JobFailed as failure:
             self._fail(job_id, failure.info)
         except JobTimeout:

@@ -1,0 +1,60 @@
+"""A sandbox child's life: confine itself, run one job through the accept path, report, exit.
+
+The job runs exactly as in the model process (:mod:`runtime.accept`: decode,
+verify, gate, load, run, encode), against the hosted model's stand-in
+(:mod:`.standin`), so every feature of the runtime behaves the same; what the
+job prints and its ``tracer.local()`` blocks go to the model process as frames.
+"""
+import contextlib
+import os
+import socket
+from typing import Any, Dict, Optional
+
+from .channel import DONE, FAILED, JOB, LOG, Channel
+from .confine import Limits, confine
+
+
+def main(sock: socket.socket, standins: Dict[str, Any], scratch: str, limits: Limits,
+         required: Optional[list] = None) -> None:
+    """Run in the forked child; never returns (``os._exit``)."""
+    code = 0
+    try:
+        confine(sock.fileno(), scratch, limits, required)
+        import torch
+
+        torch.set_num_threads(1)
+        _job(Channel(sock), standins)
+    except BaseException:  # noqa: B902 - nothing more can be reported; the model process sees the channel close
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def _job(channel: Channel, standins: Dict[str, Any]) -> None:
+    from nnsight.tracing.remote import model_for_key, server_tracer
+    from runtime import accept
+    from runtime.server.runner import describe
+
+    from .standin import SandboxLink
+
+    frame = channel.recv()
+    if frame[0] != JOB or len(frame) != 3:
+        return
+    _, name, payload = frame
+    standin = standins[name]
+    link = SandboxLink(channel, standin)
+    standin.link = link
+    files: set = set()
+    try:
+        with contextlib.ExitStack() as stack:
+
+            def find_model(key: str) -> Any:
+                return stack.enter_context(model_for_key(standin.model, key))
+
+            with accept.accepted(payload, find_model, lambda line: channel.send(LOG, line)) as job:
+                files = job.files()
+                result = accept.encode_saved(job, accept.run(job, server_tracer, link.local))
+    except BaseException as error:  # noqa: B902 - the user's error, reported to the client
+        channel.send(FAILED, describe(error, files))
+        return
+    channel.send(DONE, result)

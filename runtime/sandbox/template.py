@@ -1,0 +1,159 @@
+"""The warm template: a single-threaded process that forks one sandbox child per job.
+
+The server process is multi-threaded (uvicorn, the worker), so it never forks
+itself. At start-up it launches this process (``python -m runtime.sandbox.template``),
+which imports torch, the compiler and the runtime once, builds each hosted
+model's stand-in (module tree on the meta device and tokenizer, no weights:
+:mod:`.standin`), confines a probe child to learn which kernel layers work, and
+reports them. Then, for each job, the server passes it one end of a fresh
+socket pair (SCM_RIGHTS over a SOCK_SEQPACKET control socket); the template
+forks, the child confines itself and runs the job on that socket
+(:mod:`.child`). A fork costs milliseconds: nothing is imported again.
+
+Children stay unreaped until the server asks (``reap``), so a child's pid can't
+be reused while the server may still kill its process group.
+"""
+import argparse
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from typing import Any, Dict
+
+CONTROL_MAX = 65536
+
+
+def _send(sock: socket.socket, *message: Any) -> None:
+    from compiler.ir import framing
+
+    sock.send(framing.pack(list(message)))
+
+
+def _recv(sock: socket.socket):
+    from compiler.ir import framing
+
+    data, fds, _flags, _addr = socket.recv_fds(sock, CONTROL_MAX, 1)
+    if not data:
+        return None, fds
+    return framing.unpack(data, "template control message"), fds
+
+
+def _native_threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return -1
+
+
+def _build(specs) -> Dict[str, Any]:
+    import torch
+
+    from nnsight import LanguageModel
+
+    from .standin import StandIn
+
+    torch.set_num_threads(1)
+    standins = {}
+    for spec in specs:
+        name, _, source = spec.partition("=")
+        standins[name] = StandIn(LanguageModel(source))
+    return standins
+
+
+def _warm(standins: Dict[str, Any]) -> None:
+    """Import what a job needs lazily, so a child never pays for it (and never needs the files)."""
+    from . import seccomp
+
+    seccomp.library()
+    import compiler.ir.request  # noqa: F401
+    import nnsight.tracing.remote  # noqa: F401
+    import runtime.accept  # noqa: F401
+    import runtime.loader  # noqa: F401
+    import runtime.server.runner  # noqa: F401
+
+    for standin in standins.values():
+        tokenizer = getattr(standin.model, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer(["warm up"], return_tensors="pt", padding=True)
+
+
+def _fork(channel_fd: int, standins, scratch_root: str, limits, required):
+    scratch = tempfile.mkdtemp(prefix="job-", dir=scratch_root)
+    pid = os.fork()
+    if pid == 0:
+        from . import child
+
+        child.main(socket.socket(fileno=channel_fd), standins, scratch, limits, required)
+    os.close(channel_fd)
+    return pid, scratch
+
+
+def _probe(standins, scratch_root: str, limits, required) -> Dict[str, str]:
+    """Confine a child and let it report which layers took effect."""
+    from .channel import Channel
+    from .confine import confine
+
+    parent, kid = socket.socketpair()
+    scratch = tempfile.mkdtemp(prefix="probe-", dir=scratch_root)
+    pid = os.fork()
+    if pid == 0:
+        parent.close()
+        try:
+            layers = confine(kid.fileno(), scratch, limits, None)
+            Channel(kid).send("layers", layers)
+        finally:
+            os._exit(0)
+    kid.close()
+    try:
+        frame = Channel(parent).recv()
+        layers = frame[1]
+    except Exception as error:  # noqa: BLE001
+        layers = {"probe": "FAILED: %s" % error}
+    os.waitpid(pid, 0)
+    parent.close()
+    shutil.rmtree(scratch, ignore_errors=True)
+    return layers
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runtime.sandbox.template")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE")
+    parser.add_argument("--scratch-root", required=True)
+    parser.add_argument("--memory-bytes", type=int, required=True)
+    parser.add_argument("--cpu-seconds", type=int, required=True)
+    parser.add_argument("--require", action="append", default=[])
+    args = parser.parse_args(argv)
+    control = socket.socket(fileno=args.control_fd)
+    from .confine import Limits
+
+    limits = Limits(memory_bytes=args.memory_bytes, cpu_seconds=args.cpu_seconds)
+    os.makedirs(args.scratch_root, mode=0o700, exist_ok=True)
+    standins = _build(args.model)
+    _warm(standins)
+    layers = _probe(standins, args.scratch_root, limits, args.require)
+    _send(control, "ready", layers, _native_threads())
+    scratches: Dict[int, str] = {}
+    while True:
+        message, fds = _recv(control)
+        if message is None:  # the server went away: so do its jobs
+            return 0
+        kind = message[0]
+        if kind == "fork" and len(fds) == 1:
+            pid, scratches_dir = _fork(fds[0], standins, args.scratch_root, limits, args.require)
+            scratches[pid] = scratches_dir
+            _send(control, "forked", pid, _native_threads())
+        elif kind == "reap" and len(message) == 2 and type(message[1]) is int and message[1] in scratches:
+            pid = message[1]
+            _, status = os.waitpid(pid, 0)
+            shutil.rmtree(scratches.pop(pid), ignore_errors=True)
+            _send(control, "reaped", pid, status)
+        else:
+            for fd in fds:
+                os.close(fd)
+            _send(control, "error", "unknown control message")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
