@@ -143,7 +143,7 @@ class HostSession:
                 if type(args) is not list or type(kwargs) is not dict or not all(type(k) is str for k in kwargs):
                     raise BoundaryError("malformed call arguments")
                 for hook in hooks:
-                    if hook != path and hook not in self.hooked:
+                    if (hook != path or method != "forward") and hook not in self.hooked:
                         self._install(hook)
                         installed.append(hook)
                 if method == "generate":

@@ -114,7 +114,8 @@ class StandIn:
         if self.link is None:
             raise RuntimeError("this model runs in another process; it can only be called during a job")
         path = self._paths[id(module)]
-        hooks = [p for p, m in self.modules.items() if p != path and "forward" in m.__dict__]
+        # a module's own forward is the sandbox's to hook; generate calls the root's forward once per step
+        hooks = [p for p, m in self.modules.items() if "forward" in m.__dict__ and (p != path or method != "forward")]
         return self.link.call(path, method, args, kwargs, hooks, streamer)
 
 
