@@ -102,6 +102,7 @@ class StandIn:
         self.modules: Dict[str, Any] = dict(root.named_modules())
         self._paths: Dict[int, str] = {id(m): p for p, m in self.modules.items()}
         model.__dict__["dispatched"] = True  # never load weights here
+        model.requires_grad_(False)  # as the model process hosts it (runtime/server/models.py)
         ref = weakref.ref(self)
         classes: Dict[Tuple[type, bool], type] = {}
         for path, module in self.modules.items():

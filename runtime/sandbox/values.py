@@ -80,6 +80,8 @@ def _qualified(cls: type) -> str:
 def _new_output(cls: type, pairs: List[Any]) -> Any:
     """A ModelOutput instance without running its ``__init__`` (keys set through ``__setitem__``)."""
     obj = cls.__new__(cls)
+    for field in getattr(cls, "__dataclass_fields__", {}):  # fields absent from the keys are None
+        object.__setattr__(obj, field, None)
     for key, value in pairs:
         obj[key] = value
     return obj
