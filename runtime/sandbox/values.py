@@ -260,14 +260,15 @@ class SandboxSide:
             return value
         t = type(value)
         if isinstance(value, torch.Tensor):
+            if value.requires_grad:
+                raise BoundaryError(
+                    "gradients cannot flow through the hosted model in the untrusted tier: a value that requires "
+                    "grad was about to go back into the model (backward passes through the hosted model need an "
+                    "API key of the trusted tier; gradients of your own computations on saved values work)")
             known = self.received.get(id(value))
             if known is not None and known[1] is value:
                 changed = value._version != known[2]
                 return ["r", known[0], _plain(value.detach()) if changed else None]
-            if value.requires_grad:
-                raise BoundaryError(
-                    "gradients cannot flow into the hosted model in the untrusted tier: this value requires "
-                    "grad (backward passes through the hosted model need the trusted tier)")
             if t is not torch.Tensor:
                 value = value.as_subclass(torch.Tensor) if t is torch.nn.Parameter else value
             return ["x", _plain(value)]

@@ -89,3 +89,29 @@ def test_metrics_name_the_sandbox_layers(server, api_key):
     runner = metrics["runner"]
     assert runner["mode"] == "always" and runner["state"] == "ready"
     assert "landlock" in runner["layers"] and "seccomp" in runner["layers"]
+
+
+def test_gradients_through_the_hosted_model_are_refused_with_a_clear_error(gpt2_path, remote_config):
+    from nnsight import LanguageModel
+
+    model = LanguageModel(gpt2_path)
+    with pytest.raises(Exception, match="gradients cannot flow through the hosted model in the untrusted tier"):
+        with model.trace(PROMPT, remote=True):
+            hs = model.transformer.h[0].output
+            hs.requires_grad = True
+            logits = model.lm_head.output
+            with logits.sum().backward():
+                grad = hs.grad.save()
+
+
+def test_gradients_of_the_jobs_own_computation_work(gpt2, remote_config):
+    def run(remote):
+        with gpt2.trace(PROMPT, remote=remote):
+            hidden = gpt2.transformer.h[1].output[0].detach()
+            probe = torch.ones(64, requires_grad=True)
+            loss = (hidden @ probe).sum()
+            loss.backward()
+            grad = probe.grad.save()
+        return grad
+
+    assert torch.equal(run(True), run(None))
