@@ -10,7 +10,7 @@ import os
 import socket
 from typing import Any, Dict, Optional
 
-from .channel import DONE, FAILED, JOB, LOG, Channel
+from .channel import DONE, FAILED, JOB, LOG, READY, Channel
 from .confine import Limits, confine
 
 
@@ -23,7 +23,9 @@ def main(sock: socket.socket, standins: Dict[str, Any], scratch: str, limits: Li
         import torch
 
         torch.set_num_threads(1)
-        _job(Channel(sock), standins)
+        channel = Channel(sock)
+        channel.send(READY)
+        _job(channel, standins)
     except BaseException:  # noqa: B902 - nothing more can be reported; the model process sees the channel close
         code = 70
     finally:

@@ -16,7 +16,7 @@ import torch
 
 from compiler.ir.limits import DecodeLimits
 
-from .channel import CALL, DONE, FAILED, HOOK, LOCAL, LOG, RAISE, RETURN, Channel, ChannelClosed, ChannelError
+from .channel import CALL, DONE, FAILED, HOOK, LOCAL, LOG, RAISE, READY, RETURN, Channel, ChannelClosed, ChannelError
 from .standin import STREAMER_END, STREAMER_PUT
 from .values import BoundaryError, HostSide
 
@@ -82,6 +82,11 @@ class HostSession:
         self.depth = 0
 
     # -- the job
+    def ready(self) -> None:
+        """Wait for the child to say it is confined (its first frame)."""
+        if self.channel.recv()[0] != READY:
+            raise ProtocolViolation("the sandbox's first frame must say it is ready")
+
     def serve(self) -> bytes:
         """Serve the child until it reports its job's result bytes (or raises ChildFailed)."""
         with torch.no_grad():

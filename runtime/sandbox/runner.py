@@ -38,7 +38,7 @@ class SandboxRunner(JobRunner):
         self._stopped: Optional[type] = None  # why this runner killed the running child
         self._deadline: Optional[float] = None
         self._changed = threading.Condition(self._lock)
-        self.started_s = 0.0  # the last job's fork + first frame time (benchmarks/remote.py)
+        self.started_s = 0.0  # the last job's sandbox start: fork request to a confined child (metrics)
         self._watchdog = threading.Thread(target=self._watch, name="nnsight-sandbox-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -59,11 +59,12 @@ class SandboxRunner(JobRunner):
             self._deadline = time.monotonic() + time_limit_s
             self._changed.notify()
         try:
-            channel.send(JOB, name, payload)
-            self.started_s = time.perf_counter() - t0
+            channel.send(JOB, name, payload)  # buffered while the child confines itself
             module = model._module
             session = HostSession(channel, module, dict(module.named_modules()), protected_storages(module),
                                   log, local, self.limits)
+            session.ready()
+            self.started_s = time.perf_counter() - t0
             return session.serve()
         except ChildFailed as failure:
             raise JobFailed(failure.info) from None
@@ -112,7 +113,7 @@ class SandboxRunner(JobRunner):
             self._kill(kind)
 
     def status(self) -> Dict[str, Any]:
-        return self.template.status()
+        return {**self.template.status(), "last_start_ms": round(self.started_s * 1e3, 3)}
 
 
 class TieredRunner(JobRunner):
