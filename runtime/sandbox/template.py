@@ -14,6 +14,7 @@ Children stay unreaped until the server asks (``reap``), so a child's pid can't
 be reused while the server may still kill its process group.
 """
 import argparse
+import gc
 import os
 import shutil
 import socket
@@ -72,10 +73,16 @@ def _warm(standins: Dict[str, Any]) -> None:
     import runtime.loader  # noqa: F401
     import runtime.server.runner  # noqa: F401
 
+    from . import child  # noqa: F401  (and everything a child imports: sys.modules must not change after this)
+
+    from .warmup import run_warmup_job
+
     for standin in standins.values():
-        tokenizer = getattr(standin.model, "tokenizer", None)
-        if tokenizer is not None:
-            tokenizer(["warm up"], return_tensors="pt", padding=True)
+        run_warmup_job(standin.model)
+    # Children share the template's memory copy-on-write: the collector must not touch (and so
+    # copy) every page of the template's objects in each child.
+    gc.collect()
+    gc.freeze()
 
 
 def _fork(channel_fd: int, standins, scratch_root: str, limits, required):
