@@ -15,11 +15,11 @@ from .confine import Limits, confine
 
 
 def main(sock: socket.socket, standins: Dict[str, Any], scratch: str, limits: Limits,
-         required: Optional[list] = None) -> None:
+         required: Optional[list] = None, network_namespace: Optional[str] = None) -> None:
     """Run in the forked child; never returns (``os._exit``)."""
     code = 0
     try:
-        confine(sock.fileno(), scratch, limits, required)
+        confine(sock.fileno(), scratch, limits, required, network_namespace)
         import torch
 
         torch.set_num_threads(1)

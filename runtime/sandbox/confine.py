@@ -8,7 +8,7 @@ Order matters: each step needs what a later one takes away.
 4. an empty scratch directory as the working directory;
 5. resource limits: address space, CPU seconds, open files, file size, no core dumps;
 6. its own network namespace (no interfaces but a down loopback) -- with a user namespace
-   when not root;
+   when not root; the template enters one once and every child inherits it;
 7. every capability dropped (root in the child is an ordinary user of its own files);
 8. ``PR_SET_NO_NEW_PRIVS``;
 9. Landlock: read-only on the directories Python imports from, read-write on scratch;
@@ -98,10 +98,25 @@ def _drop_capabilities(libc) -> None:
         raise OSError(ctypes.get_errno(), "capset failed")
 
 
-def confine(channel_fd: int, scratch: str, limits: Limits, required: Optional[List[str]] = None) -> Dict[str, str]:
+def enter_network_namespace() -> Optional[str]:
+    """Move this process into a new, empty network namespace (with a user namespace when not root).
+
+    The template does it once, after loading what it needs, so that its children inherit an
+    empty namespace without paying for a new one each. Returns None, or why it failed.
+    """
+    flags = _CLONE_NEWNET if os.geteuid() == 0 else _CLONE_NEWNET | _CLONE_NEWUSER
+    if _libc().unshare(flags) == 0:
+        return None
+    return os.strerror(ctypes.get_errno())
+
+
+def confine(channel_fd: int, scratch: str, limits: Limits, required: Optional[List[str]] = None,
+            network_namespace: Optional[str] = None) -> Dict[str, str]:
     """Apply every layer to this (forked, single-threaded) process; returns ``{layer: what it does}``.
 
-    Layers named in ``required`` must succeed, else RuntimeError.
+    ``network_namespace``: how the process already has its own (empty) network namespace, if it
+    does (inherited from the template); otherwise a new one is made here. Layers named in
+    ``required`` must succeed, else RuntimeError.
     """
     libc = _libc()
     layers: Dict[str, str] = {}
@@ -125,11 +140,14 @@ def confine(channel_fd: int, scratch: str, limits: Limits, required: Optional[Li
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     layers["rlimits"] = "address space +%d MiB, %d CPU s, %d files, %d MiB per file" % (
         limits.memory_bytes >> 20, limits.cpu_seconds, limits.open_files, limits.file_bytes >> 20)
-    flags = _CLONE_NEWNET if os.geteuid() == 0 else _CLONE_NEWNET | _CLONE_NEWUSER
-    if libc.unshare(flags) == 0:
-        layers["netns"] = "own network namespace (no interfaces)" + ("" if os.geteuid() == 0 else ", user namespace")
+    if network_namespace is not None:
+        layers["netns"] = network_namespace
     else:
-        missing["netns"] = os.strerror(ctypes.get_errno())
+        error = enter_network_namespace()
+        if error is None:
+            layers["netns"] = "own network namespace (no interfaces)"
+        else:
+            missing["netns"] = error
     try:
         _drop_capabilities(libc)
         layers["capabilities"] = "all dropped"

@@ -9,6 +9,7 @@ removes its hooks and the worker moves on. :class:`TieredRunner` picks the
 in-process or the sandbox runner per job (:func:`.selection.uses_sandbox`).
 """
 import os
+import queue
 import signal
 import threading
 import time
@@ -41,6 +42,19 @@ class SandboxRunner(JobRunner):
         self.started_s = 0.0  # the last job's sandbox start: fork request to a confined child (metrics)
         self._watchdog = threading.Thread(target=self._watch, name="nnsight-sandbox-watchdog", daemon=True)
         self._watchdog.start()
+        # Killed children are reaped off the job's path: the result goes out without waiting for
+        # the child's address space to be torn down.
+        self._dead: "queue.Queue[int]" = queue.Queue()
+        self._reaper = threading.Thread(target=self._reap_loop, name="nnsight-sandbox-reaper", daemon=True)
+        self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        while True:
+            pid = self._dead.get()
+            try:
+                self.template.reap(pid)
+            except Exception:  # noqa: BLE001 - the template is gone: nothing left to reap
+                pass
 
     def run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float,
             local: Optional[Any] = None) -> bytes:
@@ -83,7 +97,7 @@ class SandboxRunner(JobRunner):
             channel.close()
             if pid is not None:
                 _kill_group(pid)
-                self.template.reap(pid)
+                self._dead.put(pid)
 
     def _stop_child(self) -> Optional[type]:
         with self._lock:

@@ -77,26 +77,27 @@ def _warm(standins: Dict[str, Any]) -> None:
 
     from .warmup import run_warmup_job
 
-    for standin in standins.values():
-        run_warmup_job(standin.model)
+    for _ in range(2):  # the second run finds every lazy import done (the loader's snapshot of sys.modules holds)
+        for standin in standins.values():
+            run_warmup_job(standin.model)
     # Children share the template's memory copy-on-write: the collector must not touch (and so
     # copy) every page of the template's objects in each child.
     gc.collect()
     gc.freeze()
 
 
-def _fork(channel_fd: int, standins, scratch_root: str, limits, required):
+def _fork(channel_fd: int, standins, scratch_root: str, limits, required, netns):
     scratch = tempfile.mkdtemp(prefix="job-", dir=scratch_root)
     pid = os.fork()
     if pid == 0:
         from . import child
 
-        child.main(socket.socket(fileno=channel_fd), standins, scratch, limits, required)
+        child.main(socket.socket(fileno=channel_fd), standins, scratch, limits, required, netns)
     os.close(channel_fd)
     return pid, scratch
 
 
-def _probe(standins, scratch_root: str, limits, required) -> Dict[str, str]:
+def _probe(standins, scratch_root: str, limits, required, netns) -> Dict[str, str]:
     """Confine a child and let it report which layers took effect."""
     from .channel import Channel
     from .confine import confine
@@ -107,7 +108,7 @@ def _probe(standins, scratch_root: str, limits, required) -> Dict[str, str]:
     if pid == 0:
         parent.close()
         try:
-            layers = confine(kid.fileno(), scratch, limits, None)
+            layers = confine(kid.fileno(), scratch, limits, None, netns)
             Channel(kid).send("layers", layers)
         finally:
             os._exit(0)
@@ -139,16 +140,20 @@ def main(argv=None) -> int:
     os.makedirs(args.scratch_root, mode=0o700, exist_ok=True)
     standins = _build(args.model)
     _warm(standins)
-    layers = _probe(standins, args.scratch_root, limits, args.require)
+    from .confine import enter_network_namespace
+
+    netns_error = enter_network_namespace()  # once, for every child (the template needs no network now)
+    netns = None if netns_error else "own network namespace (no interfaces), entered by the template"
+    layers = _probe(standins, args.scratch_root, limits, args.require, netns)
     _send(control, "ready", layers, _native_threads())
     scratches: Dict[int, str] = {}
     while True:
         message, fds = _recv(control)
-        if message is None:  # the server went away: so do its jobs
-            return 0
+        if message is None:  # the server went away: so do its jobs (no interpreter teardown needed)
+            os._exit(0)
         kind = message[0]
         if kind == "fork" and len(fds) == 1:
-            pid, scratches_dir = _fork(fds[0], standins, args.scratch_root, limits, args.require)
+            pid, scratches_dir = _fork(fds[0], standins, args.scratch_root, limits, args.require, netns)
             scratches[pid] = scratches_dir
             _send(control, "forked", pid, _native_threads())
         elif kind == "reap" and len(message) == 2 and type(message[1]) is int and message[1] in scratches:
