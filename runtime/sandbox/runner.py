@@ -8,6 +8,7 @@ process group is killed: the model process, waiting on the channel, sees it clos
 removes its hooks and the worker moves on. :class:`TieredRunner` picks the
 in-process or the sandbox runner per job (:func:`.selection.uses_sandbox`).
 """
+import ctypes
 import os
 import queue
 import signal
@@ -38,6 +39,7 @@ class SandboxRunner(JobRunner):
         self._pid: Optional[int] = None
         self._stopped: Optional[type] = None  # why this runner killed the running child
         self._deadline: Optional[float] = None
+        self._thread: Optional[int] = None  # the worker thread serving the running child
         self._changed = threading.Condition(self._lock)
         self.started_s = 0.0  # the last job's sandbox start: fork request to a confined child (metrics)
         self._watchdog = threading.Thread(target=self._watch, name="nnsight-sandbox-watchdog", daemon=True)
@@ -69,7 +71,7 @@ class SandboxRunner(JobRunner):
                                    "the server's log says why the sandbox did not start; ask the operator"))
         channel = Channel(sock, self.limits)
         with self._lock:
-            self._pid, self._stopped = pid, None
+            self._pid, self._stopped, self._thread = pid, None, threading.get_ident()
             self._deadline = time.monotonic() + time_limit_s
             self._changed.notify()
         try:
@@ -82,22 +84,44 @@ class SandboxRunner(JobRunner):
             return session.serve()
         except ChildFailed as failure:
             raise JobFailed(failure.info) from None
-        except (ChannelClosed, ChannelError, ProtocolViolation, BoundaryError) as error:
+        except JobInterrupted:
+            raise (self._stop_child() or JobCancelled)() from None
+        except ChannelClosed as error:  # the child died on its own (a limit, a crash): say why
             stopped = self._stop_child()
             if stopped is not None:
                 raise stopped() from None
-            _kill_group(pid)
-            status = self.template.reap(pid)
-            pid = None
-            raise JobFailed(_ended(error, status)) from None
-        finally:
             with self._lock:
-                self._pid, self._deadline = None, None
-                self._changed.notify()
+                self._pid = None  # reaped here, not by _settle
+            _kill_group(pid)
+            raise JobFailed(_ended(error, self.template.reap(pid))) from None
+        except (ChannelError, ProtocolViolation, BoundaryError) as error:
+            stopped = self._stop_child()
+            if stopped is not None:
+                raise stopped() from None
+            raise JobFailed(_error("SandboxProtocolError", "the job's sandbox process broke the protocol: %s" % error,
+                                   "the job's code tried to work around the sandbox; it was stopped")) from None
+        finally:
+            self._settle()
             channel.close()
-            if pid is not None:
-                _kill_group(pid)
-                self._dead.put(pid)
+
+    def _settle(self) -> None:
+        """No interrupt can reach this thread any more (one already pending is dropped); the job's
+        child, if still here, is killed and handed to the reaper."""
+        while True:
+            try:
+                with self._lock:
+                    if self._pid is not None:  # (interrupted here, the retry puts it twice: harmless)
+                        _kill_group(self._pid)
+                        self._dead.put(self._pid)
+                    self._pid, self._deadline, self._thread = None, None, None
+                    self._changed.notify()
+                _set_async_exc(threading.get_ident(), None)
+                return
+            except JobInterrupted:  # it landed here: clear again
+                continue
+
+    def settle(self) -> None:
+        self._settle()
 
     def _stop_child(self) -> Optional[type]:
         with self._lock:
@@ -117,10 +141,12 @@ class SandboxRunner(JobRunner):
                     self._changed.wait()
 
     def _kill(self, kind: type) -> None:
-        """(lock held) Kill the running child's process group; its channel closes."""
+        """(lock held) Kill the running child's process group; its channel closes. The model's own
+        work for the job (a generation the child asked for) stops at its next Python step."""
         if self._pid is not None:
             self._stopped = kind
             _kill_group(self._pid)
+            _set_async_exc(self._thread, kind)
 
     def interrupt(self, kind: type) -> None:
         with self._lock:
@@ -153,12 +179,20 @@ class TieredRunner(JobRunner):
 
     def settle(self) -> None:
         self.in_process.settle()
+        if self.sandbox is not None:
+            self.sandbox.settle()
 
     def status(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"mode": self.mode}
         if self.sandbox is not None:
             out.update(self.sandbox.status())
         return out
+
+
+def _set_async_exc(thread_id: Optional[int], kind: Optional[type]) -> None:
+    if thread_id is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                                   ctypes.py_object(kind) if kind is not None else None)
 
 
 def _kill_group(pid: int) -> None:

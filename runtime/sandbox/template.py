@@ -87,7 +87,10 @@ def _warm(standins: Dict[str, Any]) -> None:
 
 
 def _fork(channel_fd: int, standins, scratch_root: str, limits, required, netns):
+    from runtime.loader.blocking import seal_snapshot
+
     scratch = tempfile.mkdtemp(prefix="job-", dir=scratch_root)
+    seal_snapshot()  # the child's first job need not compare (and so copy) every module object
     pid = os.fork()
     if pid == 0:
         from . import child

@@ -104,6 +104,9 @@ class WarmTemplate:
             with self._lock:
                 socket.send_fds(self._control, [framing.pack(["fork"])], [theirs.fileno()])
                 message = self._read(self._control)
+        except OSError as error:
+            ours.close()
+            raise SandboxUnavailable("the sandbox template process is gone (%s)" % error) from None
         finally:
             theirs.close()
         if message[0] != "forked" or type(message[1]) is not int:
