@@ -14,25 +14,29 @@ from .channel import DONE, FAILED, JOB, LOG, READY, Channel
 from .confine import Limits, confine
 
 
-def main(sock: socket.socket, standins: Dict[str, Any], scratch: str, limits: Limits,
+def main(sock: socket.socket, arena_fd: int, standins: Dict[str, Any], scratch: str, limits: Limits,
          required: Optional[list] = None, network_namespace: Optional[str] = None) -> None:
     """Run in the forked child; never returns (``os._exit``)."""
     code = 0
     try:
+        from .arena import Arena
+
+        arena = Arena(arena_fd, os.fstat(arena_fd).st_size, writer=1)  # mapped before the address-space limit
+        os.close(arena_fd)
         confine(sock.fileno(), scratch, limits, required, network_namespace)
         import torch
 
         torch.set_num_threads(1)
         channel = Channel(sock)
         channel.send(READY)
-        _job(channel, standins)
+        _job(channel, standins, arena)
     except BaseException:  # noqa: B902 - nothing more can be reported; the model process sees the channel close
         code = 70
     finally:
         os._exit(code)
 
 
-def _job(channel: Channel, standins: Dict[str, Any]) -> None:
+def _job(channel: Channel, standins: Dict[str, Any], arena: Any = None) -> None:
     from nnsight.tracing.remote import model_for_key, server_tracer
     from runtime import accept
     from runtime.server.runner import describe
@@ -44,7 +48,7 @@ def _job(channel: Channel, standins: Dict[str, Any]) -> None:
         return
     _, name, payload = frame
     standin = standins[name]
-    link = SandboxLink(channel, standin)
+    link = SandboxLink(channel, standin, arena)
     standin.link = link
     files: set = set()
     try:

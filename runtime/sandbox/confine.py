@@ -23,7 +23,7 @@ import resource
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import landlock, seccomp
 
@@ -77,15 +77,18 @@ def _vm_size() -> int:
         return 0
 
 
-def _close_fds(keep: int) -> None:
+def _close_fds(keep: List[int]) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
-        if fd != keep:
+        if fd not in keep:
             os.dup2(devnull, fd)
-    if devnull > 2:
+    if devnull > 2 and devnull not in keep:
         os.close(devnull)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 65536)
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 65536)
 
 
 def _drop_capabilities(libc) -> None:
@@ -111,7 +114,7 @@ def enter_network_namespace() -> Optional[str]:
 
 
 def confine(channel_fd: int, scratch: str, limits: Limits, required: Optional[List[str]] = None,
-            network_namespace: Optional[str] = None) -> Dict[str, str]:
+            network_namespace: Optional[str] = None, keep_fds: Tuple[int, ...] = ()) -> Dict[str, str]:
     """Apply every layer to this (forked, single-threaded) process; returns ``{layer: what it does}``.
 
     ``network_namespace``: how the process already has its own (empty) network namespace, if it
@@ -124,8 +127,8 @@ def confine(channel_fd: int, scratch: str, limits: Limits, required: Optional[Li
     os.setsid()
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the template went away: so does the job
     layers["session"] = "own process group, killed as a whole at the end of the job"
-    _close_fds(channel_fd)
-    layers["fds"] = "only the job's channel open"
+    _close_fds([channel_fd, *keep_fds])
+    layers["fds"] = "only the job's channel (and its arena) open"
     os.environ.clear()
     os.environ.update({"HOME": scratch, "TMPDIR": scratch, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
                        "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})

@@ -71,11 +71,11 @@ class HostSession:
 
     def __init__(self, channel: Channel, root: torch.nn.Module, modules: Dict[str, torch.nn.Module],
                  protected: Set[int], log: Callable[[str], None],
-                 local: Optional[Callable[[int, bytes], bytes]], limits: DecodeLimits) -> None:
+                 local: Optional[Callable[[int, bytes], bytes]], limits: DecodeLimits, arena: Any = None) -> None:
         self.channel = channel
         self.root = root
         self.modules = modules
-        self.values = HostSide(limits, protected)
+        self.values = HostSide(limits, protected, arena)
         self.log = log
         self.local = local
         self.hooked: Dict[str, Any] = {}  # path -> the module's forward before the hook (or _MISSING)

@@ -20,6 +20,7 @@ from compiler.ir.limits import DecodeLimits
 from runtime.server.runner import (JobCancelled, JobFailed, JobInterrupted, JobRunner, JobTimeout, LogLine,
                                    ModelForKey)
 
+from . import arena
 from .channel import JOB, Channel, ChannelClosed, ChannelError
 from .host import ChildFailed, HostSession, ProtocolViolation, protected_storages
 from .selection import uses_sandbox
@@ -31,8 +32,9 @@ class SandboxRunner(JobRunner):
     """Runs each job's code in a fresh confined child; the model's forward pass stays here."""
 
     def __init__(self, template: WarmTemplate, hosted_names: Dict[int, str],
-                 limits: Optional[DecodeLimits] = None) -> None:
+                 limits: Optional[DecodeLimits] = None, arena_bytes: int = 1 << 30) -> None:
         self.template = template
+        self.arena_bytes = arena_bytes  # per job, sparse: pages exist once written
         self.hosted_names = hosted_names  # id(hosted model object) -> its name in the template
         self.limits = limits or DecodeLimits()
         self._lock = threading.Lock()
@@ -64,11 +66,15 @@ class SandboxRunner(JobRunner):
         if name is None:
             raise JobFailed(_error("SandboxError", "this model is not available to the sandbox", ""))
         t0 = time.perf_counter()
+        arena_fd = arena.create(self.arena_bytes)
         try:
-            pid, sock = self.template.fork()
+            pid, sock = self.template.fork(arena_fd)
+            shared = arena.Arena(arena_fd, self.arena_bytes, writer=0)
         except SandboxUnavailable as error:
             raise JobFailed(_error("SandboxUnavailableError", str(error),
                                    "the server's log says why the sandbox did not start; ask the operator"))
+        finally:
+            os.close(arena_fd)
         channel = Channel(sock, self.limits)
         with self._lock:
             self._pid, self._stopped, self._thread = pid, None, threading.get_ident()
@@ -78,7 +84,7 @@ class SandboxRunner(JobRunner):
             channel.send(JOB, name, payload)  # buffered while the child confines itself
             module = model._module
             session = HostSession(channel, module, dict(module.named_modules()), protected_storages(module),
-                                  log, local, self.limits)
+                                  log, local, self.limits, shared)
             session.ready()
             self.started_s = time.perf_counter() - t0
             return session.serve()
@@ -103,6 +109,7 @@ class SandboxRunner(JobRunner):
         finally:
             self._settle()
             channel.close()
+            shared.close()
 
     def _settle(self) -> None:
         """No interrupt can reach this thread any more (one already pending is dropped); the job's

@@ -35,10 +35,10 @@ class HostedModelError(RuntimeError):
 class SandboxLink:
     """The child's end of the protocol: calls into the model process and serves its HOOKs meanwhile."""
 
-    def __init__(self, channel: Channel, standin: "StandIn") -> None:
+    def __init__(self, channel: Channel, standin: "StandIn", arena: Any = None) -> None:
         self.channel = channel
         self.standin = standin
-        self.values = SandboxSide()
+        self.values = SandboxSide(arena)
         self.pending: List[BaseException] = []  # the sandbox's own exceptions, unwinding the model process
         self.streamer: Any = None
 

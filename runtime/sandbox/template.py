@@ -34,7 +34,7 @@ def _send(sock: socket.socket, *message: Any) -> None:
 def _recv(sock: socket.socket):
     from compiler.ir import framing
 
-    data, fds, _flags, _addr = socket.recv_fds(sock, CONTROL_MAX, 1)
+    data, fds, _flags, _addr = socket.recv_fds(sock, CONTROL_MAX, 2)
     if not data:
         return None, fds
     return framing.unpack(data, "template control message"), fds
@@ -86,7 +86,7 @@ def _warm(standins: Dict[str, Any]) -> None:
     gc.freeze()
 
 
-def _fork(channel_fd: int, standins, scratch_root: str, limits, required, netns):
+def _fork(channel_fd: int, arena_fd: int, standins, scratch_root: str, limits, required, netns):
     from runtime.loader.blocking import seal_snapshot
 
     scratch = tempfile.mkdtemp(prefix="job-", dir=scratch_root)
@@ -95,8 +95,9 @@ def _fork(channel_fd: int, standins, scratch_root: str, limits, required, netns)
     if pid == 0:
         from . import child
 
-        child.main(socket.socket(fileno=channel_fd), standins, scratch, limits, required, netns)
+        child.main(socket.socket(fileno=channel_fd), arena_fd, standins, scratch, limits, required, netns)
     os.close(channel_fd)
+    os.close(arena_fd)
     return pid, scratch
 
 
@@ -155,8 +156,8 @@ def main(argv=None) -> int:
         if message is None:  # the server went away: so do its jobs (no interpreter teardown needed)
             os._exit(0)
         kind = message[0]
-        if kind == "fork" and len(fds) == 1:
-            pid, scratches_dir = _fork(fds[0], standins, args.scratch_root, limits, args.require, netns)
+        if kind == "fork" and len(fds) == 2:
+            pid, scratches_dir = _fork(fds[0], fds[1], standins, args.scratch_root, limits, args.require, netns)
             scratches[pid] = scratches_dir
             _send(control, "forked", pid, _native_threads())
         elif kind == "reap" and len(message) == 2 and type(message[1]) is int and message[1] in scratches:

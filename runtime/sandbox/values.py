@@ -8,8 +8,11 @@ a list whose first item says what it is::
     ["x", value_tree]      a tensor, dtype, device or Size (compiler/ir/values: dtype from the
                            fixed table, sizes checked before allocation)
     ["s", k, value_tree]   model -> sandbox: the model process's tensor number k
-    ["r", k, value_tree | None]   sandbox -> model: tensor k again; None: unchanged, else its new
-                           contents (an in-place edit, copied back into the model's own tensor)
+    ["s", k, ["A", dtype, shape, offset]]   the same, its bytes in the job's arena (:mod:`.arena`)
+    ["r", k, value_tree | None | "A"]   sandbox -> model: tensor k again; None: unchanged; "A": changed
+                           in place in the arena; else its new contents (an in-place edit is copied
+                           back into the model's own tensor)
+    ["A", dtype, shape, offset]   sandbox -> model: a new tensor the sandbox wrote into its arena half
     ["o", k, "TypeName"]   an object of the model process that cannot cross (a KV cache, ...):
                            the sandbox holds a :class:`HostedObject` it can only hand back
 
@@ -25,6 +28,7 @@ import torch
 
 from compiler.ir.limits import DecodeLimits
 from compiler.ir.values import decode_value, encode_value
+from compiler.ir.values.arrays import torch_dtype
 
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000
@@ -109,10 +113,12 @@ def _plain(value: Any) -> Any:
 class HostSide:
     """The model process's end: exports its values to the sandbox, imports the sandbox's answers."""
 
-    def __init__(self, limits: DecodeLimits, protected_storage: Set[int]) -> None:
+    def __init__(self, limits: DecodeLimits, protected_storage: Set[int], arena: Any = None) -> None:
         self.limits = limits
         self.protected = protected_storage  # data pointers of the hosted weights' storages
+        self.arena = arena
         self.tensors: List[torch.Tensor] = []
+        self.slots: Dict[int, torch.Tensor] = {}  # tensor number -> its copy in the arena
         self.objects: List[Any] = []
         self._object_ids: Dict[int, int] = {}
         self.outputs: Dict[str, type] = {}  # ModelOutput classes this job was sent
@@ -130,7 +136,12 @@ class HostSide:
             if len(self.tensors) >= MAX_HANDLES:
                 raise BoundaryError("this job passed more than %d values across the sandbox boundary" % MAX_HANDLES)
             self.tensors.append(value)
-            return ["s", len(self.tensors) - 1, _plain(value.detach())]
+            k = len(self.tensors) - 1
+            placed = self.arena.put(value) if self.arena is not None and value.device.type == "cpu" else None
+            if placed is not None:
+                self.slots[k] = placed[3]
+                return ["s", k, ["A", placed[0], placed[1], placed[2]]]
+            return ["s", k, _plain(value.detach())]
         if t is tuple or t is list:
             return ["t" if t is tuple else "l"] + [self._export(v, depth + 1, walk) for v in value]
         base = _model_output_base()
@@ -183,11 +194,21 @@ class HostSide:
             if not isinstance(value, (torch.Tensor, torch.dtype, torch.device, torch.Size)):
                 raise BoundaryError("the sandbox sent an unexpected value")
             return value
+        if tag == "A" and len(node) == 4 and self.arena is not None:
+            try:
+                return self.arena.read(node[1], node[2], node[3])
+            except Exception as error:
+                raise BoundaryError("a tensor from the sandbox's arena is malformed: %s" % error) from None
         if tag == "r" and len(node) == 3:
             original = self._handle(self.tensors, node[1])
             if node[2] is None:
                 return original
-            new = self._decode(node[2])
+            if node[2] == "A":
+                new = self.slots.get(node[1])
+                if new is None:
+                    raise BoundaryError("the sandbox referred to an arena copy the model process never made")
+            else:
+                new = self._decode(node[2])
             if type(new) is not torch.Tensor or new.shape != original.shape or new.dtype != original.dtype:
                 raise BoundaryError("the sandbox changed a tensor's shape or dtype in place")
             if original.untyped_storage().data_ptr() in self.protected:
@@ -222,8 +243,9 @@ class HostSide:
 class SandboxSide:
     """The sandbox child's end: imports the model process's values, exports its own answers."""
 
-    def __init__(self) -> None:
-        self.received: Dict[int, Any] = {}  # id(tensor) -> (k, tensor, version when received)
+    def __init__(self, arena: Any = None) -> None:
+        self.arena = arena
+        self.received: Dict[int, Any] = {}  # id(tensor) -> (k, tensor, version when received, in arena)
 
     def load(self, node: Any) -> Any:
         if _is_atom(node):
@@ -246,8 +268,17 @@ class SandboxSide:
         if tag == "x":
             return decode_value(node[1])
         if tag == "s":
-            tensor = decode_value(node[2])
-            self.received[id(tensor)] = (node[1], tensor, tensor._version)
+            where = node[2]
+            if type(where) is list and where and where[0] == "A":
+                dtype = torch_dtype(where[1])
+                numel = 1
+                for d in where[2]:
+                    numel *= d
+                tensor = self.arena.view(dtype, where[2], where[3], numel * dtype.itemsize)  # no copy
+                self.received[id(tensor)] = (node[1], tensor, tensor._version, True)
+            else:
+                tensor = decode_value(where)
+                self.received[id(tensor)] = (node[1], tensor, tensor._version, False)
             return tensor
         if tag == "o":
             return HostedObject(node[1], node[2])
@@ -267,10 +298,14 @@ class SandboxSide:
                     "API key of the trusted tier; gradients of your own computations on saved values work)")
             known = self.received.get(id(value))
             if known is not None and known[1] is value:
-                changed = value._version != known[2]
-                return ["r", known[0], _plain(value.detach()) if changed else None]
+                if value._version == known[2]:
+                    return ["r", known[0], None]
+                return ["r", known[0], "A" if known[3] else _plain(value.detach())]
             if t is not torch.Tensor:
                 value = value.as_subclass(torch.Tensor) if t is torch.nn.Parameter else value
+            placed = self.arena.put(value) if self.arena is not None and value.device.type == "cpu" else None
+            if placed is not None:
+                return ["A", placed[0], placed[1], placed[2]]
             return ["x", _plain(value)]
         if isinstance(value, HostedObject):
             return ["o", value._handle, value._type]

@@ -96,13 +96,15 @@ class WarmTemplate:
         if self._control is None:
             raise SandboxUnavailable("the sandbox template failed to start: %s" % self.error)
 
-    def fork(self) -> Tuple[int, socket.socket]:
-        """A new confined child for one job: ``(pid, the model process's end of its channel)``."""
+    def fork(self, arena_fd: int) -> Tuple[int, socket.socket]:
+        """A new confined child for one job: ``(pid, the model process's end of its channel)``.
+
+        ``arena_fd``: the job's shared-memory arena (:mod:`.arena`), passed to the child."""
         self.wait_ready()
         ours, theirs = socket.socketpair()
         try:
             with self._lock:
-                socket.send_fds(self._control, [framing.pack(["fork"])], [theirs.fileno()])
+                socket.send_fds(self._control, [framing.pack(["fork"])], [theirs.fileno(), arena_fd])
                 message = self._read(self._control)
         except OSError as error:
             ours.close()

@@ -152,3 +152,48 @@ def test_a_forged_error_report_is_reduced_to_plain_fields(session):
     assert set(error.info) == {"type", "message", "hint", "frames"}
     assert len(error.info["type"]) <= 65536 and error.info["message"] == ""
     assert error.info["frames"] == [["a.py", 3, "f", "x"]]
+
+
+@pytest.fixture
+def sides():
+    from runtime.sandbox import arena
+
+    fd = arena.create(1 << 20)
+    model_side, child_side = arena.Arena(fd, 1 << 20, 0), arena.Arena(fd, 1 << 20, 1)
+    import os
+
+    os.close(fd)
+    from runtime.sandbox.values import SandboxSide
+
+    return HostSide(DecodeLimits(), set(), model_side), SandboxSide(child_side)
+
+
+def test_tensors_cross_through_the_arena_and_in_place_edits_come_back(sides):
+    from runtime.sandbox.values import SandboxSide  # noqa: F401
+
+    host, child = sides
+    t = torch.arange(12.0).reshape(3, 4)
+    node = host.export((t, {"row": t[0]}))
+    assert node[1][2][0] == "A"  # the bytes are in the arena, not in the frame
+    seen = child.load(node)
+    seen[0][0, 0] = 100.0  # the job edits the first tensor in place (the second is untouched)
+    back = host.load(child.export(seen))
+    assert back[0] is t and t[0, 0].item() == 100.0
+    assert back[1]["row"].data_ptr() == t[0].data_ptr()  # unchanged: the model's own tensor, no copy
+    fresh = host.load(child.export(torch.ones(2)))
+    assert torch.equal(fresh, torch.ones(2))
+
+
+@pytest.mark.parametrize("node", [
+    ["A", "float32", [1 << 20], 1 << 19],  # past the end of the sandbox's half
+    ["A", "float32", [4], 0],  # in the model's half
+    ["A", "float32", [4], (1 << 19) + 3],  # misaligned
+    ["A", "object", [4], 1 << 19],  # not a torch dtype
+    ["A", "float32", [-1], 1 << 19],  # negative dimension
+    ["A", "float32", [2] * 65, 1 << 19],  # too many dimensions
+    ["r", 0, "A"],  # an arena copy the model never made
+])
+def test_arena_references_out_of_bounds_are_refused(sides, node):
+    host, _ = sides
+    with pytest.raises(BoundaryError):
+        host.load(node)
