@@ -147,6 +147,9 @@ class HostSession:
                 kwargs = self.values.load(kwargs_node)
                 if type(args) is not list or type(kwargs) is not dict or not all(type(k) is str for k in kwargs):
                     raise BoundaryError("malformed call arguments")
+                device = _device_of(module)
+                if device is not None:  # values from the sandbox arrive in host memory
+                    args, kwargs = _to_device(args, device), _to_device(kwargs, device)
                 for hook in hooks:
                     if (hook != path or method != "forward") and hook not in self.hooked:
                         self._install(hook)
@@ -198,7 +201,28 @@ class HostSession:
     def hook(self, path: str, args: tuple, kwargs: dict) -> Any:
         """A hooked module was reached: the child's interventions run, then its answer is the output."""
         self.channel.send(HOOK, path, self.values.export(list(args)), self.values.export(dict(kwargs)))
-        return self._wait()
+        result = self._wait()
+        device = _device_of(self.modules[path]) if path in self.modules else None
+        return result if device is None else _to_device(result, device)
+
+
+def _device_of(module: torch.nn.Module) -> Optional[torch.device]:
+    """The accelerator a module's weights live on (None: host memory, where sandbox values arrive)."""
+    for tensor in module.parameters():
+        return tensor.device if tensor.device.type != "cpu" else None
+    for tensor in module.buffers():
+        return tensor.device if tensor.device.type != "cpu" else None
+    return None
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device) if value.device.type == "cpu" else value
+    if type(value) in (list, tuple):
+        return type(value)(_to_device(v, device) for v in value)
+    if type(value) is dict:
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
 
 
 def _safe_info(info: Any) -> Dict[str, Any]:
