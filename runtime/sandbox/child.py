@@ -11,7 +11,7 @@ import socket
 from typing import Any, Dict, Optional
 
 from .channel import DONE, FAILED, JOB, LOG, READY, Channel
-from .confine import Limits, confine
+from .confine import Limits, confine, job_limits
 
 
 def main(sock: socket.socket, arena_fd: int, standins: Dict[str, Any], scratch: str, limits: Limits,
@@ -31,6 +31,42 @@ def main(sock: socket.socket, arena_fd: int, standins: Dict[str, Any], scratch: 
         channel.send(READY)
         _job(channel, standins, arena)
     except BaseException:  # noqa: B902 - nothing more can be reported; the model process sees the channel close
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def spare(link: socket.socket, standins: Dict[str, Any], scratch: str, limits: Limits,
+          required: Optional[list] = None, network_namespace: Optional[str] = None) -> None:
+    """A child forked ahead of its job: confined, then given its job's channel and arena.
+
+    The template keeps one spare: a job then starts without waiting for a fork and its
+    confinement. The job arrives as two file descriptors (SCM_RIGHTS) on ``link``. Never returns.
+    """
+    code = 0
+    try:
+        from .confine import vm_size
+
+        mapped = vm_size()
+        confine(link.fileno(), scratch, limits, required, network_namespace, defer_job_limits=True)
+        import torch
+
+        torch.set_num_threads(1)
+        _message, fds, _flags, _addr = socket.recv_fds(link, 16, 2)
+        if len(fds) != 2:
+            return
+        channel_fd, arena_fd = fds
+        from .arena import Arena
+
+        size = os.fstat(arena_fd).st_size
+        arena = Arena(arena_fd, size, writer=1)
+        os.close(arena_fd)
+        link.close()
+        job_limits(limits, mapped + size + (64 << 20))  # (+ what the interpreter mapped meanwhile)
+        channel = Channel(socket.socket(fileno=channel_fd))
+        channel.send(READY)
+        _job(channel, standins, arena)
+    except BaseException:  # noqa: B902 - the model process sees the channel close
         code = 70
     finally:
         os._exit(code)

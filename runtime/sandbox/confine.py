@@ -113,8 +113,23 @@ def enter_network_namespace() -> Optional[str]:
     return os.strerror(ctypes.get_errno())
 
 
+def vm_size() -> int:
+    """This process's address-space size (read before Landlock hides /proc)."""
+    return _vm_size()
+
+
+def job_limits(limits: Limits, mapped: Optional[int] = None) -> None:
+    """The address-space and CPU-time limits, counted from now (a spare child sets them when its
+    job arrives). ``mapped``: the address space in use, when /proc can no longer say."""
+    address = (_vm_size() if mapped is None else mapped) + limits.memory_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (address, address))
+    used = int(sum(os.times()[:2]))
+    resource.setrlimit(resource.RLIMIT_CPU, (used + limits.cpu_seconds, used + limits.cpu_seconds + 1))
+
+
 def confine(channel_fd: int, scratch: str, limits: Limits, required: Optional[List[str]] = None,
-            network_namespace: Optional[str] = None, keep_fds: Tuple[int, ...] = ()) -> Dict[str, str]:
+            network_namespace: Optional[str] = None, keep_fds: Tuple[int, ...] = (),
+            defer_job_limits: bool = False) -> Dict[str, str]:
     """Apply every layer to this (forked, single-threaded) process; returns ``{layer: what it does}``.
 
     ``network_namespace``: how the process already has its own (empty) network namespace, if it
@@ -135,9 +150,8 @@ def confine(channel_fd: int, scratch: str, limits: Limits, required: Optional[Li
     layers["environment"] = "clean (no keys, tokens or server settings)"
     os.chdir(scratch)
     layers["scratch"] = "empty working directory %s" % scratch
-    address = _vm_size() + limits.memory_bytes
-    resource.setrlimit(resource.RLIMIT_AS, (address, address))
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
+    if not defer_job_limits:
+        job_limits(limits)
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -101,6 +101,41 @@ def _fork(channel_fd: int, arena_fd: int, standins, scratch_root: str, limits, r
     return pid, scratch
 
 
+def _spawn_spare(standins, scratch_root: str, limits, required, netns):
+    """Fork the next job's child now: ``(pid, the template's end of its link, scratch)``."""
+    from runtime.loader.blocking import seal_snapshot
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    scratch = tempfile.mkdtemp(prefix="job-", dir=scratch_root)
+    seal_snapshot()
+    pid = os.fork()
+    if pid == 0:
+        from . import child
+
+        ours.close()
+        child.spare(theirs, standins, scratch, limits, required, netns)
+    theirs.close()
+    return pid, ours, scratch
+
+
+def _hand_over(spare, fds) -> bool:
+    """Give the spare its job (channel and arena); False if it is gone (then it is cleaned up)."""
+    pid, link, scratch = spare
+    try:
+        socket.send_fds(link, [b"job"], fds)
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        shutil.rmtree(scratch, ignore_errors=True)
+        return False
+    finally:
+        link.close()
+
+
 def _probe(standins, scratch_root: str, limits, required, netns) -> Dict[str, str]:
     """Confine a child and let it report which layers took effect."""
     from .channel import Channel
@@ -151,15 +186,22 @@ def main(argv=None) -> int:
     layers = _probe(standins, args.scratch_root, limits, args.require, netns)
     _send(control, "ready", layers, _native_threads())
     scratches: Dict[int, str] = {}
+    spare = _spawn_spare(standins, args.scratch_root, limits, args.require, netns)
     while True:
         message, fds = _recv(control)
         if message is None:  # the server went away: so do its jobs (no interpreter teardown needed)
             os._exit(0)
         kind = message[0]
         if kind == "fork" and len(fds) == 2:
-            pid, scratches_dir = _fork(fds[0], fds[1], standins, args.scratch_root, limits, args.require, netns)
+            if spare is not None and _hand_over(spare, fds):
+                pid, scratches_dir = spare[0], spare[2]
+                for fd in fds:
+                    os.close(fd)
+            else:  # no spare ready: fork one for this job now
+                pid, scratches_dir = _fork(fds[0], fds[1], standins, args.scratch_root, limits, args.require, netns)
             scratches[pid] = scratches_dir
             _send(control, "forked", pid, _native_threads())
+            spare = _spawn_spare(standins, args.scratch_root, limits, args.require, netns)
         elif kind == "reap" and len(message) == 2 and type(message[1]) is int and message[1] in scratches:
             pid = message[1]
             _, status = os.waitpid(pid, 0)
