@@ -115,3 +115,58 @@ def test_gradients_of_the_jobs_own_computation_work(gpt2, remote_config):
         return grad
 
     assert torch.equal(run(True), run(None))
+
+
+def _children(pid: int):
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def _template_pid(server) -> int:
+    for pid in _children(server.proc.pid):
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            if b"runtime.sandbox.template" in f.read():
+                return pid
+    raise AssertionError("no sandbox template process under the server")
+
+
+def test_the_template_and_its_children_never_had_the_servers_secrets(server, gpt2, remote_config):
+    from conftest import SECRET
+
+    _logits(gpt2, True)
+    template = _template_pid(server)
+    with open("/proc/%d/environ" % server.proc.pid, "rb") as f:
+        assert SECRET.encode() in f.read()  # the server has it (the test put it there)
+    read = 0
+    for pid in [template] + _children(template):
+        try:
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                environ = f.read()
+        except (ProcessLookupError, FileNotFoundError):  # a finished job's child, reaped meanwhile
+            continue
+        read += 1
+        assert SECRET.encode() not in environ and b"HF_TOKEN" not in environ
+    assert read >= 2  # the template and at least its spare child
+
+
+def test_no_process_outlives_its_job(server, gpt2, remote_config):
+    import time
+
+    for _ in range(3):
+        _logits(gpt2, True)
+    template = _template_pid(server)
+    deadline = time.monotonic() + 10
+    while len(_children(template)) > 1 and time.monotonic() < deadline:  # the reaper runs off the job's path
+        time.sleep(0.1)
+    assert len(_children(template)) <= 1  # only the spare, waiting for the next job
