@@ -1,7 +1,9 @@
 """Remote execution overhead on the tiny GPT-2: a local trace, ``remote='local'`` and a loopback
-``remote=True`` round trip side by side (1 save, p50/p99), then jobs/s with 1, 4 and 16 clients.
+``remote=True`` round trip side by side (1 save, p50/p99), then jobs/s with 1, 4 and 16 clients,
+then the untrusted tier (``--tiers``, on by default): the same round trip with the job's code in
+a sandbox process against the trusted tier (1 save and 12 saves), and the sandbox's start time.
 
-    python benchmarks/remote.py [--repeat 50] [--jobs 32]
+    python benchmarks/remote.py [--repeat 50] [--jobs 32] [--no-tiers]
     python benchmarks/remote.py --ray [--jobs 64]    # jobs/s on Ray, 1 and 2 replicas, 16 clients
 
 Starts ``nnsight-server serve --no-auth`` on a free loopback port with a temporary data dir
@@ -55,6 +57,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=32, help="jobs per concurrency level")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, client and server")
     parser.add_argument("--ray", action="store_true", help="only jobs/s on a two-node Ray cluster on this machine")
+    parser.add_argument("--no-tiers", dest="tiers", action="store_false",
+                        help="skip the trusted-vs-untrusted comparison and the sandbox start time")
+    parser.add_argument("--only-tiers", action="store_true", help="run only the tier comparison")
     args = parser.parse_args()
     if args.ray:
         return ray_jobs_per_second(args)
@@ -70,6 +75,8 @@ def main() -> int:
     from nnsight.testing.tiny_models import build_gpt2
 
     path = build_gpt2()
+    if args.only_tiers:
+        return tiers(path, args)
     data = tempfile.mkdtemp(prefix="nnsight-bench-")
     server = ServerProcess(data, ["gpt2=%s" % path], "--no-auth").start()
     try:
@@ -128,6 +135,75 @@ def main() -> int:
             print("%-10d %10.1f" % (clients, clients * per_client / elapsed))
     finally:
         server.stop()
+    return tiers(path, args) if args.tiers else 0
+
+
+def tiers(path: str, args) -> int:
+    """The untrusted tier (a sandbox process per job) against the trusted tier (in the model's process)."""
+    import torch
+
+    from serverproc import ServerProcess
+
+    from nnsight import CONFIG, LanguageModel
+
+    trusted = ServerProcess(tempfile.mkdtemp(prefix="nnsight-bench-"), ["gpt2=%s" % path], "--no-auth",
+                            "--sandbox", "never").start()
+    untrusted = ServerProcess(tempfile.mkdtemp(prefix="nnsight-bench-"), ["gpt2=%s" % path], "--no-auth",
+                              "--sandbox", "always").start()
+    try:
+        CONFIG.APP.REMOTE_LOGGING = False
+        model = LanguageModel(path)
+        blocks = model.transformer.h
+
+        def one_save(host):
+            def run():
+                CONFIG.API.HOST = host
+                with model.trace(PROMPT, remote=True):
+                    logits = model.lm_head.output.save()
+                return logits
+            return run
+
+        def twelve_saves(host):
+            def run():
+                CONFIG.API.HOST = host
+                with model.trace(PROMPT, remote=True):
+                    a0 = blocks[0].attn.output[0].save()
+                    m0 = blocks[0].mlp.output.save()
+                    h0 = blocks[0].output[0].save()
+                    a1 = blocks[1].attn.output[0].save()
+                    m1 = blocks[1].mlp.output.save()
+                    h1 = blocks[1].output[0].save()
+                    a2 = blocks[2].attn.output[0].save()
+                    m2 = blocks[2].mlp.output.save()
+                    h2 = blocks[2].output[0].save()
+                    a3 = blocks[3].attn.output[0].save()
+                    m3 = blocks[3].mlp.output.save()
+                    logits = model.lm_head.output.save()
+                return a0, m0, h0, a1, m1, h1, a2, m2, h2, a3, m3, logits
+            return run
+
+        for make in (one_save, twelve_saves):
+            a, b = make(trusted.host)(), make(untrusted.host)()
+            a, b = (a,) if torch.is_tensor(a) else a, (b,) if torch.is_tensor(b) else b
+            assert all(torch.equal(x, y) for x, y in zip(a, b)), "the tiers disagree"
+        fns = {"trusted, 1 save": one_save(trusted.host), "untrusted, 1 save": one_save(untrusted.host),
+               "trusted, 12 saves": twelve_saves(trusted.host), "untrusted, 12 saves": twelve_saves(untrusted.host)}
+        samples = timed_interleaved(fns, args.repeat)
+        rows = {name: percentiles(samples[name]) for name in fns}
+        print("\n%-24s %10s %10s   (loopback round trips, %d rounds, interleaved)" % (
+            "tiers, tiny GPT-2", "p50 ms", "p99 ms", args.repeat))
+        for name, (p50, p99) in rows.items():
+            print("%-24s %10.2f %10.2f" % (name, p50, p99))
+        for saves in ("1 save", "12 saves"):
+            added = rows["untrusted, " + saves][0] - rows["trusted, " + saves][0]
+            print("untrusted tier adds %.2f ms p50 over trusted (%s)" % (added, saves))
+        starts = sandbox_starts(path, args.repeat)
+        p50, p99 = percentiles(starts)
+        print("sandbox start (warm template: fork + confinement to a ready child): p50 %.2f ms, p99 %.2f ms "
+              "(target < 20 ms): %s" % (p50, p99, "PASS" if p50 < 20.0 else "MISS"))
+    finally:
+        trusted.stop()
+        untrusted.stop()
     return 0
 
 
@@ -193,6 +269,40 @@ def ray_jobs_per_second(args) -> int:
     for label, rate in rows:
         print("%-18s %10.1f" % (label, rate))
     return 0
+
+
+def sandbox_starts(path: str, repeat: int):
+    """Seconds from asking the warm template for a child to the child saying it is confined."""
+    import signal
+
+    from runtime.sandbox import arena
+    from runtime.sandbox.channel import READY, Channel
+    from runtime.sandbox.confine import Limits
+    from runtime.sandbox.warm import WarmTemplate
+
+    template = WarmTemplate(["gpt2=%s" % path], Limits())
+    template.wait_ready()
+    samples = []
+    try:
+        for i in range(repeat + 2):
+            start = time.perf_counter()
+            fd = arena.create(1 << 30)
+            pid, sock = template.fork(fd)
+            os.close(fd)
+            frame = Channel(sock).recv()
+            elapsed = time.perf_counter() - start
+            assert frame[0] == READY
+            sock.close()
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            template.reap(pid)
+            if i >= 2:
+                samples.append(elapsed)
+    finally:
+        template.close()
+    return samples
 
 
 if __name__ == "__main__":

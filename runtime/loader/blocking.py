@@ -3,7 +3,7 @@ import contextlib
 import importlib.machinery
 import sys
 import types
-from typing import Any, Dict, FrozenSet, Iterator, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from compiler import policy
 
@@ -71,6 +71,20 @@ class _Snapshot:
     replaced as one tuple (threads tracing at once never see the parts of two answers)."""
 
     last: Tuple[Dict[str, Any], FrozenSet[str], Tuple[str, ...]] = ({}, frozenset(), ())
+    # len(sys.modules) when :func:`seal_snapshot` vouched for ``last``: the next call trusts it.
+    sealed: List[int] = []
+
+
+def seal_snapshot() -> None:
+    """Bring the snapshot of ``sys.modules`` up to date and trust it for the next call.
+
+    Called by a process just before it forks (the sandbox's warm template): in the child,
+    comparing every entry of ``sys.modules`` would write to every module object's reference
+    count, copying thousands of pages it shares with its parent. The child's next call trusts
+    the snapshot if the number of modules is unchanged, and compares as usual otherwise.
+    """
+    _user_module_names()
+    _Snapshot.sealed[:] = [len(_Snapshot.last[0])]
 
 
 def _user_module_names() -> Tuple[str, ...]:
@@ -83,7 +97,9 @@ def _user_module_names() -> Tuple[str, ...]:
     """
     registrations = policy.registered()
     last_modules, last_registrations, names = _Snapshot.last
-    if last_registrations != registrations or sys.modules != last_modules:
+    sealed = _Snapshot.sealed
+    trusted = bool(sealed) and sealed.pop() == len(sys.modules)
+    if last_registrations != registrations or (not trusted and sys.modules != last_modules):
         memo = _USER_MODULE_MEMO
         if len(memo) > 2 * len(sys.modules) + 256:
             memo.clear()

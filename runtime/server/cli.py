@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     ray_group.add_argument("--resources", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                            help="what each replica of model NAME needs: num_cpus, num_gpus, memory (bytes or "
                                 "8GiB) or a custom Ray resource (default num_cpus=1)")
+    serve.add_argument("--sandbox", choices=("always", "never", "per-key"), default=defaults.sandbox,
+                       help="run jobs' code in a confined sandbox process: always, never, or per-key "
+                            "(keys of the untrusted tier; see docs/security.md)")
+    serve.add_argument("--sandbox-memory", type=int, default=defaults.sandbox_memory_bytes >> 20, metavar="MiB",
+                       help="address space one sandboxed job may use beyond the warm template")
     key_cmd = sub.add_parser("keys", help="create, change, list or revoke API keys")
     key_cmd.add_argument("action", choices=("create", "set", "list", "revoke"))
     key_cmd.add_argument("name", nargs="?", help="create: who the key is for; set, revoke: the key id")
@@ -237,6 +242,21 @@ def _load_async_backend() -> None:
     anyio.run(anyio.to_thread.run_sync, lambda: None)
 
 
+def _runner(config: ServerConfig, models, in_process):
+    """The worker's runner: in-process only with ``--sandbox never``, else tiered with a warm template."""
+    if config.sandbox == "never":
+        return in_process, None
+    from runtime.sandbox.confine import Limits
+    from runtime.sandbox.runner import SandboxRunner, TieredRunner
+    from runtime.sandbox.warm import WarmTemplate
+
+    specs = ["%s=%s" % (hosted.name, hosted.source) for hosted in models.by_name.values()]
+    limits = Limits(memory_bytes=config.sandbox_memory_bytes, cpu_seconds=int(config.job_time_limit_s) + 5)
+    template = WarmTemplate(specs, limits)
+    names = {id(hosted.model): hosted.name for hosted in models.by_name.values()}
+    return TieredRunner(config.sandbox, in_process, SandboxRunner(template, names)), template
+
+
 def _serve(args: argparse.Namespace) -> int:
     _load_async_backend()
     import uvicorn
@@ -254,7 +274,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes, max_queue=args.max_queue,
         max_in_flight_per_key=args.max_in_flight, job_time_limit_s=args.job_time_limit,
         result_ttl_s=args.result_ttl, fsync=args.fsync, max_result_bytes=args.max_result_bytes,
-        no_auth_tier=args.no_auth_tier, audit_ttl_s=args.audit_ttl)
+        no_auth_tier=args.no_auth_tier, audit_ttl_s=args.audit_ttl,
+        sandbox=args.sandbox, sandbox_memory_bytes=args.sandbox_memory << 20)
     store = _store(config.data_dir, config.fsync)
     failed = store.recover(config.max_attempts)
     for job_id in failed:
@@ -272,6 +293,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     budget = MemoryBudget(parse_bytes(args.memory_budget)) if args.memory_budget else None
     hub = EventHub()
+    template = None  # the sandbox's warm template process (runtime/sandbox/), when there is one
     make = _vllm_model(args.engine_arg) if args.engine == "vllm" else None
     if args.ray:
         models = Models(config.models, lazy=True)  # the front holds no weights; replicas load them
@@ -298,10 +320,9 @@ def _serve(args: argparse.Namespace) -> int:
                 for hosted in models.by_name.values():
                     log.info("loading %s from %s", hosted.name, hosted.source)
                 models.load_all()
-            sandbox = None  # the untrusted tier's runner (runtime/sandbox/) plugs in here
-            _warn_untrusted_in_process(config, store, sandbox)
-            worker = Worker(config, store, models, InProcessRunner(server_tracer, model_for_key), hub,
-                            sandbox=sandbox)
+            runner, template = _runner(config, models, InProcessRunner(server_tracer, model_for_key))
+            _warn_untrusted_in_process(config, store, template)
+            worker = Worker(config, store, models, runner, hub)
         app = make_app(Service(config, store, models, worker, hub))
         if args.engine == "vllm":
             _exit_on_sigterm()
@@ -316,6 +337,8 @@ def _serve(args: argparse.Namespace) -> int:
             if callable(shutdown):
                 shutdown()
         store.close()
+        if template is not None:
+            template.close()
     return 0
 
 

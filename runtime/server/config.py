@@ -26,6 +26,8 @@ class ServerConfig:
     max_result_bytes: int = 1 << 30  # a job whose result is larger fails (nothing of it is stored)
     audit_ttl_s: float = 30 * 24 * 3600.0  # audit rows are deleted after this
     max_audit_rows: int = 100_000  # and the oldest beyond this many
+    sandbox: str = "per-key"  # always | never | per-key: which jobs run their code in a sandbox (runtime/sandbox)
+    sandbox_memory_bytes: int = 8 << 30  # address space a sandboxed job may add to the warm template's
 
     @property
     def db_path(self) -> str:

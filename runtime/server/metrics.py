@@ -69,4 +69,5 @@ def snapshot(service: Any, collect: bool = False) -> Dict[str, Any]:
         "blob_files": _blob_count(store.blob_dir),
         "db_bytes": _file_size(db) + _file_size(db + "-wal"),
         "result_ttl_s": config.result_ttl_s,
+        "runner": service.worker.runner.status(),
     }

@@ -65,6 +65,14 @@ class JobRunner:
     def settle(self) -> None:
         """Called by the worker after a stray interrupt: make sure no job is marked running."""
 
+    def for_tier(self, tier: Optional[str]) -> "JobRunner":
+        """The runner for a job of an API key with ``tier`` (a tiered runner picks one; see runtime/sandbox)."""
+        return self
+
+    def status(self) -> Dict[str, Any]:
+        """What this runner reports in ``GET /v1/metrics`` (the sandbox's kernel layers)."""
+        return {}
+
 
 class InProcessRunner(JobRunner):
     """Runs a job in the calling thread, through the one accept path (:mod:`runtime.accept`).

@@ -29,12 +29,11 @@ class Worker:
     """A thread draining the job queue."""
 
     def __init__(self, config: ServerConfig, store: Store, models: Models, runner: JobRunner,
-                 hub: EventHub, sandbox: Optional[JobRunner] = None) -> None:
+                 hub: EventHub) -> None:
         self.config = config
         self.store = store
         self.models = models
         self.runner = runner  # the trusted tier's (in-process)
-        self.sandbox = sandbox  # the untrusted tier's, when the server has one
         self._running: JobRunner = runner  # the runner of the job running now
         self.hub = hub
         self.local = LocalExchange(hub, config.local_block_timeout_s, config.max_local_result_bytes)
@@ -108,10 +107,8 @@ class Worker:
             self.store.expire_audit(self.config.audit_ttl_s, self.config.max_audit_rows)
 
     def runner_for(self, tier: str) -> JobRunner:
-        """The runner of a tier: the sandbox for ``untrusted`` when the server has one, else in-process."""
-        if tier == keys.UNTRUSTED and self.sandbox is not None:
-            return self.sandbox
-        return self.runner
+        """The runner of a tier (``runtime/sandbox``'s tiered runner picks by ``--sandbox`` mode and tier)."""
+        return self.runner.for_tier(tier)
 
     def _announce_positions(self) -> None:
         for job_id in self.hub.watched():

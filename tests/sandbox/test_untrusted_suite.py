@@ -1,0 +1,31 @@
+"""The remote end-to-end suites of tests/server, run in the untrusted tier.
+
+Every test of those modules runs here against a server whose jobs all run in
+the sandbox (``--sandbox always``), minus the documented refusals
+(docs/security.md, "What the untrusted tier refuses").
+"""
+import pytest
+
+import test_concurrency
+import test_latency_paths
+import test_protocol
+import test_remote_scan
+import test_remote_trace
+import test_section8_examples
+import test_server_local_blocks
+from test_protocol import payload  # noqa: F401  (the protocol suite's fixture)
+
+SUITES = (test_remote_trace, test_section8_examples, test_server_local_blocks, test_remote_scan, test_protocol,
+          test_concurrency, test_latency_paths)
+REFUSED = {
+    "test_gradients_match_local": "gradients cannot flow into the hosted weights' process",
+    "test_gradients_remotely": "gradients cannot flow into the hosted weights' process",
+}
+
+for _suite in SUITES:
+    for _name in dir(_suite):
+        if _name.startswith("test_"):
+            _test = getattr(_suite, _name)
+            if _name in REFUSED:
+                _test = pytest.mark.skip(reason="refused in the untrusted tier: " + REFUSED[_name])(_test)
+            globals()["%s__%s" % (_suite.__name__, _name)] = _test
