@@ -33,7 +33,7 @@ from test_redteam import CASES as REDTEAM_CASES
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
 from serverproc import ServerProcess, _env, create_key  # noqa: E402 (tests/server's helper)
 
-TIERS = ("trusted",)
+TIERS = ("trusted", "untrusted")
 KEY_HEADER = "ndif-api-key"
 JOB_TIME_LIMIT_S = 3.0  # the attacker key's own wall-time limit (a CPU bomb runs into it)
 RESULT_LIMIT = 200_000  # the attacker key's own result-size limit

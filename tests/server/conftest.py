@@ -13,7 +13,7 @@ def server_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def api_key(server_data):
-    return create_key(server_data)
+    return create_key(server_data, "tests", "--tier", "trusted")  # tests/sandbox runs these suites untrusted
 
 
 @pytest.fixture(scope="session")
