@@ -107,11 +107,13 @@ def main() -> int:
 
             def client_loop():
                 with Client(server.host, "") as client:
-                    for _ in range(per_client):
-                        job = client.submit(payload)["id"]
-                        for frame in client.events(job):
+                    for _ in range(per_client):  # the path remote=True takes: one streamed round trip
+                        for frame in client.submit_stream(payload):
                             pass
-                        client.result(job)
+                        if frame["status"] != "COMPLETED":
+                            raise RuntimeError("job %s ended %s" % (frame["id"], frame["status"]))
+                        if "result" not in frame:  # over the inline limit: fetched by GET
+                            client.result(frame["id"])
 
             threads = [threading.Thread(target=client_loop) for _ in range(clients)]
             start = time.perf_counter()
