@@ -77,11 +77,12 @@ def job_stream(service: Any, job_id: str, queue: "asyncio.Queue[Dict[str, Any]]"
             except asyncio.TimeoutError:
                 yield frames.pack_frame({"id": job_id, "status": frames.KEEPALIVE})
                 continue
-            status = frame["status"]
-            if status == events.LOCAL:  # only the WebSocket can carry the client's answer: the client
-                frame = {k: v for k, v in frame.items() if k != "data"}  # says so and leaves
-            yield _record(frame)
-            if status in events.TERMINAL:
+            batch = [frame]  # frames published back to back (DISPATCHED, RUNNING) go out in one write
+            while frame["status"] not in events.TERMINAL and not queue.empty():
+                frame = queue.get_nowait()
+                batch.append(frame)
+            yield b"".join(_record(f) for f in batch)
+            if frame["status"] in events.TERMINAL:
                 return
 
     return FrameStream(body(), cleanup)
@@ -90,6 +91,8 @@ def job_stream(service: Any, job_id: str, queue: "asyncio.Queue[Dict[str, Any]]"
 def _record(frame: Dict[str, Any]) -> bytes:
     """One frame's bytes; a small result follows its COMPLETED frame as a binary part."""
     frames = _frames()
+    if frame["status"] == events.LOCAL:  # only the WebSocket carries the client's answer: the
+        frame = {k: v for k, v in frame.items() if k != "data"}  # client says so and leaves
     result = frame.get("result")
     if "result" in frame:
         frame = {k: v for k, v in frame.items() if k != "result"}  # (the hub's frame is shared)
