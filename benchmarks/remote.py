@@ -10,7 +10,8 @@ The three are timed interleaved (local, remote='local', remote=True, local, ...)
 load from other processes hits all of them alike; torch runs one intra-op thread on both sides
 (``--threads``): on a loaded 2-core machine two OpenMP threads per process wait for each other
 and a 3 ms forward takes 10-100 ms at random. The saved value is assigned (``logits = ...``), so
-the round trip carries the tensor back.
+the round trip carries the tensor back. ``remote=True`` takes the one-round-trip path
+(``POST /v1/requests?stream=1``, docs/protocol.md), and so do the jobs/s clients.
 """
 import argparse
 import os
