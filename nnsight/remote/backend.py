@@ -5,7 +5,9 @@ status changes are shown as a live status line on a terminal, as log lines
 elsewhere (``display``; ``CONFIG.APP.REMOTE_LOGGING``), in lifecycle order
 (RECEIVED, QUEUED, DISPATCHED, RUNNING, COMPLETED), the job's ``print()``
 output is printed here (stdout) as it arrives, as ``[job-id] LOG        : line``,
-and the saved values are returned to be written back. With ``blocking=False`` the trace returns at
+and the saved values are returned to be written back. A blocking job is one streamed HTTP round
+trip (``POST /v1/requests?stream=1``) unless its program has ``tracer.local()`` blocks, which
+need the events WebSocket to answer the server. With ``blocking=False`` the trace returns at
 once; ``tracer.backend`` then answers ``backend()``: None until the job is
 done, then the dict of saved names plus ``'id'``; ``backend.job_status`` is a
 :class:`JobStatus`; ``backend.cancel()`` stops it.
