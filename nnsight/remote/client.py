@@ -215,8 +215,9 @@ class Client:
                     if not acknowledged:
                         frame = _acknowledgement(frame)
                         acknowledged = True
+                    if frame["status"] in frames.TERMINAL:
+                        _drain(chunks)  # the body's end (a caller stops here): the connection is reused
                     yield frame
-                _drain(chunks)  # the body's end, so the connection goes back to the pool
         except frames.StreamRefused as error:
             raise RemoteError("the server at %s sent a malformed job stream: %s" % (self.url, error),
                               code="bad_stream", hint="the server is not an nnsight server, or a proxy "
