@@ -13,7 +13,8 @@ The three are timed interleaved (local, remote='local', remote=True, local, ...)
 load from other processes hits all of them alike; torch runs one intra-op thread on both sides
 (``--threads``): on a loaded 2-core machine two OpenMP threads per process wait for each other
 and a 3 ms forward takes 10-100 ms at random. The saved value is assigned (``logits = ...``), so
-the round trip carries the tensor back.
+the round trip carries the tensor back. ``remote=True`` takes the one-round-trip path
+(``POST /v1/requests?stream=1``, docs/protocol.md), and so do the jobs/s clients.
 """
 import argparse
 import os
@@ -119,11 +120,13 @@ def main() -> int:
 
             def client_loop():
                 with Client(server.host, "") as client:
-                    for _ in range(per_client):
-                        job = client.submit(payload)["id"]
-                        for frame in client.events(job):
+                    for _ in range(per_client):  # the path remote=True takes: one streamed round trip
+                        for frame in client.submit_stream(payload):
                             pass
-                        client.result(job)
+                        if frame["status"] != "COMPLETED":
+                            raise RuntimeError("job %s ended %s" % (frame["id"], frame["status"]))
+                        if "result" not in frame:  # over the inline limit: fetched by GET
+                            client.result(frame["id"])
 
             threads = [threading.Thread(target=client_loop) for _ in range(clients)]
             start = time.perf_counter()

@@ -5,7 +5,9 @@ status changes are shown as a live status line on a terminal, as log lines
 elsewhere (``display``; ``CONFIG.APP.REMOTE_LOGGING``), in lifecycle order
 (RECEIVED, QUEUED, DISPATCHED, RUNNING, COMPLETED), the job's ``print()``
 output is printed here (stdout) as it arrives, as ``[job-id] LOG        : line``,
-and the saved values are returned to be written back. With ``blocking=False`` the trace returns at
+and the saved values are returned to be written back. A blocking job is one streamed HTTP round
+trip (``POST /v1/requests?stream=1``) unless its program has ``tracer.local()`` blocks, which
+need the events WebSocket to answer the server. With ``blocking=False`` the trace returns at
 once; ``tracer.backend`` then answers ``backend()``: None until the job is
 done, then the dict of saved names plus ``'id'``; ``backend.job_status`` is a
 :class:`JobStatus`; ``backend.cancel()`` stops it.
@@ -13,7 +15,7 @@ done, then the dict of saved names plus ``'id'``; ``backend.job_status`` is a
 import enum
 import sys
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from .client import Client
 from .display import StatusLine
@@ -55,6 +57,9 @@ class RemoteBackend:
         self._line: Optional[StatusLine] = None
         self._detail = ""
         self._blocking = True
+        self.transport: Optional[str] = None  # how the job is followed: "stream", "websocket" or "poll"
+        self._stream: Optional[Iterator[Dict[str, Any]]] = None  # the job's streamed frames, after its ack
+        self._acked: Dict[str, Any] = {}
 
     # -- status display ------------------------------------------------------------------------
 
@@ -83,10 +88,23 @@ class RemoteBackend:
 
     def submit(self, payload: bytes, blocking: bool = True) -> str:
         """Send the job. Blocking: its status is shown by :meth:`wait`, from the server's replay of
-        the lifecycle; otherwise RECEIVED and QUEUED are logged now (the id to come back for)."""
+        the lifecycle; otherwise RECEIVED and QUEUED are logged now (the id to come back for).
+
+        A blocking job without ``tracer.local()`` blocks (the IR says so: ``local_blocks`` is None)
+        is sent and followed in one streamed HTTP round trip (:meth:`Client.submit_stream`); one
+        with local blocks is followed over the WebSocket, which carries the client's answers.
+        """
+        self._blocking = blocking
+        if blocking and self.local_blocks is None:
+            self.transport = "stream"
+            self._stream = self.client.submit_stream(payload)
+            ack = next(self._stream)
+            self.job_id = ack["id"]
+            self._acked = ack
+            return self.job_id
         reply = self.client.submit(payload)
         self.job_id = reply["id"]
-        self._blocking = blocking
+        self.transport = "websocket" if blocking else "poll"
         if not blocking:
             self._show("RECEIVED")
             position = reply.get("position")
@@ -99,11 +117,20 @@ class RemoteBackend:
         self._show("RECEIVED")
         frames = None
         try:
-            frames = self.client.events(self.job_id, inline_result=True)
-            for frame in frames:
-                final = self._frame(frame)
-                if final is not None:
-                    break
+            if self._stream is not None:  # the streamed round trip: its acknowledgement first
+                frames, self._stream = self._stream, None
+                final = self._frame(self._acked)
+                if final is None:
+                    for frame in frames:
+                        final = self._frame(frame)
+                        if final is not None:
+                            break
+            else:
+                frames = self.client.events(self.job_id, inline_result=True)
+                for frame in frames:
+                    final = self._frame(frame)
+                    if final is not None:
+                        break
         except RemoteError:
             raise
         except Exception:  # noqa: BLE001 - no event stream (proxy, closed socket): poll instead

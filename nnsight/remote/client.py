@@ -79,6 +79,28 @@ def close_connections() -> None:
             _POOLS.popitem()[1].close()
 
 
+_JOB_ID_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
+
+
+def _acknowledgement(frame: Any) -> Dict[str, Any]:
+    """The first frame of a job's stream (or a plain 202's body): its id must be a plain token."""
+    from .frames import StreamRefused
+
+    job_id = frame.get("id") if isinstance(frame, dict) else None
+    if not isinstance(job_id, str) or not 0 < len(job_id) <= 128 or not set(job_id) <= _JOB_ID_CHARS:
+        raise StreamRefused("the acknowledgement names no valid job id")
+    return frame
+
+
+def _drain(chunks: Iterator[bytes], limit: int = 1 << 16) -> None:
+    """Read what is left of a body (a few bytes: its end); a server sending more is cut off."""
+    left = limit
+    for chunk in chunks:
+        left -= len(chunk)
+        if left < 0:
+            return
+
+
 class Client:
     """One server: ``Client(host, api_key)``; every method is one HTTP call."""
 
@@ -157,6 +179,56 @@ class Client:
                               hint="start one with `nnsight-server serve --model ...`, or set CONFIG.API.HOST "
                                    "/ NDIF_HOST to its address") from None
         return self._check(response).json()
+
+    def submit_stream(self, payload: bytes) -> Iterator[Dict[str, Any]]:
+        """Submit and follow the job in one HTTP round trip (``POST /v1/requests?stream=1``).
+
+        Yields the job's status frames: first the acknowledgement (``{"id", "status": "QUEUED",
+        "position"}``, sent once the job is stored), then as :meth:`events` does, a small result
+        inline with COMPLETED. No WebSocket handshake: the request rides the kept-alive pool.
+        Raises :class:`RemoteError` for a refusal or a stream that breaks the framing rules, and
+        :class:`~.frames.StreamLost` when the body ends early (the job is stored: follow it by id).
+        A server without the streamed path answers the plain ``202``; the job is then followed over
+        the WebSocket (the same frames).
+        """
+        import httpx
+
+        from . import frames
+
+        timeout = httpx.Timeout(self.timeout, read=max(self.timeout, 4 * frames.KEEPALIVE_S))
+        acknowledged = False
+        try:
+            with self.http.stream("POST", "/v1/requests?stream=1", content=payload, timeout=timeout,
+                                  headers={"content-type": "application/octet-stream"}) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._check(response)
+                if response.headers.get("content-type", "").split(";")[0].strip() != frames.MEDIA_TYPE:
+                    response.read()  # an older server: the plain 202 acknowledgement
+                    reply = _acknowledgement(response.json())
+                    acknowledged = True
+                    yield reply
+                    yield from self.events(reply["id"], inline_result=True)
+                    return
+                chunks = response.iter_raw()
+                for frame in frames.read_frames(chunks):
+                    if not acknowledged:
+                        frame = _acknowledgement(frame)
+                        acknowledged = True
+                    if frame["status"] in frames.TERMINAL:
+                        _drain(chunks)  # the body's end (a caller stops here): the connection is reused
+                    yield frame
+        except frames.StreamRefused as error:
+            raise RemoteError("the server at %s sent a malformed job stream: %s" % (self.url, error),
+                              code="bad_stream", hint="the server is not an nnsight server, or a proxy "
+                              "altered the response") from None
+        except (httpx.TransportError, frames.StreamLost) as error:
+            if not acknowledged:
+                raise RemoteError("the connection to the nnsight server at %s failed before it acknowledged "
+                                  "the job: %s" % (self.url, error),
+                                  hint="check the server is running (`nnsight-server serve --model ...`) and "
+                                       "CONFIG.API.HOST / NDIF_HOST; submit again") from None
+            raise frames.StreamLost(str(error)) from None
 
     def status(self, job_id: str) -> Dict[str, Any]:
         return self._get("/v1/requests/%s" % job_id).json()

@@ -2,7 +2,8 @@
 
 Every refusal is an :class:`ApiError` answered as JSON ``{code, message, hint}``
 with its status. A request is admitted (decoded, verified, version-gated) and
-persisted before the 202 that acknowledges it.
+persisted before the 202 that acknowledges it (or, with ``?stream=1``, before
+the first frame of the streamed body: :mod:`.streamed`).
 """
 import asyncio
 import contextlib
@@ -26,7 +27,7 @@ from compiler.ir.version import IR_VERSION
 from runtime import accept
 from runtime.gate import LanguageLevelError
 
-from . import audit, events, keys
+from . import audit, events, keys, streamed
 from . import metrics as server_metrics
 from .config import ServerConfig
 from .errors import ApiError
@@ -214,10 +215,20 @@ async def submit(request: Request) -> Response:
         raise ApiError(429, "too_many_jobs", "this key already has %d jobs queued or running"
                        % caller.max_in_flight, "wait for some to finish", headers={"Retry-After": "2"})
     job_id = uuid.uuid4().hex
-    await _off_loop(len(payload), service.store.add_job, job_id, hosted.name, key_id, payload, caller.tier)
+    stream = request.query_params.get("stream") == "1"
+    queue = service.hub.subscribe(job_id) if stream else None  # before the store: no frame is missed
+    try:
+        await _off_loop(len(payload), service.store.add_job, job_id, hosted.name, key_id, payload,
+                        caller.tier)
+    except BaseException:
+        if queue is not None:
+            service.hub.unsubscribe(job_id, queue)
+        raise
+    ack = {"id": job_id, "status": QUEUED, "position": service.store.position(job_id)}
+    if queue is not None:
+        return streamed.job_stream(service, job_id, queue, ack)  # wakes the worker once the ack is sent
     service.worker.wake()
-    return JSONResponse({"id": job_id, "status": QUEUED, "position": service.store.position(job_id)},
-                        status_code=202)
+    return JSONResponse(ack, status_code=202)
 
 
 async def get_status(request: Request) -> Response:
@@ -331,7 +342,7 @@ async def _local_replies(websocket: WebSocket, service: Service, job_id: str) ->
             log.warning("job %s: refused a local block reply: %s", job_id, refused)
 
 
-INLINE_RESULT_BYTES = (1 << 20) - 1  # larger results are fetched with GET .../result (a TTY client shows a download bar for those)
+INLINE_RESULT_BYTES = (1 << 20) - 1  # (nnsight.remote.frames.MAX_INLINE_BYTES) larger results are fetched with GET .../result (a TTY client shows a download bar for those)
 
 
 async def _send_frame(websocket: WebSocket, frame: Dict[str, Any], inline: bool) -> None:

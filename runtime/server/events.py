@@ -1,7 +1,9 @@
-"""Status frames of jobs, fanned out to the WebSocket subscribers of each job.
+"""Status frames of jobs, fanned out to the subscribers of each job.
 
-The worker thread publishes; each ``/v1/requests/{id}/events`` connection holds
-one asyncio queue. Nothing is kept for a job nobody listens to: a subscriber
+The worker thread publishes; each ``/v1/requests/{id}/events`` WebSocket and each
+streamed submit (``POST /v1/requests?stream=1``, :mod:`.streamed`) holds one
+asyncio queue. A streamed submit subscribes before its job is stored, so it
+needs no replay. Nothing is kept for a job nobody listens to: a subscriber
 first subscribes, then replays the job's lifecycle so far and its logs from
 the store (:func:`history`), so it misses nothing and sees the statuses in
 order; live frames the replay already covered are dropped (:func:`is_replayed`;

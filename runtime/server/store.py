@@ -250,14 +250,23 @@ class Store:
     # -- logs ----------------------------------------------------------------------------------
 
     def add_log(self, job_id: str, line: str, limit: int) -> Optional[int]:
-        """Keep one printed line; its index (None once the job's limit is reached: only counted)."""
+        """Keep one printed line; its index (None once the job's limit is reached: only counted).
+
+        One transaction (one commit) per line, not one per statement.
+        """
         with self._lock:
-            n = self._db.execute("SELECT log_count FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
-            self._db.execute("UPDATE jobs SET log_count = log_count + 1 WHERE id = ?", (job_id,))
-            if n >= limit:
-                return None
-            self._db.execute("INSERT INTO logs (job_id, n, line) VALUES (?, ?, ?)", (job_id, n, line))
-            return n
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                n = db.execute("SELECT log_count FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+                db.execute("UPDATE jobs SET log_count = log_count + 1 WHERE id = ?", (job_id,))
+                if n < limit:
+                    db.execute("INSERT INTO logs (job_id, n, line) VALUES (?, ?, ?)", (job_id, n, line))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return n if n < limit else None
 
     def logs(self, job_id: str) -> List[str]:
         with self._lock:

@@ -1,0 +1,103 @@
+"""A blocking job in one HTTP round trip: ``POST /v1/requests?stream=1``.
+
+The response body carries the job's status frames (framing:
+:mod:`nnsight.remote.frames`): first the acknowledgement, written only after
+the job is stored, then the live frames, LOG lines as they are printed, and
+the terminal frame with a small result inline. This saves a blocking client
+the WebSocket handshake and the second request per job: the request rides the
+kept-alive connection pool. The subscription to the job's frames is made
+before the job is stored, so nothing is missed and nothing needs replaying.
+
+The worker is woken once the acknowledgement has been handed to the socket
+(or when the response ends, whichever comes first): the job then runs without
+the event loop contending for the GIL to send it. A program with
+``tracer.local()`` blocks needs the WebSocket (the client answers on it): a
+LOCAL frame reaching a stream goes out without its values, the client refuses
+it, and the block fails when nobody is left to answer. A client that goes away
+mid-stream only ends its subscription: the job runs on and its result stays
+available by id (``GET /v1/requests/{id}``, the events WebSocket).
+"""
+import asyncio
+from typing import Any, AsyncIterator, Callable, Dict
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from . import events
+
+MEDIA_TYPE = "application/vnd.nnsight.frames"  # nnsight.remote.frames.MEDIA_TYPE
+
+
+def _frames() -> Any:
+    # Imported when first used, not with this module: importing nnsight mounts ``save`` on
+    # ``object``, which anyio's lazily created classes must not see (runtime/server/cli.py).
+    from nnsight.remote import frames
+
+    return frames
+
+
+class FrameStream(StreamingResponse):
+    """A streamed response that always runs ``cleanup`` when it ends, however it ends."""
+
+    def __init__(self, body: AsyncIterator[bytes], cleanup: Callable[[], None]) -> None:
+        super().__init__(body, status_code=200, media_type=MEDIA_TYPE,
+                         headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._cleanup()
+
+
+def job_stream(service: Any, job_id: str, queue: "asyncio.Queue[Dict[str, Any]]",
+               ack: Dict[str, Any]) -> FrameStream:
+    """The response for a stored job whose frames ``queue`` receives (subscribed before the store)."""
+    frames = _frames()
+    woken = []
+
+    def wake() -> None:
+        if not woken:
+            woken.append(True)
+            service.worker.wake()
+
+    def cleanup() -> None:
+        wake()  # the job runs whether or not anyone still listens
+        service.hub.unsubscribe(job_id, queue)
+        if not service.hub.is_watched(job_id):  # nobody left to run a tracer.local() block it waits on
+            service.worker.local.abandon(job_id)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield frames.pack_frame(ack)
+        wake()
+        while True:
+            try:
+                frame = await asyncio.wait_for(queue.get(), frames.KEEPALIVE_S)
+            except asyncio.TimeoutError:
+                yield frames.pack_frame({"id": job_id, "status": frames.KEEPALIVE})
+                continue
+            batch = [frame]  # frames published back to back (DISPATCHED, RUNNING) go out in one write
+            while frame["status"] not in events.TERMINAL and not queue.empty():
+                frame = queue.get_nowait()
+                batch.append(frame)
+            yield b"".join(_record(f) for f in batch)
+            if frame["status"] in events.TERMINAL:
+                return
+
+    return FrameStream(body(), cleanup)
+
+
+def _record(frame: Dict[str, Any]) -> bytes:
+    """One frame's bytes; a small result follows its COMPLETED frame as a binary part."""
+    frames = _frames()
+    if frame["status"] == events.LOCAL:  # only the WebSocket carries the client's answer: the
+        frame = {k: v for k, v in frame.items() if k != "data"}  # client says so and leaves
+    result = frame.get("result")
+    if "result" in frame:
+        frame = {k: v for k, v in frame.items() if k != "result"}  # (the hub's frame is shared)
+    if isinstance(result, bytes) and len(result) <= frames.MAX_INLINE_BYTES:
+        frame["inline"] = True
+        frame["size"] = len(result)
+        return frames.pack_frame(frame) + frames.pack_part(result)
+    return frames.pack_frame(frame)
