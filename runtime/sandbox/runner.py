@@ -17,7 +17,9 @@ import time
 from typing import Any, Dict, Optional
 
 from compiler.ir.limits import DecodeLimits
-from runtime.server.runner import JobCancelled, JobFailed, JobInterrupted, JobRunner, JobTimeout, LogLine
+from runtime import integrity
+from runtime.server.runner import (JobCancelled, JobFailed, JobInterrupted, JobRunner, JobTimeout, LogLine,
+                                   check_intact)
 
 from . import arena
 from .channel import JOB, Channel, ChannelClosed, ChannelError
@@ -61,6 +63,18 @@ class SandboxRunner(JobRunner):
 
     def run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float,
             local: Optional[Any] = None) -> bytes:
+        """The job in a sandbox child; the hosted model checked intact afterwards, as in the trusted
+        tier (the child has no weights, but the model process ran hooks and calls for it)."""
+        before = integrity.snapshot(model)
+        try:
+            result = self._run(payload, model, log, time_limit_s, local)
+        except BaseException as error:
+            check_intact(before, error)
+            raise
+        check_intact(before, None)
+        return result
+
+    def _run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float, local: Optional[Any]) -> bytes:
         name = self.hosted_names.get(id(model))
         if name is None:
             raise JobFailed(_error("SandboxError", "this model is not available to the sandbox", ""))

@@ -107,10 +107,10 @@ class InProcessRunner(JobRunner):
             result = self._attempt(payload, model, log, local)
         except BaseException as error:
             self._settle()
-            _check_intact(before, error)
+            check_intact(before, error)
             raise
         self._settle()
-        _check_intact(before, None)
+        check_intact(before, None)
         return result
 
     def _watch(self) -> None:
@@ -165,7 +165,7 @@ class InProcessRunner(JobRunner):
                 _set_async_exc(self._thread, kind)
 
 
-def _check_intact(before: integrity.Snapshot, error: Optional[BaseException]) -> None:
+def check_intact(before: integrity.Snapshot, error: Optional[BaseException]) -> None:
     """After a job, with no interrupt able to land: fail it if it changed the model (undone first)."""
     try:
         integrity.enforce(before)
