@@ -13,6 +13,13 @@ SECRET = "sk-nnsight-test-secret-0123456789"  # in the server's environment; mus
 
 
 @pytest.fixture(scope="session")
+def server_secret():
+    """The secret the sandboxed server's environment holds (a fixture: ``conftest`` is not importable
+    by name when several test directories have one)."""
+    return SECRET
+
+
+@pytest.fixture(scope="session")
 def server_data(tmp_path_factory):
     return str(tmp_path_factory.mktemp("sandbox-server-data"))
 

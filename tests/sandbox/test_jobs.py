@@ -141,9 +141,8 @@ def _template_pid(server) -> int:
     raise AssertionError("no sandbox template process under the server")
 
 
-def test_the_template_and_its_children_never_had_the_servers_secrets(server, gpt2, remote_config):
-    from conftest import SECRET
-
+def test_the_template_and_its_children_never_had_the_servers_secrets(server, gpt2, remote_config, server_secret):
+    SECRET = server_secret
     _logits(gpt2, True)
     template = _template_pid(server)
     with open("/proc/%d/environ" % server.proc.pid, "rb") as f:

@@ -174,10 +174,11 @@ ALIAS_CASES = [
     ("write through the untyped storage", "", W + "w.untyped_storage().fill_(0)"),
 ]
 IN_PROCESS = {"trusted"}  # the tiers whose jobs run in the server process (ALIAS_CASES reach its model)
-# Tiers whose runner runs each job on a throwaway copy of the process *without* the integrity check:
-# there a change to the model dies with the copy, so an INTEGRITY case may also complete (it must
-# still leave no trace). Empty while every runner checks (runtime/integrity.py).
-OWN_COPY_TIERS = set()
+# Tiers whose jobs' code runs against its own copy of the model (the untrusted tier's sandbox child
+# holds a weightless one): a change to that copy dies with the child, so an INTEGRITY case may also
+# complete -- it must still leave no trace (the next job sees the hosted model unchanged, and the
+# model process checks it intact after every job all the same).
+OWN_COPY_TIERS = {"untrusted"}
 
 LEGIT = ir_text("a = model.transformer.h[0].output[0].sum().save()\nout = model.lm_head.output.sum().save()\n",
                 assigned=["a", "out"])
@@ -233,7 +234,7 @@ class Hostile:
         assert job["status"] == "COMPLETED", job
         self.expected = self.http.get("/v1/requests/%s/result" % job["id"], headers={KEY_HEADER: self.key}).content
         self.threads = self.proc.num_threads()
-        self.children = len(self.proc.children(recursive=True))  # (a sandbox runner's own processes)
+        self.children = len(self.strays())  # processes that are not the sandbox's own
         self.data_files = self.listing()
 
     def fill(self, body: str) -> str:
@@ -284,10 +285,32 @@ class Hostile:
         assert got == self.expected, "a legitimate job right after gave other values: the model was changed"
         assert not os.path.exists(self.marker) and os.listdir(self.marker_dir) == [], "a file was written"
         assert self.listener.connections() == 0, "the job connected to the test's socket"
-        assert len(self.proc.children(recursive=True)) <= self.children, "the job started a process"
+        assert len(self.strays()) <= self.children, "the job started a process"
         # (the HTTP server's thread pool may grow by a few idle threads; a thread bomb would not fit)
         assert self.proc.num_threads() <= self.threads + THREAD_SLACK, "threads outlived the job"
         assert self.listing() == self.data_files, "files appeared in the data directory"
+
+    def strays(self, settle_s: float = 5.0) -> list:
+        """The server's descendant processes, less the sandbox's: its warm template and the template's
+        own children (a spare child forked ahead, one being reaped), as long as none of those has
+        children of its own (a sandboxed job cannot fork; a process it started would show here)."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            found = []
+            for child in self.proc.children():
+                try:
+                    template = "runtime.sandbox.template" in " ".join(child.cmdline())
+                    if not template:
+                        found += [child] + child.children(recursive=True)
+                        continue
+                    kids = child.children()
+                    found += [g for kid in kids for g in kid.children(recursive=True)]
+                    found += kids[2:]  # more than a spare and one being reaped
+                except psutil.NoSuchProcess:
+                    continue
+            if not found or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.1)
 
     def close(self) -> None:
         self.http.close()
@@ -318,7 +341,7 @@ def _assert_clean(outcome, types) -> None:
     assert job["status"] == "ERROR", "the hostile job was not refused: %s" % job
     error = job["error"]
     assert error["type"].rsplit(".", 1)[-1] in types, error
-    assert error["message"] or error["type"] == "builtins.MemoryError", error
+    assert error["message"] or error["type"] in ("builtins.MemoryError", "builtins.NotImplementedError"), error
     for frame in error["frames"]:
         assert not frame[0].startswith(("/", "runtime", "nnsight", "compiler")), \
             "the error names a server file: %s" % (frame,)
@@ -328,17 +351,13 @@ def _assert_clean(outcome, types) -> None:
 def test_hostile_job_is_refused_and_leaves_no_trace(hostile, name, bindings, body, types):
     outcome, legit = hostile.run_hostile(bindings, body)
     contained = hostile.tier in OWN_COPY_TIERS and types[0] == "IntegrityError"
-    if not (contained and outcome[0] == "job" and outcome[1]["status"] == "COMPLETED"):
+    if contained and outcome[0] == "job":
+        # the job changed (or failed to change) its own weightless copy: it may complete or fail as
+        # the copy makes it (a meta tensor has no storage to share), as long as it leaves no trace
+        if outcome[1]["status"] == "ERROR":
+            _assert_clean(outcome, (outcome[1]["error"]["type"].rsplit(".", 1)[-1],))
+    else:
         _assert_clean(outcome, types)
-    hostile.check_no_trace(legit)
-
-
-@pytest.mark.parametrize("name,bindings,body", ALIAS_CASES, ids=[c[0] for c in ALIAS_CASES])
-def test_version_counter_bypass(hostile, name, bindings, body, request):
-    if hostile.tier in IN_PROCESS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="a write through an alias autograd does not "
-                                              "count changes the in-process model unseen (docs/security.md)"))
-    outcome, legit = hostile.run_hostile(bindings, body)
     hostile.check_no_trace(legit)
 
 
@@ -354,18 +373,32 @@ def test_another_keys_job_cannot_be_read(hostile):
 
 def test_refusals_and_kills_are_audited_without_secrets(hostile):
     """One job of each kind of audited event: the audit log names the attacker's key id, never a secret."""
+    own_copy = hostile.tier in OWN_COPY_TIERS  # a weight write there changes only the job's own copy
     for bindings, body in ((TORCH, "torch.add = print"), ("", W + "w.mul_(2.0)"),
                            (TORCH + "\n" + NN, "out = nnsight.save(torch.randn(1_000_000))"),
                            ("", "while True:\n    pass")):
         outcome, legit = hostile.run_hostile(bindings, body)
-        assert outcome[0] == "job" and outcome[1]["status"] == "ERROR", outcome
+        if not (own_copy and "mul_" in body):
+            assert outcome[0] == "job" and outcome[1]["status"] == "ERROR", outcome
+        hostile.check_no_trace(legit)
     out = subprocess.run([sys.executable, "-m", "runtime.server", "audit", "--since", "1h", "--data-dir",
                           hostile.data], capture_output=True, text=True, env=_env(), check=True, timeout=60).stdout
     events = {line.split()[2] for line in out.splitlines() if line.strip()}
-    assert {"refused", "integrity", "limit", "killed"} <= events, out[-3000:]
+    assert ({"refused", "limit", "killed"} | (set() if own_copy else {"integrity"})) <= events, out[-3000:]
     assert hostile.key not in out and hostile.victim_key not in out and CANARY not in out
     assert hostile.key not in hostile.server.log()
 
 
 def test_there_are_at_least_sixty_hostile_jobs():
     assert len(CASES) + len(ALIAS_CASES) >= 60
+
+
+# Last in each tier: in the trusted tier these writes change the hosted model unseen (the strict
+# xfail), and every test after them would see the changed weights.
+@pytest.mark.parametrize("name,bindings,body", ALIAS_CASES, ids=[c[0] for c in ALIAS_CASES])
+def test_version_counter_bypass(hostile, name, bindings, body, request):
+    if hostile.tier in IN_PROCESS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="a write through an alias autograd does not "
+                                              "count changes the in-process model unseen (docs/security.md)"))
+    outcome, legit = hostile.run_hostile(bindings, body)
+    hostile.check_no_trace(legit)

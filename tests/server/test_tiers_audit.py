@@ -1,4 +1,5 @@
 """Tiers and per-key limits (``keys create/set``), the key database upgrade, and the audit log."""
+import logging
 import os
 import sqlite3
 import subprocess
@@ -71,6 +72,7 @@ def test_no_auth_jobs_take_the_no_auth_tier(tmp_path):
 
 
 def test_the_worker_picks_the_sandbox_for_untrusted_jobs_only(tmp_path):
+    from runtime.sandbox.runner import TieredRunner
     from runtime.server.events import EventHub
     from runtime.server.models import Models
     from runtime.server.runner import InProcessRunner, JobRunner
@@ -78,10 +80,17 @@ def test_the_worker_picks_the_sandbox_for_untrusted_jobs_only(tmp_path):
 
     store = Store(str(tmp_path / "db"), str(tmp_path / "blobs"))
     in_process, sandbox = InProcessRunner(lambda *a: None), JobRunner()
-    plain = Worker(ServerConfig(data_dir=str(tmp_path)), store, Models([]), in_process, EventHub())
-    assert plain.runner_for(keys.UNTRUSTED) is in_process  # no sandbox: in-process (and a loud start-up line)
-    both = Worker(ServerConfig(data_dir=str(tmp_path)), store, Models([]), in_process, EventHub(), sandbox=sandbox)
+
+    def worker(mode, sandbox_runner):
+        return Worker(ServerConfig(data_dir=str(tmp_path)), store, Models([]),
+                      TieredRunner(mode, in_process, sandbox_runner), EventHub())
+
+    plain = worker("per-key", None)  # no sandbox: in-process (and a loud start-up line)
+    assert plain.runner_for(keys.UNTRUSTED) is in_process
+    both = worker("per-key", sandbox)
     assert both.runner_for(keys.UNTRUSTED) is sandbox and both.runner_for(keys.TRUSTED) is in_process
+    assert worker("always", sandbox).runner_for(keys.TRUSTED) is sandbox
+    assert worker("never", sandbox).runner_for(keys.UNTRUSTED) is in_process
     store.close()
 
 
@@ -106,10 +115,19 @@ def test_audit_since_accepts_durations_dates_and_epochs():
         audit.parse_since("yesterday", now)
 
 
-def test_the_server_says_loudly_that_untrusted_keys_run_in_process(server):
-    with open(server.log_path, encoding="utf-8", errors="replace") as f:
-        log = f.read()  # (the start of it: server.log() is its tail)
-    assert "no sandbox runner" in log and "IN THE SERVER PROCESS" in log
+def test_the_server_says_loudly_that_untrusted_keys_run_in_process(tmp_path, caplog):
+    from runtime.server import cli
+
+    store = Store(str(tmp_path / "db"), str(tmp_path / "blobs"))
+    keys.create(store, "stranger")  # untrusted by default
+    config = ServerConfig(data_dir=str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="nnsight.server"):
+        cli._warn_untrusted_in_process(config, store, object())  # a sandbox: nothing to say
+        assert not caplog.records
+        cli._warn_untrusted_in_process(config, store, None)  # `--sandbox never` with untrusted keys
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "1 untrusted API key(s) exist" in text and "IN THE SERVER PROCESS" in text
+    store.close()
 
 
 def program_bytes(gpt2, body: str) -> bytes:
