@@ -77,6 +77,12 @@ def ray_remote(ray_server, ray_api_key):
     CONFIG.API.HOST, CONFIG.API.APIKEY = old
 
 
+@pytest.fixture
+def remote_config(ray_remote):
+    """The name tests/server's suites use for the server they talk to: here, the Ray front."""
+    return ray_remote
+
+
 @pytest.fixture(scope="session")
 def gpt2(gpt2_path):
     from nnsight import LanguageModel

@@ -30,29 +30,10 @@ def _job(server, key, job_id):
     return httpx.get(server.url + "/v1/requests/" + job_id, headers={"ndif-api-key": key}, timeout=10).json()
 
 
-def test_save_matches_local(gpt2, ray_remote):
-    with gpt2.trace(PROMPT, remote=True):
-        hidden = gpt2.transformer.h[1].output[0].save()
-        logits = gpt2.lm_head.output.save()
-    with gpt2.trace(PROMPT):
-        hidden_local = gpt2.transformer.h[1].output[0].save()
-        logits_local = gpt2.lm_head.output.save()
-    assert torch.equal(hidden, hidden_local)
-    assert torch.equal(logits, logits_local)
-
-
-def test_write_and_two_invokes_match_local(gpt2, ray_remote):
-    def run(remote):
-        with gpt2.trace(remote=remote) as tracer:
-            with tracer.invoke(PROMPT):
-                clean = gpt2.lm_head.output[0][-1].argmax(dim=-1).save()
-            with tracer.invoke("Shaquille O'Neal plays the sport of"):
-                gpt2.transformer.h[0].output[:, -1, :] = 0
-                patched = gpt2.lm_head.output[0][-1].save()
-        return clean, patched
-
-    remote, local = run(True), run(None)
-    assert torch.equal(remote[0], local[0]) and torch.equal(remote[1], local[1])
+# The embedded server's remote suite, run here against the Ray front (``remote_config`` is the Ray
+# server's in tests/ray/conftest.py): the same tests, the same values.
+from test_remote_trace import (test_error_shows_the_users_line, test_save_matches_local,  # noqa: E402,F401
+                               test_write_and_two_invokes_match_local)
 
 
 def test_generate_with_iter_matches_local(gpt2, ray_remote):
@@ -69,17 +50,7 @@ def test_generate_with_iter_matches_local(gpt2, ray_remote):
     assert torch.equal(out, out_local)
 
 
-def test_session_matches_local(gpt2, ray_remote):
-    def run(remote):
-        with gpt2.session(remote=remote):
-            with gpt2.trace("Megan Rapinoe plays the sport of"):
-                hs = gpt2.transformer.h[1].output[:, 5, :]
-            with gpt2.trace("Shaquille O'Neal plays the sport of"):
-                gpt2.transformer.h[1].output[:, 6, :] = hs
-                patched = gpt2.lm_head.output[0][-1].save()
-        return patched
-
-    assert torch.equal(run(True), run(None))
+from test_remote_trace import test_session_is_one_request_with_shared_values  # noqa: E402,F401
 
 
 def test_user_library_travels_by_value(gpt2, ray_remote, tmp_path, monkeypatch):
