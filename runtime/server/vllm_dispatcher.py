@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from . import events, keys
+from . import dispatch, events, keys
 from .config import ServerConfig
 from .events import EventHub
 from .local_exchange import LocalExchange
@@ -153,9 +153,9 @@ class VLLMDispatcher:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        if now - self._expired_at >= min(60.0, max(1.0, self.config.result_ttl_s / 10)):
+        if now - self._expired_at >= dispatch.expire_period(self.config):
             self._expired_at = now
-            self.store.expire(self.config.result_ttl_s)
+            dispatch.expire(self.store, self.config)
 
     def _stop_asked(self) -> None:
         """Cancels and expired deadlines: cancel the job's coroutine (it aborts its requests)."""
@@ -187,10 +187,7 @@ class VLLMDispatcher:
         return started
 
     def _announce_positions(self) -> None:
-        for job_id in self.hub.watched():
-            position = self.store.position(job_id)
-            if position is not None:
-                self.hub.publish(job_id, events.QUEUED, position=position)
+        dispatch.announce_positions(self.store, self.hub)
 
     def _start(self, job: Dict[str, Any]) -> None:
         job_id = job["id"]
@@ -315,8 +312,7 @@ class VLLMDispatcher:
         self._fail(job_id, {"type": "JobTimeoutError", "message": message, "hint": hint, "frames": []})
 
     def _fail(self, job_id: str, info: Dict[str, Any]) -> None:
-        self.store.finish(job_id, ERROR, info)
-        self.hub.publish(job_id, events.ERROR, error=info)
+        dispatch.fail(self.store, self.hub, job_id, info)
 
     def _end_if_running(self, job_id: str, status: str) -> None:
         job = self.store.get(job_id)

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
-from . import audit, events, keys
+from . import audit, dispatch, events, keys
 from .config import ServerConfig
 from .events import EventHub
 from .local_exchange import LocalExchange
@@ -101,20 +101,16 @@ class Worker:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        if now - self._expired_at >= min(60.0, max(1.0, self.config.result_ttl_s / 10)):
+        if now - self._expired_at >= dispatch.expire_period(self.config):
             self._expired_at = now
-            self.store.expire(self.config.result_ttl_s)
-            self.store.expire_audit(self.config.audit_ttl_s, self.config.max_audit_rows)
+            dispatch.expire(self.store, self.config)
 
     def runner_for(self, tier: str) -> JobRunner:
         """The runner of a tier (``runtime/sandbox``'s tiered runner picks by ``--sandbox`` mode and tier)."""
         return self.runner.for_tier(tier)
 
     def _announce_positions(self) -> None:
-        for job_id in self.hub.watched():
-            position = self.store.position(job_id)
-            if position is not None:
-                self.hub.publish(job_id, events.QUEUED, position=position)
+        dispatch.announce_positions(self.store, self.hub)
 
     def _process(self, job: Dict[str, Any]) -> None:
         job_id = job["id"]
@@ -181,8 +177,7 @@ class Worker:
             self.jobs_done += 1
 
     def _fail(self, job_id: str, info: Dict[str, Any]) -> None:
-        self.store.finish(job_id, ERROR, info)
-        self.hub.publish(job_id, events.ERROR, error=info)
+        dispatch.fail(self.store, self.hub, job_id, info)
 
 
 def result_too_large(size: int, limit: int) -> Dict[str, Any]:

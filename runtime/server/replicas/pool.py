@@ -21,13 +21,13 @@ import time
 import uuid
 from typing import Any, Dict, List, Optional
 
-from .. import events, keys
+from .. import dispatch, events, keys
 from ..config import ServerConfig
 from ..events import EventHub
 from ..lifecycle import COLD, EVICTED, FAILED, LOADING, READY, MemoryBudget, Unit
 from ..local_exchange import LocalExchange
 from ..models import HostedModel, Models
-from ..store import CANCELLED, COMPLETED, ERROR, Store
+from ..store import CANCELLED, COMPLETED, Store
 
 log = logging.getLogger("nnsight.server")
 
@@ -386,8 +386,7 @@ class ReplicaPool:
             self.hub.publish(job_id, events.LOG, n=n, line=line)
 
     def fail(self, job_id: str, info: Dict[str, Any]) -> None:
-        self.store.finish(job_id, ERROR, info)
-        self.hub.publish(job_id, events.ERROR, error=info)
+        dispatch.fail(self.store, self.hub, job_id, info)
 
     def timeout_error(self) -> Dict[str, Any]:
         return {"type": "JobTimeoutError", "message": "the job ran longer than this server's limit of %gs and was "
@@ -419,16 +418,13 @@ class ReplicaPool:
                                "hint": "the server's log has the details; submit the job again", "frames": []})
 
     def announce_positions(self) -> None:
-        for job_id in self.hub.watched():
-            position = self.store.position(job_id)
-            if position is not None:
-                self.hub.publish(job_id, events.QUEUED, position=position)
+        dispatch.announce_positions(self.store, self.hub)
 
     def _expire_loop(self) -> None:
-        period = min(60.0, max(1.0, self.config.result_ttl_s / 10))
+        period = dispatch.expire_period(self.config)
         while not self.stopping.wait(period):
             try:
-                self.store.expire(self.config.result_ttl_s)
+                dispatch.expire(self.store, self.config)
             except Exception:  # noqa: BLE001 - try again next period
                 log.exception("nnsight-server: expiring old jobs failed")
 
