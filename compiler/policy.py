@@ -28,6 +28,7 @@ Local execution is never restricted: only remote targets consult this policy.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -197,8 +198,12 @@ _INSTALLED_DIRS, _STDLIB_DIRS = _dirs()
 _STDLIB_NAMES = frozenset(getattr(sys, "stdlib_module_names", ())) | frozenset(sys.builtin_module_names)
 
 
+@functools.lru_cache(maxsize=4096)
 def location_of_path(path: str) -> str:
-    """``"installed"``, ``"stdlib"`` or ``"user"`` for a file or directory."""
+    """``"installed"``, ``"stdlib"`` or ``"user"`` for a file or directory.
+
+    Memoised (bounded): resolving symlinks costs a system call per path component, and the same
+    files (``__main__``'s, every module's) are asked about at every remote request."""
     p = _norm(path)
     parts = p.split(os.sep)
     if "site-packages" in parts or "dist-packages" in parts or p.startswith(_INSTALLED_DIRS):

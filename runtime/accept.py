@@ -20,7 +20,10 @@ builtins are per request), never to a process-wide stream.
 """
 import builtins
 import contextlib
+import hashlib
 import io
+import threading
+from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterator, Optional
 
 from compiler.ir import FACT_LOCAL
@@ -28,7 +31,7 @@ from compiler.ir.request import Request, decode_request, encode_result
 from compiler.ir.values import encode_value
 from compiler.ir.verifier import verify
 
-from . import claims, gate, integrity
+from . import claims, gate, integrity, registries
 from .builder import CLAIMED
 from .loader import LoadError, Loader, block_user_modules
 from .local_blocks import LOCAL_BLOCKS, LocalBlockError, LocalBlocks, Transport
@@ -47,10 +50,40 @@ def admit(payload: bytes) -> Request:
     Raises :class:`compiler.ir.errors.IRError` (malformed, wrong IR version,
     invalid program) or :class:`runtime.gate.LanguageLevelError`.
     """
+    small = len(payload) <= ADMITTED_MAX_BYTES
+    key = hashlib.sha256(payload).digest() if small else b""
+    if small:
+        with _Admitted.lock:
+            hit = _Admitted.requests.get(key)
+            if hit is not None:
+                _Admitted.requests.move_to_end(key)
+                return hit
     request = decode_request(payload)
     verify(request.program)
     gate.check(request.program)  # language level: refused before anything is loaded or run
+    if small:
+        with _Admitted.lock:
+            _Admitted.requests[key] = request
+            while len(_Admitted.requests) > ADMITTED_BOUND:
+                _Admitted.requests.popitem(last=False)
     return request
+
+
+# Requests admitted lately, by the SHA-256 of their bytes. A server admits each request twice (when
+# it arrives, to answer malformed input at once, and when its job runs), and clients send the same
+# bytes again and again (a call site in a loop). A decoded request is immutable and depends only on
+# its bytes (and this runtime's Python, for the language gate), so the second admission is a lookup.
+# Bounded in entries and by the size of each request (a big one, carrying tensors, is not kept).
+ADMITTED_BOUND = 64
+ADMITTED_MAX_BYTES = 256 << 10
+
+
+class _Admitted:
+    lock = threading.Lock()
+    requests: "OrderedDict[bytes, Request]" = OrderedDict()
+
+
+registries.track("runtime.accept.admitted", lambda: len(_Admitted.requests), ADMITTED_BOUND)
 
 
 class Accepted:

@@ -335,6 +335,7 @@ class Snapshot:
 
         self.copy_budget = copy_budget
         self.root = root_module(model)
+        self.grown = False  # set by changes(): a server module gained names since this snapshot
         self.layout: Optional[_Layout] = None
         self.lengths: List[tuple] = []  # per module: the length of each container
         self.contents: List[Tuple[str, str, Any]] = []  # (module path, key, state) of non-empty containers
@@ -414,6 +415,7 @@ class Snapshot:
                 found += ["the model's %s: %r %s" % (label, key, what) for what, key in state.differences()]
         for name, state in self.server_modules:
             if not state.same():
+                self.grown = True  # (names a lazy import added: allowed, but this snapshot is now dated)
                 found += ["server module %s: %r %s" % (name, key, what)
                           for what, key in state.differences(grown_ok=True)]
         for name, state in self.registries:
@@ -571,6 +573,16 @@ def _restore_modes(before: tuple) -> None:
             torch.set_autocast_dtype(device, before[i + 1])
 
 
+class _Undone:
+    """How many times this process undid a job's changes (a snapshot taken before is dated)."""
+
+    count = 0
+
+
+def undone_count() -> int:
+    return _Undone.count
+
+
 def snapshot(model: Any, copy_budget: int = MAX_COPY_BYTES) -> Snapshot:
     """What ``model`` and the server's modules are before a job (``copy_budget``: bytes of pristine
     copies the model's first snapshot may make of tensors its weight files do not hold)."""
@@ -582,6 +594,7 @@ def enforce(before: Snapshot) -> None:
     changes = before.changes()
     if not changes:
         return
+    _Undone.count += 1
     failed = before.restore()
     left = before.changes()
     restored = not failed and not left

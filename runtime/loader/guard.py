@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from compiler import access, policy
 
+from . import refusal_table
 from .errors import ServerRefusal, refused_entry
 from .views import ModuleView, make_view, module_name, module_of, read_only
 
@@ -69,55 +70,16 @@ class Guard:
         self.modules: Dict[str, types.ModuleType] = {}  # the request's by-value modules
         self.views: Dict[str, ModuleView] = {}
         self.paths: Dict[str, Optional[str]] = {}  # dotted path -> refusal reason (cache)
+        table = refusal_table.current()  # shared, read-only: resolved once per set of imports
         # id -> (object, path, reason): refused entry points; reason None: a builtin the request's
         # table replaces (the real `open`, `getattr` re-exported by a server module), path = its name
-        self.refused_ids: Dict[int, Tuple[Any, str, Optional[str]]] = {}
-        self.read_only: list = []  # [(server class, why)]: its instances' attributes cannot be written
-        self.members: Dict[str, list] = {}  # method name -> [(class, path, reason, only on server objects)]
-        self.methods: Dict[str, Tuple[str, str]] = {}  # method name -> (package, reason)
+        self.refused_ids: Dict[int, Tuple[Any, str, Optional[str]]] = dict(table.refused_ids)
+        self.read_only = table.read_only  # [(server class, why)]: its instances' attributes cannot be written
+        self.members = table.members  # method name -> [(class, path, reason, only on server objects)]
+        self.methods = table.methods  # method name -> (package, reason)
         self._private_ok: Dict[Tuple[type, str], bool] = {}
-        self._resolve_refused()
-        self.special_names = frozenset(self.members) | frozenset(self.methods) | _FORMAT_NAMES
+        self.special_names = table.special_names | _FORMAT_NAMES
         self.hooks = self._hooks()
-
-    # -- the table, resolved against what is imported -------------------------------------------
-
-    def _resolve_refused(self) -> None:
-        tables = [(top, entries, False) for top, entries in access.REFUSED_ENTRIES.items()]
-        tables += [(top, entries, True) for top, entries in access.SHARED_ENTRIES.items()]
-        for top, entries, shared in tables:
-            module = sys.modules.get(top)
-            if module is None or top == "builtins":
-                continue
-            for path, reason in entries.items():
-                parent: Any = module
-                parts = path.split(".")
-                for part in parts[:-1]:
-                    parent = _peek(parent, part)
-                    if parent is None:
-                        break
-                if parent is None and len(parts) > 1:  # a class of a submodule a lazy package hides
-                    parent = _loaded_class(top + "." + ".".join(parts[:-1]))
-                if parent is None:
-                    continue
-                full = top + "." + path
-                if isinstance(parent, type):
-                    self.members.setdefault(parts[-1], []).append((parent, full, reason, shared))
-                if shared:
-                    continue  # by class only: the request's own subclasses keep the method
-                obj = _peek(parent, parts[-1])
-                # types' classes are refused by path only: type(f) is FunctionType anyway (and useless
-                # without a code object, which no request can reach)
-                if obj is not None and top != "types" and not isinstance(obj, (_MODULE, str, int, float, bool)):
-                    self.refused_ids[id(obj)] = (obj, full, reason)
-        for top, entries in access.READ_ONLY_CLASSES.items():
-            for path, reason in entries.items():
-                cls = _loaded_class(top + "." + path)
-                if cls is not None:
-                    self.read_only.append((cls, reason))
-        for package, table in access.REFUSED_METHODS.items():
-            for name, reason in table.items():
-                self.methods[name] = (package, reason)
 
     def watch_builtins(self) -> None:
         """Once the request's builtins are filled: the real builtins they replace, when a server
@@ -406,22 +368,6 @@ class Guard:
                 VALUE: self.value}
 
 
-def _loaded_class(dotted: str) -> Optional[type]:
-    """Class ``package.module.Class`` if its module is imported (never imports: lazy packages such as
-    transformers keep their classes out of the package's ``__dict__`` until asked)."""
-    module_path, _, qual = dotted.rpartition(".")
-    while module_path:
-        module = sys.modules.get(module_path)
-        if module is not None:
-            obj: Any = module
-            for part in qual.split("."):
-                obj = _peek(obj, part) if obj is not None else None
-            return obj if isinstance(obj, type) else None
-        module_path, _, head = module_path.rpartition(".")
-        qual = head + "." + qual
-    return None
-
-
 def _is_envoy(obj: Any) -> bool:
     """An envoy of the hosted model (it forwards attribute reads and writes to its layer)."""
     envoy = sys.modules.get("nnsight.envoy")
@@ -432,16 +378,6 @@ def _is_envoy(obj: Any) -> bool:
 def _is_torch_module_class(cls: type) -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and issubclass(torch.nn.Module, cls)
-
-
-def _peek(obj: Any, name: str) -> Any:
-    """An attribute without importing anything (modules: their ``__dict__`` only)."""
-    if isinstance(obj, _MODULE):
-        return obj.__dict__.get(name)
-    try:
-        return getattr(obj, name, None)
-    except Exception:
-        return None
 
 
 def _entry(path: str, reason: str) -> Exception:

@@ -17,9 +17,8 @@ import time
 from typing import Any, Dict, Optional
 
 from compiler.ir.limits import DecodeLimits
-from runtime import integrity
-from runtime.server.runner import (JobCancelled, JobFailed, JobInterrupted, JobRunner, JobTimeout, LogLine,
-                                   check_intact)
+from runtime.server.runner import (IntactWatch, JobCancelled, JobFailed, JobInterrupted, JobRunner, JobTimeout,
+                                   LogLine)
 
 from . import arena
 from .channel import JOB, Channel, ChannelClosed, ChannelError
@@ -44,6 +43,7 @@ class SandboxRunner(JobRunner):
         self._deadline: Optional[float] = None
         self._thread: Optional[int] = None  # the worker thread serving the running child
         self._changed = threading.Condition(self._lock)
+        self._watch_intact = IntactWatch()
         self.started_s = 0.0  # the last job's sandbox start: fork request to a confined child (metrics)
         self._watchdog = threading.Thread(target=self._watch, name="nnsight-sandbox-watchdog", daemon=True)
         self._watchdog.start()
@@ -65,13 +65,13 @@ class SandboxRunner(JobRunner):
             local: Optional[Any] = None) -> bytes:
         """The job in a sandbox child; the hosted model checked intact afterwards, as in the trusted
         tier (the child has no weights, but the model process ran hooks and calls for it)."""
-        before = integrity.snapshot(model)
+        before = self._watch_intact.before(model)
         try:
             result = self._run(payload, model, log, time_limit_s, local)
         except BaseException as error:
-            check_intact(before, error)
+            self._watch_intact.after(before, error)
             raise
-        check_intact(before, None)
+        self._watch_intact.after(before, None)
         return result
 
     def _run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float, local: Optional[Any]) -> bytes:

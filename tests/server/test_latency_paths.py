@@ -1,6 +1,7 @@
 """The round trip's fast paths: a small result inline in the COMPLETED frame, one kept-alive
 connection pool per server, and the store's durability setting."""
 import httpx
+import pytest
 
 from compiler.ir.request import decode_result
 
@@ -54,3 +55,61 @@ def test_the_store_fsyncs_only_when_asked(tmp_path):
             assert store.read_blob("j", "result") == b"result bytes" and store.read_blob("j", "request") is None
         finally:
             store.close()
+
+
+def test_the_server_admits_the_same_bytes_once(gpt2):
+    """The app admits a request when it arrives and the worker when the job runs: the second is a
+    lookup of the same (immutable) request; other bytes are admitted afresh."""
+    from runtime import accept
+
+    payload = _payload(gpt2)
+    first = accept.admit(payload)
+    assert accept.admit(payload) is first
+    with gpt2.trace("Another prompt", remote="local") as tracer:
+        out = gpt2.lm_head.output.save()  # noqa: F841
+    assert accept.admit(tracer.remote_payload) is not first
+    assert accept.admit(bytes(payload)) is first  # by content, not by object
+
+
+def test_a_runner_keeps_its_snapshot_only_while_jobs_leave_the_model_intact(gpt2):
+    """The snapshot a job was found intact against is the next job's; after any change (undone by
+    the check) or on another thread a new one is taken, and the change is still caught."""
+    import threading
+
+    import torch
+
+    from runtime import integrity
+    from runtime.server.runner import IntactWatch, JobFailed
+
+    with gpt2.trace(PROMPT):  # the weights loaded (not meta)
+        pass
+    watch = IntactWatch()
+    first = watch.before(gpt2)
+    watch.after(first, None)
+    assert watch.before(gpt2) is first  # intact: kept
+    watch.after(first, None)
+    weight = gpt2._module.transformer.h[0].mlp.c_fc.weight
+    pristine = weight.detach().clone()
+    reused = watch.before(gpt2)
+    assert reused is first
+    with torch.no_grad():
+        weight.add_(1.0)  # what a job that got past the loader would leave
+    with pytest.raises(JobFailed) as failed:
+        watch.after(reused, None)
+    assert "transformer.h.0.mlp.c_fc.weight" in failed.value.info["message"] and torch.equal(weight, pristine)
+    fresh = watch.before(gpt2)
+    assert fresh is not first  # a change was undone: taken again
+    watch.after(fresh, None)
+    other = integrity.snapshot(gpt2)  # another runner undoes a change: every kept snapshot is dated
+    with torch.no_grad():
+        weight.add_(1.0)
+    with pytest.raises(integrity.IntegrityError):
+        integrity.enforce(other)
+    assert watch.before(gpt2) is not fresh
+    kept = watch.before(gpt2)
+    watch.after(kept, None)
+    found = []
+    thread = threading.Thread(target=lambda: found.append(watch.before(gpt2)))
+    thread.start()
+    thread.join()
+    assert found[0] is not kept  # torch's modes are per thread: not reused on another
