@@ -117,7 +117,7 @@ class RayCluster:
     def processes(self) -> dict:
         """Every running process of the cluster, ``{pid: command line}``: the descendants of the
         nodes' launcher and anything with the cluster's temp dir in its command line."""
-        found = {pid: cmd for pid, cmd in process_tree([proc.pid for proc in self.procs]).items()}
+        found = process_tree([proc.pid for proc in self.procs])
         found.update((int(line.split(" ", 1)[0]), line.split(" ", 1)[1]) for line in self.leftover_processes())
         return found
 
