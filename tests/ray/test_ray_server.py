@@ -2,7 +2,8 @@
 
 The front runs as a subprocess with two replica actors of the tiny GPT-2 (one per node); the
 client is the ordinary ``remote=True`` client, unchanged. A second front (the end of this
-module) hosts two models under a memory budget.
+module) hosts two models under a memory budget. The last test checks that the cluster and the
+fronts hold sockets on loopback only.
 """
 import os
 import time
@@ -12,6 +13,7 @@ import pytest
 import torch
 from raycluster import ray_env
 from serverproc import ServerProcess
+from sockets import off_loopback, process_tree, sockets_of
 
 PROMPT = "The Eiffel Tower is in the city of"
 
@@ -266,3 +268,28 @@ def test_a_job_over_its_time_limit_fails_and_the_replica_serves_the_next(budget_
     # stopped inside the replica (its model still loaded), not by the front killing the actor
     assert _budget_states(budget_ray_server)["gpt2"] == ("READY", ["READY"])
     assert torch.equal(_logits(gpt2, True), _logits(gpt2, None))
+
+
+# -- loopback only -------------------------------------------------------------------------------
+#
+# Last in the module, while both fronts run and their replicas' workers exist: every socket of
+# every process of the cluster (GCS, both raylets, agents, workers) and of each front listens on,
+# and talks to, loopback only.
+
+
+def test_the_cluster_and_the_fronts_use_loopback_only(ray_cluster, ray_server, budget_ray_server):
+    cluster = ray_cluster.processes()
+    listening = {sock.local[1] for pid in cluster for sock in sockets_of(pid) if sock.listening}
+    raylets = [pid for pid, cmd in cluster.items() if "/raylet/raylet " in cmd]
+    assert ray_cluster.port in listening and len(raylets) == 2, "the cluster's processes were not all found:\n%s" % (
+        "\n".join("%d %s" % (pid, cmd[:120]) for pid, cmd in sorted(cluster.items())))
+    offenders = off_loopback(cluster)
+    assert not offenders, "Ray sockets off loopback:\n" + "\n".join(offenders)
+
+    for front in (ray_server, budget_ray_server):
+        processes = process_tree([front.proc.pid])
+        to_gcs = [sock for pid in processes for sock in sockets_of(pid)
+                  if not sock.listening and sock.remote[1] == ray_cluster.port]
+        assert to_gcs, "the front (pid %d) holds no connection to the GCS at %s" % (front.proc.pid, ray_cluster.address)
+        offenders = off_loopback(processes)
+        assert not offenders, "the front's sockets off loopback:\n" + "\n".join(offenders)
