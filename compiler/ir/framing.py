@@ -19,6 +19,7 @@ maps over their limits before building them.
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any, Dict, Optional, Tuple
 
 import msgpack
@@ -65,7 +66,20 @@ def unpack(data: Any, what: str, limits: Optional[DecodeLimits] = None) -> Any:
 
 
 def compress(raw: bytes, level: int = ZSTD_LEVEL) -> bytes:
-    return zstandard.ZstdCompressor(level=level, write_checksum=True).compress(raw)
+    compressors = getattr(_Compressors.local, "by_level", None)
+    if compressors is None:
+        compressors = _Compressors.local.by_level = {}
+    compressor = compressors.get(level)
+    if compressor is None:
+        compressor = compressors[level] = zstandard.ZstdCompressor(level=level, write_checksum=True)
+    return compressor.compress(raw)
+
+
+class _Compressors:
+    """One zstd compressor per thread and level: making one costs ~20 us, more than compressing a
+    small result (a compressor is not thread-safe; a thread uses a handful of levels)."""
+
+    local = threading.local()
 
 
 def wrap(magic: bytes, header: Any, body: bytes) -> bytes:

@@ -18,6 +18,7 @@ from . import audit, dispatch, events, keys
 from .config import ServerConfig
 from .events import EventHub
 from .local_exchange import LocalExchange
+from .lifecycle import READY
 from .models import Models, unavailable
 from .runner import JobCancelled, JobFailed, JobInterrupted, JobRunner, JobTimeout
 from .store import CANCELLED, COMPLETED, ERROR, Store
@@ -115,13 +116,17 @@ class Worker:
     def _process(self, job: Dict[str, Any]) -> None:
         job_id = job["id"]
         hub = self.hub
-        hub.publish(job_id, events.DISPATCHED)
         payload = self.store.read_blob(job_id, "request")
+        hosted = self.models.by_name.get(job["model"])
+        # DISPATCHED goes with RUNNING below (one wake-up of the HTTP thread), unless something may
+        # come between them: a failure, or a lazy model's load (seconds)
+        early = payload is None or hosted is None or hosted.state != READY
+        if early:
+            hub.publish(job_id, events.DISPATCHED)
         if payload is None:
             self._fail(job_id, {"type": "JobLostError", "message": "the request of this job is missing from "
                                 "the server's data directory", "hint": "submit it again", "frames": []})
             return
-        hosted = self.models.by_name.get(job["model"])
         if hosted is not None:
             self.models.prepare(hosted)  # a lazy server loads the model now (lifecycle.py)
         if hosted is None or hosted.model is None:
@@ -141,7 +146,8 @@ class Worker:
 
         with self._current_lock:
             self._current, self._running = job_id, runner
-        hub.publish(job_id, events.RUNNING)
+        statuses = [events.RUNNING] if early else [events.DISPATCHED, events.RUNNING]
+        hub.publish_frames(job_id, [{"id": job_id, "status": status} for status in statuses])
         key_id = job["key_id"]
         try:
             result = runner.run(payload, hosted.model, log, settings.job_time_limit_s,
