@@ -22,8 +22,9 @@ from compiler.ir.request import decode_request
 MAX_QUOTED_CHARS = 200  # of the user's with-header line in the message
 
 HINT = ("run this trace with an API key of the trusted tier (the server's operator sets it: `nnsight-server keys "
-        "set KEY_ID --tier trusted`), or run it locally (remote=False); in this tier, gradients of your own "
-        "computations on saved values (a plain `loss.backward()` on detached activations) work")
+        "set KEY_ID --tier trusted`; a server started with `--sandbox always` sandboxes every key), or run it "
+        "locally (remote=False); here, gradients of your own computations on saved values (a plain "
+        "`loss.backward()` on detached activations) work")
 
 
 class UntrustedTierRefusal(Exception):
