@@ -33,7 +33,8 @@ import tokenize
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from ..fallbacks import FALLBACKS, reason_of
-from ..ir.nodes import BIND_RUNTIME, FACT_BACKWARD, FACT_INVOKE, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
+from ..ir.nodes import (BIND_RUNTIME, FACT_BACKWARD, FACT_INVOKE, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header,
+                        Program, SourceLoc)
 from ..ir.version import MIN_PYTHON, producer_nnsight, producer_python
 from .bodytext import cut_body, strip_eol
 from .fast_accesses import scan_statements

@@ -21,7 +21,8 @@ from typing import List, Optional, Tuple
 
 import libcst as cst
 
-from ..ir.nodes import BIND_RUNTIME, FACT_BACKWARD, FACT_INVOKE, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
+from ..ir.nodes import (BIND_RUNTIME, FACT_BACKWARD, FACT_INVOKE, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header,
+                        Program, SourceLoc)
 from ..ir.version import producer_nnsight, producer_python
 from ..passes import lower_syntax
 from .accesses import scan_accesses

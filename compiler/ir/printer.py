@@ -25,7 +25,8 @@ Example::
 
 A unit whose with-statement has an ``as`` target ends with ``as=NAME``, and one
 with facts lists them last (``facts=["invoke"]``). A program upgraded from a version
-that predates a fact lists it after its dynamic names (``unknown-fact backward``). A definition of another kind than ``def`` says so (``definition 1 "make.f"
+that predates a fact lists it after its dynamic names (``unknown-fact backward``).
+A definition of another kind than ``def`` says so (``definition 1 "make.f"
 kind=local module=...``) and may list ``  cell NAME KIND VALUE`` and
 ``  attr NAME KIND VALUE`` lines after its globals.
 
