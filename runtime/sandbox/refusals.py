@@ -15,7 +15,7 @@ and the job fails at the first such crossing.
 """
 from typing import Any, Dict, List, Optional
 
-from compiler.ir import FACT_BACKWARD, CodeUnit, Program
+from compiler.ir import FACT_BACKWARD, FACT_LOCAL, CodeUnit, Program
 from compiler.ir.limits import DecodeLimits
 from compiler.ir.request import decode_request
 
@@ -34,7 +34,7 @@ class UntrustedTierRefusal(Exception):
 def refusal(program: Program) -> Optional[Dict[str, Any]]:
     """The job error (as :func:`runtime.server.runner.describe` gives it) refusing ``program`` in the
     untrusted tier, or None when its IR shows nothing this tier refuses."""
-    sessions = [u for u in program.units if FACT_BACKWARD in u.facts]
+    sessions = [u for u in program.units if FACT_BACKWARD in u.facts and not _on_the_client(program, u)]
     if not sessions:
         return None
     first = sessions[0]
@@ -58,6 +58,19 @@ def refusal_of_request(payload: bytes, limits: Optional[DecodeLimits] = None) ->
     except Exception:  # noqa: BLE001 - the child's accept path gives the real error
         return None
     return refusal(program)
+
+
+def _on_the_client(program: Program, unit: CodeUnit) -> bool:
+    """Is ``unit`` inside a ``tracer.local()`` block? (Its body runs on the client, with values that
+    crossed as plain data: its gradients never reach the hosted model.)"""
+    seen = set()
+    parent = unit.parent
+    while parent is not None and 0 <= parent < len(program.units) and parent not in seen:
+        seen.add(parent)
+        if FACT_LOCAL in program.units[parent].facts:
+            return True
+        parent = program.units[parent].parent
+    return False
 
 
 def _header_line(program: Program, unit: CodeUnit) -> str:

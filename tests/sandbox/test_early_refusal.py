@@ -124,6 +124,15 @@ def test_a_plain_backward_call_and_an_older_program_are_not_refused_early():
     assert refusal_of_request(b"not a request") is None  # the child reports malformed bytes as usual
 
 
+def test_a_gradient_session_inside_a_local_block_runs_on_the_client_and_is_not_refused():
+    source = ("with model.trace(prompt) as tracer:\n    h = model.transformer.h[0].output.save()\n"
+              "    with tracer.local():\n        w = h.detach().requires_grad_()\n"
+              "        with (w * 2).sum().backward():\n            pass\n")
+    program = lower(source, "user_job.py", 1)
+    assert [u.facts for u in program.units] == [(), ("local",), ("backward",)]
+    assert refusal(program) is None
+
+
 # -- through the server ----------------------------------------------------------------------------
 
 
