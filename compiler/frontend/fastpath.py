@@ -33,7 +33,8 @@ import tokenize
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from ..fallbacks import FALLBACKS, reason_of
-from ..ir.nodes import BIND_RUNTIME, FACT_INVOKE, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
+from ..ir.nodes import (BIND_RUNTIME, FACT_BACKWARD, FACT_INVOKE, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header,
+                        Program, SourceLoc)
 from ..ir.version import MIN_PYTHON, producer_nnsight, producer_python
 from .bodytext import cut_body, strip_eol
 from .fast_accesses import scan_statements
@@ -256,7 +257,7 @@ def _lower_at(src: _Lines, top, filename: str, line: int, first_line: int, acces
                 header=(header[0] + shift, header[1] + shift),
                 assigned=names.assigned.get(uid, ()),
                 target=_as_target(node),
-                facts=(FACT_INVOKE,) if parent is not None and _opens_invoke(node) else (),
+                facts=_unit_facts(node) if parent is not None else (),
             )
         )
     report = scan_statements(found.body, lines)
@@ -299,13 +300,19 @@ def _as_target(node) -> Optional[str]:
     return None
 
 
-def _opens_invoke(node) -> bool:
-    """Does the with-header of ``node`` call ``<something>.invoke(...)``? (= lower.opens_invoke)"""
+def _header_calls(node, method: str) -> bool:
+    """Does the with-header of ``node`` call ``<something>.<method>(...)``? (= lower.header_calls)"""
     for item in node.items:
         for sub in ast.walk(item.context_expr):
-            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr == "invoke":
+            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr == method:
                 return True
     return False
+
+
+def _unit_facts(node) -> Tuple[str, ...]:
+    """The facts of a nested unit from its with-header (= lower.unit_facts)."""
+    return tuple(fact for fact, method in ((FACT_INVOKE, "invoke"), (FACT_BACKWARD, "backward"))
+                 if _header_calls(node, method))
 
 
 _PRODUCER: List[str] = []  # ["nnsight <version>", "3.X.Y"], filled on first use

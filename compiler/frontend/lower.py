@@ -21,7 +21,8 @@ from typing import List, Optional, Tuple
 
 import libcst as cst
 
-from ..ir.nodes import BIND_RUNTIME, FACT_INVOKE, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header, Program, SourceLoc
+from ..ir.nodes import (BIND_RUNTIME, FACT_BACKWARD, FACT_INVOKE, UNIT_BLOCK, UNIT_TRACE, Binding, CodeUnit, Header,
+                        Program, SourceLoc)
 from ..ir.version import producer_nnsight, producer_python
 from ..passes import lower_syntax
 from .accesses import scan_accesses
@@ -53,15 +54,22 @@ def as_target(node: cst.With) -> Optional[str]:
     return None
 
 
-def opens_invoke(node: cst.With) -> bool:
-    """Does the with-header of ``node`` call ``<something>.invoke(...)``?"""
+def header_calls(node: cst.With, method: str) -> bool:
+    """Does the with-header of ``node`` call ``<something>.<method>(...)`` anywhere in its items?"""
     stack: List[cst.CSTNode] = [item.item for item in node.items]
     while stack:
         sub = stack.pop()
-        if isinstance(sub, cst.Call) and isinstance(sub.func, cst.Attribute) and sub.func.attr.value == "invoke":
+        if isinstance(sub, cst.Call) and isinstance(sub.func, cst.Attribute) and sub.func.attr.value == method:
             return True
         stack.extend(sub.children)
     return False
+
+
+def unit_facts(node: cst.With) -> Tuple[str, ...]:
+    """The facts of a nested unit, from its with-header (``FACT_LOCAL`` is added later, by
+    :mod:`.local_blocks`, which also needs the names the block reads)."""
+    return tuple(fact for fact, method in ((FACT_INVOKE, "invoke"), (FACT_BACKWARD, "backward"))
+                 if header_calls(node, method))
 
 
 def lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Program:
@@ -94,7 +102,7 @@ def lower(text: str, filename: str, lineno: int, *, first_line: int = 1) -> Prog
                 header=(first_header + shift, last_header + shift),
                 assigned=names.assigned.get(uid, ()),
                 target=as_target(node),
-                facts=(FACT_INVOKE,) if parent is not None and opens_invoke(node) else (),
+                facts=unit_facts(node) if parent is not None else (),
             )
         )
 

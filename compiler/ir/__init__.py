@@ -16,6 +16,7 @@ from .nodes import (  # noqa: F401
     DEF_LOCAL,
     DEF_MODULE,
     DEF_STATEMENT,
+    FACT_BACKWARD,
     FACT_INVOKE,
     FACT_LOCAL,
     UNIT_FACTS,

@@ -66,7 +66,9 @@ class CodeUnit:
     facts: what the frontend found about this unit, from :data:`UNIT_FACTS`
       (``FACT_INVOKE``: its with-header calls ``.invoke(...)``, so the parent's
       body opens invokes; ``FACT_LOCAL``: its with-header is ``<tracer>.local()``, a
-      block that runs on the client). The runtime decides from these, never from source text.
+      block that runs on the client; ``FACT_BACKWARD``: its with-header calls
+      ``<expr>.backward(...)``, a gradient session over the model's backward pass).
+      The runtime decides from these, never from source text.
     reads: for a ``FACT_LOCAL`` unit, the names it reads that the rest of the program
       assigns: their values are sent to the client when the block is reached.
     """
@@ -86,7 +88,8 @@ class CodeUnit:
 # CodeUnit.facts values.
 FACT_INVOKE = "invoke"  # the unit's with-header calls ``<something>.invoke(...)``
 FACT_LOCAL = "local"  # the unit's with-header is ``<tracer>.local()``: its body runs on the client
-UNIT_FACTS = (FACT_INVOKE, FACT_LOCAL)
+FACT_BACKWARD = "backward"  # the unit's with-header calls ``<expr>.backward(...)``: a gradient session
+UNIT_FACTS = (FACT_INVOKE, FACT_LOCAL, FACT_BACKWARD)
 
 
 # Binding.kind values.
@@ -177,6 +180,9 @@ class Program:
     dynamic_names: names used other than as the start of a static chain
       (``h[i]``, passed to a function, iterated): if one of them is bound to a
       model at run time, every module of that model is hooked.
+    unknown_facts: unit facts (from :data:`UNIT_FACTS`) its producer did not look for, so
+      a unit without one of them may still be what the fact describes: a program upgraded
+      from an IR version that predates the fact. Empty for every program the frontend builds.
     """
 
     header: Header
@@ -186,6 +192,7 @@ class Program:
     envoys: Tuple[str, ...] = ()
     dynamic: bool = True
     dynamic_names: Tuple[str, ...] = ()
+    unknown_facts: Tuple[str, ...] = ()
 
     def __str__(self) -> str:
         """The text form (:func:`compiler.ir.print_program`): ``print(tracer.ir)`` reads like the IR."""
@@ -199,6 +206,10 @@ class Program:
 
     def children(self, unit_id: int) -> Tuple[CodeUnit, ...]:
         return tuple(u for u in self.units if u.parent == unit_id)
+
+    def knows(self, fact: str) -> bool:
+        """Did the producer look for ``fact``? (If not, its absence from a unit says nothing.)"""
+        return fact not in self.unknown_facts
 
     def binding(self, name: str) -> Optional[Binding]:
         for b in self.bindings:

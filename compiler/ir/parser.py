@@ -233,16 +233,20 @@ class _Parser:
         self.envoys: List[str] = []
         self.dynamic = True
         self.dynamic_names: List[str] = []
+        self.unknown_facts: List[str] = []
 
     def record(self) -> Dict[str, Any]:
         self.header["ir_version"] = self._version_line()
         while self.i < len(self.lines):
             self._statement()
-        return {
+        record = {
             "header": self.header, "units": self.units, "bindings": self.bindings,
             "definitions": self.definitions, "envoys": self.envoys, "dynamic": self.dynamic,
             "dynamic_names": self.dynamic_names,
         }
+        if self.unknown_facts:
+            record["unknown_facts"] = self.unknown_facts
+        return record
 
     def _cursor(self) -> _Cursor:
         return _Cursor(self.lines[self.i], self.i + 1, 0, self.limits)
@@ -312,6 +316,10 @@ class _Parser:
 
     def _dynamic_name(self, cur: _Cursor) -> None:
         self.dynamic_names.append(cur.name())
+        cur.end()
+
+    def _unknown_fact(self, cur: _Cursor) -> None:
+        self.unknown_facts.append(cur.name())
         cur.end()
 
     def _binding(self, cur: _Cursor) -> None:
@@ -441,6 +449,7 @@ _STATEMENTS = {
     "dynamic": _Parser._dynamic,
     "envoy": _Parser._envoy,
     "dynamic-name": _Parser._dynamic_name,
+    "unknown-fact": _Parser._unknown_fact,
     "binding": _Parser._binding,
     "unit": _Parser._unit,
     "definition": _Parser._definition,

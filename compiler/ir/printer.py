@@ -2,7 +2,7 @@
 
 Example::
 
-    nnsight-ir 2
+    nnsight-ir 3
     producer "nnsight 0.9.0"
     python "3.11.7"
     min-python 3.9
@@ -24,7 +24,9 @@ Example::
       |     return x / x.norm()
 
 A unit whose with-statement has an ``as`` target ends with ``as=NAME``, and one
-with facts lists them last (``facts=["invoke"]``). A definition of another kind than ``def`` says so (``definition 1 "make.f"
+with facts lists them last (``facts=["invoke"]``). A program upgraded from a version
+that predates a fact lists it after its dynamic names (``unknown-fact backward``).
+A definition of another kind than ``def`` says so (``definition 1 "make.f"
 kind=local module=...``) and may list ``  cell NAME KIND VALUE`` and
 ``  attr NAME KIND VALUE`` lines after its globals.
 
@@ -74,6 +76,7 @@ def print_program(p: Program) -> str:
     out.append("dynamic " + ("true" if p.dynamic else "false"))
     out += ["envoy " + quote(e) for e in p.envoys]
     out += ["dynamic-name " + _word(n) for n in p.dynamic_names]
+    out += ["unknown-fact " + _word(f) for f in p.unknown_facts]
     if p.bindings:
         out.append("")
         out += ["binding " + _binding(b) for b in p.bindings]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List
 
 from .errors import IRDecodeError, IRVersionError
 from .. import pyast
-from .nodes import DEF_STATEMENT, Binding, CodeUnit, Definition, Header, Program, SourceLoc
+from .nodes import DEF_STATEMENT, FACT_BACKWARD, Binding, CodeUnit, Definition, Header, Program, SourceLoc
 from .version import IR_VERSION
 
 Record = Dict[str, Any]
@@ -77,7 +77,22 @@ def _as_target(header: str):
     return None
 
 
+def _v2_to_v3(record: Record) -> Record:
+    """Version 3 added the unit fact ``backward`` (a ``with <expr>.backward():`` gradient session).
+
+    A version-2 producer never looked for it, so the upgraded program says so
+    (``unknown_facts``) instead of guessing from source text: a unit without the fact may still
+    open a gradient session, and what depends on the fact (the untrusted tier's refusal before a
+    job runs) is left to the checks made while the job runs.
+    """
+    if not isinstance(record.get("units"), list):
+        raise IRDecodeError("units: expected a list")
+    record["unknown_facts"] = [FACT_BACKWARD]
+    return record
+
+
 UPGRADERS[1] = _v1_to_v2
+UPGRADERS[2] = _v2_to_v3
 
 OLDEST_VERSION = 1  # first version ever produced
 
@@ -173,6 +188,7 @@ def to_record(p: Program) -> Record:
         "envoys": list(p.envoys),
         "dynamic": p.dynamic,
         "dynamic_names": list(p.dynamic_names),
+        **({"unknown_facts": list(p.unknown_facts)} if p.unknown_facts else {}),  # optional: only when set
     }
 
 
@@ -296,4 +312,5 @@ def from_record(record: Record) -> Program:
         envoys=tuple(e.str() for e in r.field("envoys").items()),
         dynamic=r.field("dynamic").bool(),
         dynamic_names=tuple(n.str() for n in r.field("dynamic_names").items()),
+        unknown_facts=tuple(f.str() for f in r.field("unknown_facts").items()) if r.has("unknown_facts") else (),
     )

@@ -8,6 +8,7 @@ from typing import Any, List, Optional, Sequence
 from .errors import IRVerifyError
 from .. import pyast
 from .nodes import (
+    FACT_BACKWARD,
     FACT_LOCAL,
     UNIT_FACTS,
     BIND_BUILTIN,
@@ -73,6 +74,7 @@ def verify(p: Program) -> None:
             problems.append("dynamic name %r is not an identifier" % (name,))
     if len(set(p.dynamic_names)) != len(p.dynamic_names):
         problems.append("dynamic names are not unique")
+    _unknown_facts(p, problems)
     if problems:
         raise IRVerifyError(problems)
 
@@ -137,6 +139,8 @@ def _units(p: Program, can_compile: bool, problems: List[str]) -> None:
             problems.append("%s: reads= is only for a unit with the %r fact" % (where, FACT_LOCAL))
         if FACT_LOCAL in u.facts and i == 0:
             problems.append("%s: the root unit cannot be a local block" % where)
+        if FACT_BACKWARD in u.facts and i == 0:
+            problems.append("%s: the root unit cannot be a gradient session" % where)
         for name in u.reads:
             if not _identifier(name):
                 problems.append("%s: read name %r is not an identifier" % (where, name))
@@ -144,6 +148,16 @@ def _units(p: Program, can_compile: bool, problems: List[str]) -> None:
             problems.append("%s: read names are not unique" % where)
         _loc(u.loc, where, problems)
         _source(u.source, u.loc, where, can_compile, problems)
+
+
+def _unknown_facts(p: Program, problems: List[str]) -> None:
+    for fact in p.unknown_facts:
+        if fact not in UNIT_FACTS:
+            problems.append("unknown_facts: %r is not a unit fact (known: %s)" % (fact, ", ".join(UNIT_FACTS)))
+        elif any(fact in u.facts for u in p.units):
+            problems.append("unknown_facts: %r is listed as not looked for, yet a unit has it" % fact)
+    if len(set(p.unknown_facts)) != len(p.unknown_facts):
+        problems.append("unknown_facts: not unique")
 
 
 def _loc(loc: SourceLoc, where: str, problems: List[str]) -> None:

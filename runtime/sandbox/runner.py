@@ -3,7 +3,8 @@
 :class:`SandboxRunner` implements :class:`runtime.server.runner.JobRunner`: per job
 it takes a fresh child from the warm template (:mod:`.warm`), sends it the request
 bytes and serves its module calls against the hosted model (:mod:`.host`) until
-the child reports the result. At the wall-clock limit (or on cancel) the child's
+the child reports the result (a job its IR shows cannot work across the boundary is refused
+before: :mod:`.refusals`). At the wall-clock limit (or on cancel) the child's
 process group is killed: the model process, waiting on the channel, sees it close,
 removes its hooks and the worker moves on. :class:`TieredRunner` picks the
 in-process or the sandbox runner per job (:func:`.selection.uses_sandbox`).
@@ -23,6 +24,7 @@ from runtime.server.runner import (IntactWatch, JobCancelled, JobFailed, JobInte
 from . import arena
 from .channel import JOB, Channel, ChannelClosed, ChannelError
 from .host import ChildFailed, HostSession, ProtocolViolation, protected_storages
+from .refusals import refusal_of_request
 from .selection import uses_sandbox
 from .values import BoundaryError
 from .warm import SandboxUnavailable, WarmTemplate
@@ -64,7 +66,13 @@ class SandboxRunner(JobRunner):
     def run(self, payload: bytes, model: Any, log: LogLine, time_limit_s: float,
             local: Optional[Any] = None) -> bytes:
         """The job in a sandbox child; the hosted model checked intact afterwards, as in the trusted
-        tier (the child has no weights, but the model process ran hooks and calls for it)."""
+        tier (the child has no weights, but the model process ran hooks and calls for it).
+
+        A program whose IR asks for what cannot cross the boundary (a gradient session through
+        the hosted model) is refused first, before a child starts (:mod:`.refusals`)."""
+        refused = refusal_of_request(payload)  # (admitted on arrival: a lookup)
+        if refused is not None:
+            raise JobFailed(refused)
         before = self._watch_intact.before(model)
         try:
             result = self._run(payload, model, log, time_limit_s, local)

@@ -8,8 +8,9 @@ none by a fingerprint (``fp_`` + 12 hex of its SHA-256): never by the secret its
 
 Events:
 
-* ``refused``: a request refused when it arrived (bad key, malformed, too large, unknown model...)
-  or when its program was loaded (the loader's guard, the language gate);
+* ``refused``: a request refused when it arrived (bad key, malformed, too large, unknown model...),
+  when its program was loaded (the loader's guard, the language gate), or, in the untrusted tier,
+  before it ran because its IR asks for what cannot cross the sandbox (a gradient session);
 * ``limit``: a limit was hit (jobs in flight, queue full, result size, job wall time);
 * ``integrity``: a job changed the hosted model (:mod:`runtime.integrity`);
 * ``killed``: a running job was stopped (timeout, cancel, the sandbox killed it).
@@ -32,6 +33,7 @@ REFUSAL_TYPES = {
     "runtime.loader.errors.ServerImportError": REFUSED,
     "runtime.loader.errors.LoadError": REFUSED,
     "runtime.gate.LanguageLevelError": REFUSED,
+    "runtime.sandbox.refusals.UntrustedTierRefusal": REFUSED,
     "runtime.integrity.IntegrityError": INTEGRITY,
 }
 # Job errors by their last name: a limit hit, or a job its sandbox process was killed for (a

@@ -177,6 +177,20 @@ def test_access_facts_in_the_ir():
     assert fastpath.try_lower(text, "t.py", 1).dynamic is False
 
 
+def test_backward_fact_in_the_ir():
+    """A nested with-header calling ``<expr>.backward(...)`` is a gradient session: both paths mark it,
+    wherever the call sits in the header; a plain ``loss.backward()`` statement is no unit at all."""
+    src = ("with m.trace(x):\n    hs = model.h[0].output\n    hs.requires_grad = True\n"
+           "    with model.out.output.sum().backward(retain_graph=True):\n        g = hs.grad.save()\n"
+           "    with tracer.invoke(p), (h * 2).sum().backward():\n        pass\n"
+           "    with torch.no_grad():\n        loss = (h * 2).sum()\n        loss.backward()\n"
+           "    with tracer.invoke(p):\n        with model.backward_hook():\n            pass\n")
+    for program in (fastpath.try_lower(src, "t.py", 1), lower_libcst(src, "t.py", 1)):
+        assert [u.facts for u in program.units] == [(), ("backward",), ("invoke", "backward"), (), ("invoke",), ()]
+        assert program.units[1].header == (4, 4) and program.unknown_facts == ()
+        assert program.knows("backward")
+
+
 def test_declines():
     src = "with m.trace(x):\n    with (a as b, c as d):\n        e = b\n"
     assert fastpath.try_lower(src, "t.py", 1) is None

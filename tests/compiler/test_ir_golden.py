@@ -1,8 +1,8 @@
 """Golden files: the text and binary forms of a fixed program must not drift.
 
-The files of a released version (``simple_v1.*``) are frozen: they must keep loading, through
-the upgraders, as the program the current runtime sees. The current version's files
-(``simple_v2.*``) are regenerated after an intentional format change with ``UPDATE_GOLDEN=1``
+The files of a released version (``simple_v1.*``, ``simple_v2.*``) are frozen: they must keep
+loading, through the upgraders, as the program the current runtime sees. The current version's files
+(``simple_v3.*``) are regenerated after an intentional format change with ``UPDATE_GOLDEN=1``
 (review the diff: a changed format needs an IR_VERSION bump and an upgrader).
 """
 import dataclasses
@@ -67,13 +67,29 @@ PROGRAM_V1 = Program(
 )
 
 
+
+
+def _at(program: Program, version: int, **changes) -> Program:
+    return dataclasses.replace(program, header=dataclasses.replace(program.header, ir_version=version), **changes)
+
+
 # Version 2 added the frontend's access facts; the v1 program loads with the conservative ones.
 # (the nested unit's `as` target is read from its header line, as version 1 runtimes did)
-V1_UPGRADED = dataclasses.replace(PROGRAM_V1, header=dataclasses.replace(PROGRAM_V1.header, ir_version=2),
-                                  units=(PROGRAM_V1.units[0], dataclasses.replace(PROGRAM_V1.units[1], target="g")),
-                                  dynamic=True, dynamic_names=())
-PROGRAM = dataclasses.replace(V1_UPGRADED, dynamic=False,
-                              dynamic_names=("cfg", "g", "label", "len", "normalize", "print", "tokens"))
+# Version 3 added the "backward" unit fact: older programs load with it listed as unknown.
+V1_UPGRADED = _at(PROGRAM_V1, 3, units=(PROGRAM_V1.units[0], dataclasses.replace(PROGRAM_V1.units[1], target="g")),
+                  dynamic=True, dynamic_names=(), unknown_facts=("backward",))
+PROGRAM_V2 = _at(V1_UPGRADED, 2, dynamic=False, unknown_facts=(),
+                 dynamic_names=("cfg", "g", "label", "len", "normalize", "print", "tokens"))
+V2_UPGRADED = _at(PROGRAM_V2, 3, unknown_facts=("backward",))
+
+# The current version's program adds a gradient session (a unit with the "backward" fact).
+ROOT_V3 = ROOT + "with out.sum().backward():\n    grad = h.grad.save()\n"
+PROGRAM = _at(PROGRAM_V2, 3, units=(
+    dataclasses.replace(PROGRAM_V2.units[0], source=ROOT_V3, assigned=PROGRAM_V2.units[0].assigned + ("grad",)),
+    PROGRAM_V2.units[1],
+    CodeUnit(2, "block", "grad = h.grad.save()\n", SourceLoc("demo.py", 20, 8), 0, (19, 19), ("grad",),
+             facts=("backward",)),
+))
 
 
 def _check(path: Path, actual: bytes) -> None:
@@ -90,7 +106,7 @@ def test_golden_program_is_valid():
 
 
 def test_golden_text():
-    path = GOLDEN / "simple_v2.txt"
+    path = GOLDEN / "simple_v3.txt"
     _check(path, print_program(PROGRAM).encode("utf-8"))
     text = path.read_bytes().decode("utf-8")
     assert parse_program(text) == PROGRAM
@@ -98,7 +114,7 @@ def test_golden_text():
 
 
 def test_golden_binary():
-    path = GOLDEN / "simple_v2.nnir"
+    path = GOLDEN / "simple_v3.nnir"
     _check(path, encode(PROGRAM))
     assert decode(path.read_bytes()) == PROGRAM
 
@@ -109,6 +125,35 @@ def test_released_v1_files_load_through_the_upgrader():
     assert parse_program(text) == V1_UPGRADED
     assert decode((GOLDEN / "simple_v1.nnir").read_bytes()) == V1_UPGRADED
     verify(V1_UPGRADED)
+
+
+def test_released_v2_files_load_with_the_backward_fact_unknown():
+    """A v2 producer never looked for gradient sessions: the upgraded program says so instead of
+    guessing from source text (the runtime then relies on the checks made while the job runs)."""
+    text = (GOLDEN / "simple_v2.txt").read_bytes().decode("utf-8")
+    assert text.startswith("nnsight-ir 2\n")
+    assert parse_program(text) == V2_UPGRADED
+    assert decode((GOLDEN / "simple_v2.nnir").read_bytes()) == V2_UPGRADED
+    verify(V2_UPGRADED)
+    assert not V2_UPGRADED.knows("backward") and PROGRAM.knows("backward")
+    assert "unknown-fact backward\n" in print_program(V2_UPGRADED)
+    assert parse_program(print_program(V2_UPGRADED)) == V2_UPGRADED  # the text form keeps it
+    assert decode(encode(V2_UPGRADED)) == V2_UPGRADED  # and so does the binary form
+
+
+def test_the_backward_fact_and_unknown_facts_are_verified():
+    from compiler.ir.errors import IRVerifyError
+
+    cases = [
+        (dataclasses.replace(PROGRAM, unknown_facts=("backward",)), "yet a unit has it"),
+        (dataclasses.replace(PROGRAM, unknown_facts=("grads",)), "is not a unit fact"),
+        (dataclasses.replace(V2_UPGRADED, unknown_facts=("backward", "backward")), "not unique"),
+        (dataclasses.replace(PROGRAM, units=(dataclasses.replace(PROGRAM.units[0], facts=("backward",)),)
+                             + PROGRAM.units[1:]), "cannot be a gradient session"),
+    ]
+    for program, message in cases:
+        with pytest.raises(IRVerifyError, match=message):
+            verify(program)
 
 
 def test_v1_upgrader_reads_the_invoke_fact_from_the_header_lines():

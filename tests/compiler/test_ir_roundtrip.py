@@ -1,4 +1,5 @@
 """Random programs survive print -> parse and encode -> decode exactly and deterministically."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def units(draw):
             header=(draw(ints), draw(ints)),
             assigned=tuple(draw(st.lists(names, max_size=3))),
             target=draw(st.none() | names),
-            facts=tuple(draw(st.lists(st.just("invoke") | texts, max_size=2))),
+            facts=tuple(draw(st.lists(st.sampled_from(["invoke", "local", "backward"]) | texts, max_size=2))),
         ))
     return tuple(out)
 
@@ -86,6 +87,7 @@ programs = st.builds(
     envoys=st.lists(texts, max_size=3).map(tuple),
     dynamic=st.booleans(),
     dynamic_names=st.lists(names, max_size=3).map(tuple),
+    unknown_facts=st.lists(st.just("backward") | names, max_size=2).map(tuple),
 )
 
 
@@ -110,6 +112,23 @@ def test_roundtrips(p):
         assert line == line.rstrip(" \t")
         assert not any(ord(c) < 0x20 and c != "\t" for c in line)
         assert "\u2028" not in line and "\u202e" not in line
+
+
+def test_the_backward_fact_round_trips_through_both_forms():
+    from compiler.frontend.lower import lower
+
+    src = ("with model.trace(x):\n    hs = model.h[0].output\n    hs.requires_grad = True\n"
+           "    with model.out.output.sum().backward():\n        g = hs.grad.save()\n")
+    p = lower(src, "u.py", 1)
+    assert p.units[1].facts == ("backward",)
+    text = print_program(p)
+    assert 'facts=["backward"]' in text and "unknown-fact" not in text
+    assert parse_program(text) == p and decode(encode(p)) == p
+    old = dataclasses.replace(p, units=(p.units[0], dataclasses.replace(p.units[1], facts=())),
+                              unknown_facts=("backward",))
+    assert "\nunknown-fact backward\n" in print_program(old)
+    assert parse_program(print_program(old)) == old and decode(encode(old)) == old
+    assert encode(dataclasses.replace(old, unknown_facts=())) != encode(old)
 
 
 def test_crlf_checkout_still_parses():

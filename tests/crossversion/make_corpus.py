@@ -61,6 +61,10 @@ CORPUS = {
         "with tracer.invoke(x):\n    a = model[2].output.save()\n"
         "with tracer.invoke(x * 2):\n    model[2].output[:] = 0\n    b = model.output.save()\n",
         saved=["a", "b"], header="with model.trace() as tracer:")),
+    "gradient_session": ("3.10", xv.script(
+        "h = model[0].output\nh.requires_grad = True\nout = model.output\n"
+        "with out.pow(2).sum().backward():\n    g = h.grad.save()\ntotal = out.sum().detach().save()\n",
+        saved=["g", "total"])),
     "closure_definitions": ("3.12", xv.script(
         "v = helper(model[2].output).save()\nw = scaler(model[4].output).save()\nout = model.output.save()\n",
         helpers="def helper(t):\n    return torch.tanh(t) * SCALE\n\n\n"

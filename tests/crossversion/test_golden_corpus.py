@@ -71,6 +71,18 @@ def test_corpus_program_loads_and_runs(entry, mlp):
     assert xv.same(got, xv.run_live(script, model, x)) is None
 
 
+def test_gradient_facts_by_version():
+    """Programs of versions before 3 load with the ``backward`` fact unknown (their producers never
+    looked for gradient sessions); version 3 programs know it, and the gradient session carries it."""
+    from compiler.ir import FACT_BACKWARD
+
+    for entry in ENTRIES:
+        program = decode((entry.parent / (entry.name + ".nnir")).read_bytes())
+        assert program.knows(FACT_BACKWARD) == (int(entry.parent.name[1:]) >= 3), entry
+    session = decode((CORPUS / "v3" / "gradient_session.nnir").read_bytes())
+    assert [u.facts for u in session.units] == [(), (FACT_BACKWARD,)]
+
+
 def test_corpus_runs_through_an_upgrader(monkeypatch, mlp):
     """Simulate the next format bump: every corpus file goes through an upgrader and still runs."""
     import torch

@@ -1,8 +1,8 @@
 """The remote end-to-end suites of tests/server, run in the untrusted tier.
 
 Every test of those modules runs here against a server whose jobs all run in
-the sandbox (``--sandbox always``), minus the documented refusals
-(docs/security.md, "What the untrusted tier refuses").
+the sandbox (``--sandbox always``); the documented refusals (docs/security.md, "What the
+untrusted tier refuses") must fail with the refusal made before the job runs.
 """
 import functools
 
@@ -19,10 +19,13 @@ from test_protocol import payload  # noqa: F401  (the protocol suite's fixture)
 
 SUITES = (test_remote_trace, test_section8_examples, test_server_local_blocks, test_remote_scan, test_protocol,
           test_concurrency, test_latency_paths)
+# Refused before the job runs (their IR has a gradient session): each must fail with that refusal.
 REFUSED = {
     "test_gradients_match_local": "gradients cannot flow into the hosted weights' process",
     "test_gradients_remotely": "gradients cannot flow into the hosted weights' process",
 }
+EARLY_REFUSAL = ("gradients cannot flow through the hosted model in the untrusted tier",
+                 "the job was refused before it ran")
 
 # Not yet: the whole model output holds the KV cache, which stays in the model process (the child
 # sees a handle it can only pass back), so it cannot be a job's result; its fields can.
@@ -43,12 +46,24 @@ def _copy(test):
     return copy
 
 
+def _refused(test):
+    """``test`` must fail with the untrusted tier's refusal before the job runs (not pass, not fail otherwise)."""
+
+    @functools.wraps(test)
+    def refused(*args, **kwargs):
+        with pytest.raises(Exception) as info:
+            test(*args, **kwargs)
+        assert all(part in str(info.value) for part in EARLY_REFUSAL), info.value
+
+    return refused
+
+
 for _suite in SUITES:
     for _name in dir(_suite):
         if _name.startswith("test_"):
             _test = _copy(getattr(_suite, _name))
             if _name in REFUSED:
-                _test = pytest.mark.skip(reason="refused in the untrusted tier: " + REFUSED[_name])(_test)
+                _test = _refused(_test)
             elif _name in NOT_YET:
                 _test = pytest.mark.xfail(strict=True, reason=NOT_YET[_name])(_test)
             globals()["%s__%s" % (_suite.__name__, _name)] = _test

@@ -170,3 +170,35 @@ def test_refusals_and_limit_hits_are_audited_by_key_id(server, gpt2):
     assert "too_many_jobs" in rows and "killed" in rows and key not in rows, rows
     everyone = cli(server.data_dir, "audit", "--since", "10m").stdout
     assert "fp_" + keys._hash("nns_wrong")[:12] in everyone and "nns_wrong" not in everyone
+
+
+def test_a_gradient_session_runs_for_a_trusted_key_and_is_refused_before_it_runs_for_an_untrusted_one(
+        server, remote_config, gpt2_path):
+    """One ``--sandbox per-key`` server: the trusted key's gradients equal a local run's; the untrusted
+    key's job (its IR has the ``backward`` fact) is refused before it runs, audited as ``refused``."""
+    import torch
+
+    from nnsight import LanguageModel
+
+    model = LanguageModel(gpt2_path, dispatch=True)
+    model.requires_grad_(False)  # as the server hosts it
+
+    def run(remote):
+        with model.trace("Hello world", remote=remote):
+            print("started")
+            hs = model.transformer.h[0].output
+            hs.requires_grad = True
+            with model.lm_head.output.sum().backward():
+                grad = hs.grad.save()
+        return grad
+
+    local = run(None)
+    assert torch.equal(run(True), local) and local.abs().sum() > 0  # the trusted tier (remote_config's key)
+    untrusted = create_key(server.data_dir, "gradients-untrusted")
+    key_id = key_id_of(server.data_dir, "gradients-untrusted")[0]
+    remote_config.API.APIKEY = untrusted
+    with pytest.raises(Exception, match="refused before it ran") as info:
+        run(True)
+    assert "gradients cannot flow through the hosted model in the untrusted tier" in str(info.value)
+    rows = cli(server.data_dir, "audit", "--since", "10m", "--key", key_id).stdout
+    assert "refused" in rows and "UntrustedTierRefusal" in rows, rows
