@@ -17,6 +17,7 @@
 """
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from compiler.fallbacks import FALLBACKS
 from runtime import accept, saves
 from runtime.local_blocks import LOCAL_BLOCKS
 from runtime.builder import CompiledProgram
@@ -27,6 +28,7 @@ from runtime.mediator import Mediator
 from .mediator import ThreadMediator
 
 from ...config import CONFIG
+from ...tracing.hookplan import modules_to_patch
 from ...tracing.tracebacks import register_program_sources
 from . import sampling, transport
 from .worker_model import WorkerModel, WorkerTracer
@@ -126,7 +128,15 @@ class RequestHelper:
         ctx.mediators[invoke] = mediator
         ctx.tracer.limits[mediator] = max_tokens
         with ctx.loader.installed():
-            self.interleaver.add(mediator)
+            self.interleaver.add(mediator, self._plan(mediator))
+
+    def _plan(self, mediator: Mediator) -> Optional[List[str]]:
+        """The module paths ``mediator``'s program may touch (read from its IR), or None: all of them."""
+        pairs = modules_to_patch(self.model, [mediator])
+        if pairs is None:
+            FALLBACKS.note("vllm.watch_all", f"{mediator.name}: no static hook plan")
+            return None
+        return [path for path, _ in pairs]
 
     # ------------------------------------------------------------------ batch groups
 
