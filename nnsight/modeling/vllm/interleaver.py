@@ -35,6 +35,7 @@ from runtime.errors import EarlyStopException
 from runtime.interleaver import Interleaver
 from runtime.mediator import Mediator
 
+from .mediator import Hub
 from .tensor_parallel import INPUT, OUTPUT, Shard
 
 _READ = (events.VALUE, events.SWAP)
@@ -53,6 +54,7 @@ class VLLMInterleaver(Interleaver):
         self.watched: Dict[str, int] = {}
         self.watch_all = 0  # live mediators without a static plan: every module takes part
         self._plans: Dict[Mediator, Optional[Tuple[str, ...]]] = {}
+        self.hub = Hub()  # the thread the interventions run on: whatever resumes one runs there
 
     # ------------------------------------------------------------ watched modules
 
@@ -111,7 +113,7 @@ class VLLMInterleaver(Interleaver):
         """
         self._watch(mediator, paths)
         self.steps[mediator] = self.counts = {}
-        self._guard(mediator, mediator.start, self)
+        self.hub.call(self._guard, mediator, mediator.start, self)
 
     def remove(self, mediator: Mediator) -> None:
         self.steps.pop(mediator, None)
@@ -119,7 +121,7 @@ class VLLMInterleaver(Interleaver):
         self.stopped.discard(mediator)
         self._unwatch(mediator)
         if not mediator.done:
-            mediator.cancel()
+            self.hub.call(mediator.cancel)
 
     def _guard(self, mediator: Mediator, fn, *args) -> None:
         try:
@@ -159,7 +161,7 @@ class VLLMInterleaver(Interleaver):
             for mediator in readers:
                 if mediator not in self.failed:
                     self.failed[mediator] = error
-                    mediator.cancel()
+                    self.hub.call(mediator.cancel)
             return value
 
     def _readers(self, key: str) -> List[Mediator]:
@@ -180,7 +182,27 @@ class VLLMInterleaver(Interleaver):
         super().skip(mediator, input_key, value if shard is None else shard.scatter(value))
 
     def _offer(self, key: str, value: Any) -> Any:
-        """:meth:`handle` without tensor parallelism: each waiting mediator at its own count."""
+        """:meth:`handle` without tensor parallelism: each waiting mediator at its own count.
+
+        When none of the step's mediators waits for ``key`` now, each counter moves on here;
+        otherwise the offer runs on the hub (one hand-off for all of the step's mediators).
+        """
+        steps = self.steps
+        mediators = self.mediators
+        for mediator in mediators:
+            counts = steps.get(mediator)
+            if counts is not None:
+                event = mediator.event
+                if event[1] == key and event[2] == counts.get(key, 0) and not mediator.done:
+                    return self.hub.call(self._offer_waiting, key, value)
+        for mediator in mediators:
+            counts = steps.get(mediator)
+            if counts is not None:
+                counts[key] = counts.get(key, 0) + 1
+        return value
+
+    def _offer_waiting(self, key: str, value: Any) -> Any:
+        """:meth:`_offer` on the hub: resume each mediator waiting for ``key`` (invoke order)."""
         batcher = self.batcher
         outer = batcher.current
         batcher.current = value
@@ -192,7 +214,9 @@ class VLLMInterleaver(Interleaver):
                 continue
             iteration = counts.get(key, 0)
             event = mediator.event
-            if event[1] == key and event[2] == iteration and not mediator.done and mediator._worker is not running:
+            worker = mediator._worker
+            if (event[1] == key and event[2] == iteration and not mediator.done
+                    and (worker is None or worker.greenlet is not running)):
                 self.counts = counts
                 self._guard(mediator, mediator.handle, key, iteration)
             counts[key] = iteration + 1
@@ -211,6 +235,9 @@ class VLLMInterleaver(Interleaver):
 
     def end_steps(self, mediator: Mediator) -> None:
         """Its request finished: a ``tracer.iter`` loop waiting for a next step ends."""
+        self.hub.call(self._end_steps, mediator)
+
+    def _end_steps(self, mediator: Mediator) -> None:
         self.counts = self.steps.get(mediator, {})
         for _ in range(1000):
             if mediator.done or mediator.event[0] != events.STEP:
@@ -219,6 +246,9 @@ class VLLMInterleaver(Interleaver):
 
     def end(self, mediator: Mediator) -> None:
         """No more values will come: requests still pending fail with a clear error."""
-        self.end_steps(mediator)
+        self.hub.call(self._end, mediator)
+
+    def _end(self, mediator: Mediator) -> None:
+        self._end_steps(mediator)
         if not mediator.done:
             self._guard(mediator, mediator.finish)
