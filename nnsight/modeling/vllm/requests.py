@@ -25,7 +25,7 @@ from runtime.interleaver import RESULT
 from runtime.loader import Loader
 from runtime.mediator import Mediator
 
-from .mediator import ThreadMediator
+from .mediator import HubMediator
 
 from ...config import CONFIG
 from ...tracing.hookplan import modules_to_patch
@@ -123,7 +123,7 @@ class RequestHelper:
         shared = CONFIG.APP.CROSS_INVOKER or ctx.expected == 1
         entries = ctx.tracer.entries
         own = entries[entry] if entry is not None and entry < len(entries) else None
-        mediator = ThreadMediator(ctx.compiled.units[unit].code, ctx.ns if shared else dict(ctx.ns),
+        mediator = HubMediator(ctx.compiled.units[unit].code, ctx.ns if shared else dict(ctx.ns),
                                   None, name=f"invoke {invoke}", bindings=dict(own) if own else None)
         ctx.mediators[invoke] = mediator
         ctx.tracer.limits[mediator] = max_tokens
@@ -197,8 +197,11 @@ class RequestHelper:
 
     # ------------------------------------------------------------------ results
 
-    def collect(self, trace_id: str, outputs: bytes, final: bool) -> Dict[str, Any]:
-        """Finish the given requests and return the trace's saves (all of them when ``final``)."""
+    def collect(self, trace_id: str, outputs: bytes, final: bool, local: bool = False) -> Dict[str, Any]:
+        """Finish the given requests and return the trace's saves (all of them when ``final``).
+
+        ``local``: the caller is the user's own process (not a server that sends the saved bytes on
+        to its client): the bytes are compressed at zstd's fastest level."""
         ctx = self.traces.get(trace_id)
         if ctx is None:
             return {"saved": None, "errors": [transport.encode_error(RuntimeError(
@@ -235,7 +238,7 @@ class RequestHelper:
             if ctx.loader is not None:
                 try:
                     saved = transport.encode_saves(self._saved(ctx), ctx.loader.classref, ctx.loader.objref,
-                                                   ctx.results, referenced)
+                                                   ctx.results, referenced, local)
                 except BaseException as error:  # noqa: B902
                     errors.append(transport.encode_error(error, ctx.files))
         stopped = [] if done else self.stopped(trace_id)
