@@ -99,19 +99,24 @@ class Hub:
         with torch.inference_mode():
             while True:
                 item = self._inbox.get()
-                msg = greenlet(self._drive, root).switch(item)
-                while True:
-                    tag = msg[0]
-                    if tag == _RUN:
-                        waiting.append((msg[1], msg[3]))
-                        # every switch into an intervention comes from this loop (see the docstring)
-                        msg = msg[1].greenlet.switch(msg[2])
-                    elif tag == _DONE:
-                        break
-                    else:  # the intervention resumed last answers: back to whoever resumed it
-                        _, requester = waiting.pop()
-                        msg = requester.switch(msg)
-                self._outbox.put(msg[1])
+                try:
+                    msg = greenlet(self._drive, root).switch(item)
+                    while True:
+                        tag = msg[0]
+                        if tag == _RUN:
+                            waiting.append((msg[1], msg[3]))
+                            # every switch into an intervention comes from this loop (see the docstring)
+                            msg = msg[1].greenlet.switch(msg[2])
+                        elif tag == _DONE:
+                            break
+                        else:  # the intervention resumed last answers: back to whoever resumed it
+                            _, requester = waiting.pop()
+                            msg = requester.switch(msg)
+                    reply = msg[1]
+                except BaseException as error:  # noqa: B902 - a broken hand-off: the caller must not wait forever
+                    waiting.clear()
+                    reply = (False, RuntimeError(f"the vLLM intervention hub failed: {type(error).__name__}: {error}"))
+                self._outbox.put(reply)
 
 
 class _Parent:
