@@ -278,6 +278,12 @@ def main(argv=None) -> int:
         meta["nnsight_file"] = getattr(nnsight, "__file__", "?")
     except ImportError:
         pass
+    # Fast paths that fell back (compiler.fallbacks; the local engine runs in this process, so its
+    # worker's `vllm.watch_all` shows here; a server's are in its own process). compare.py sums these.
+    fallbacks = sys.modules.get("compiler.fallbacks")
+    if fallbacks is not None:
+        meta["fast_path_fallbacks"] = fallbacks.FALLBACKS.counts()
+        res["extra"]["fast_path_fallbacks"] = {k: v for k, v in meta["fast_path_fallbacks"].items() if v}
     if args.json:
         case = "vllm_remote_8_clients" if args.remote else "vllm_save_per_step"
         print(json.dumps({"meta": meta, "cases": {case: res}}))

@@ -24,6 +24,8 @@ NAMES = {
     "frontend.with_chunk": "parsing only the with-statement failed: the whole file was parsed",
     "frontend.accesses": "the ast access scan declined: libcst scanned the unit",
     "hookplan.dynamic": "the hook plan could not name its modules statically: every module is patched",
+    "vllm.watch_all": "a vLLM request's hook plan could not name its modules: every module call is offered "
+                      "to the step's interventions",
     "generation.bytecode": "the raw-bytecode with-detection was unsure: the caller was disassembled",
     "skip.opcode_target": "an unusual `as` target: the with-body trap waited for a line event",
     "gate.features_table": "the frontend's features table is not importable: checked the IR header alone",

@@ -26,20 +26,60 @@ def short_repr(obj: Any, limit: int = 60) -> str:
     return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
+_PLAIN_ATOMS = frozenset((type(None), bool, str, bytes, int, float))
+_PLAIN_DEPTH = 256  # deeper trees take the recursive walk (and its RecursionError), as before
+
+
 def plain_problem(value: Any, path: str = "value") -> Optional[str]:
-    """Why ``value`` is not plain data (atoms, lists, dicts), or None if it is."""
+    """Why ``value`` is not plain data (atoms, lists, dicts), or None if it is.
+
+    The common answer (plain) is found by one iterative walk that builds no paths; only a tree
+    that is not plain (or very deep) is walked again to name where.
+    """
+    if _is_plain(value):
+        return None
+    return _problem(value, path)
+
+
+def _is_plain(value: Any) -> bool:
+    atoms = _PLAIN_ATOMS
+    stack = [(value, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        v, depth = pop()
+        t = type(v)
+        if t in atoms:
+            continue
+        if depth >= _PLAIN_DEPTH:
+            return False
+        if t is list:
+            for item in v:
+                if type(item) not in atoms:
+                    push((item, depth + 1))
+        elif t is dict:
+            for k, item in v.items():
+                if type(k) not in atoms:
+                    push((k, depth + 1))
+                if type(item) not in atoms:
+                    push((item, depth + 1))
+        else:
+            return False
+    return True
+
+
+def _problem(value: Any, path: str = "value") -> Optional[str]:
     t = type(value)
     if t in ATOMS or t is int or t is float:
         return None
     if t is list:
         for i, item in enumerate(value):
-            p = plain_problem(item, "%s[%d]" % (path, i))
+            p = _problem(item, "%s[%d]" % (path, i))
             if p:
                 return p
         return None
     if t is dict:
         for k, v in value.items():
-            p = plain_problem(k, path + " key") or plain_problem(v, "%s[%s]" % (path, short_repr(k, 20)))
+            p = _problem(k, path + " key") or _problem(v, "%s[%s]" % (path, short_repr(k, 20)))
             if p:
                 return p
         return None

@@ -88,7 +88,7 @@ class AsyncEngine:
 
     async def _collect(self, prepared: Prepared, outputs: Dict[int, Any], final: bool) -> Optional[dict]:
         replies = await self.engine.collective_rpc(
-            "nnsight_collect", args=(prepared.trace_id, transport.encode_outputs(outputs), final))
+            "nnsight_collect", args=(prepared.trace_id, transport.encode_outputs(outputs), final, True))
         return next((r for r in replies if r is not None), None)
 
     async def _stream(self, prepared: Prepared) -> AsyncIterator[Any]:

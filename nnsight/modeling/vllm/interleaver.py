@@ -13,12 +13,20 @@ work unchanged.
 A failing intervention does not stop the engine: its exception is recorded
 (``failed``) and the mediator leaves the batch; the other requests go on.
 
+Only the modules some live intervention can touch take part (``watched``): each request's
+hook plan (:func:`nnsight.tracing.hookplan.modules_to_patch`, read from its program's IR)
+names the modules it may read, write or skip; a module no live mediator names runs its own
+forward at once, without offering its input and output to the step's mediators. A request
+whose plan cannot be named statically watches every module (``watch_all``, counted as the
+``vllm.watch_all`` fast-path fallback). A mediator's counter of a module it never names is
+then not advanced, as in an ordinary trace, where such a module is not patched at all.
+
 Under tensor parallelism, ``shards`` names the providers whose value is only this
 rank's part (:mod:`.tensor_parallel`): when a mediator reads or writes one, the
 value is gathered before it is offered and this rank's part of the result is
 put back afterwards.
 """
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from greenlet import getcurrent
 
@@ -27,6 +35,7 @@ from runtime.errors import EarlyStopException
 from runtime.interleaver import Interleaver
 from runtime.mediator import Mediator
 
+from .mediator import Hub
 from .tensor_parallel import INPUT, OUTPUT, Shard
 
 _READ = (events.VALUE, events.SWAP)
@@ -41,20 +50,78 @@ class VLLMInterleaver(Interleaver):
         self.failed: Dict[Mediator, BaseException] = {}
         self.stopped: Set[Mediator] = set()  # mediators whose intervention called tracer.stop()
         self.shards: Dict[str, Shard] = {}  # provider key -> how it is sharded (TP > 1 only)
+        # module path -> how many live mediators may touch it (plus the pinned root: the step key)
+        self.watched: Dict[str, int] = {}
+        self.watch_all = 0  # live mediators without a static plan: every module takes part
+        self._plans: Dict[Mediator, Optional[Tuple[str, ...]]] = {}
+        self.hub = Hub()  # the thread the interventions run on: whatever resumes one runs there
+
+    # ------------------------------------------------------------ watched modules
+
+    def pin(self, path: str) -> None:
+        """Always offer ``path``'s values (the root: its input marks the start of each step)."""
+        self.watched[path] = self.watched.get(path, 0) + 1
+
+    def _watch(self, mediator: Mediator, paths: Optional[Iterable[str]]) -> None:
+        if mediator in self._plans:
+            return
+        if paths is None:
+            self.watch_all += 1
+            self._plans[mediator] = None
+            return
+        own = self._plans[mediator] = tuple(set(paths))
+        watched = self.watched
+        for path in own:
+            watched[path] = watched.get(path, 0) + 1
+
+    def _unwatch(self, mediator: Mediator) -> None:
+        if mediator not in self._plans:
+            return
+        own = self._plans.pop(mediator)
+        if own is None:
+            self.watch_all -= 1
+            return
+        watched = self.watched
+        for path in own:
+            left = watched[path] - 1
+            if left:
+                watched[path] = left
+            else:
+                del watched[path]
+
+    def _forward(self, path: str, original):
+        """The base wrapper, entered only while some live mediator may touch ``path``."""
+        inner = super()._forward(path, original)
+        watched = self.watched
+        interleaver = self
+
+        def nnsight_forward(*args, **kwargs):
+            if interleaver.active and (path in watched or interleaver.watch_all):
+                return inner(*args, **kwargs)
+            return original(*args, **kwargs)
+
+        nnsight_forward.__nnsight_original__ = original
+        nnsight_forward.__wrapped__ = original
+        return nnsight_forward
 
     # -------------------------------------------------------------- mediators
 
-    def add(self, mediator: Mediator) -> None:
-        """Start a new request's intervention: it runs to its first request."""
+    def add(self, mediator: Mediator, paths: Optional[Iterable[str]] = None) -> None:
+        """Start a new request's intervention: it runs to its first request.
+
+        ``paths``: the module paths its program may touch (its hook plan); None: every module.
+        """
+        self._watch(mediator, paths)
         self.steps[mediator] = self.counts = {}
-        self._guard(mediator, mediator.start, self)
+        self.hub.call(self._guard, mediator, mediator.start, self)
 
     def remove(self, mediator: Mediator) -> None:
         self.steps.pop(mediator, None)
         self.failed.pop(mediator, None)
         self.stopped.discard(mediator)
+        self._unwatch(mediator)
         if not mediator.done:
-            mediator.cancel()
+            self.hub.call(mediator.cancel)
 
     def _guard(self, mediator: Mediator, fn, *args) -> None:
         try:
@@ -94,7 +161,7 @@ class VLLMInterleaver(Interleaver):
             for mediator in readers:
                 if mediator not in self.failed:
                     self.failed[mediator] = error
-                    mediator.cancel()
+                    self.hub.call(mediator.cancel)
             return value
 
     def _readers(self, key: str) -> List[Mediator]:
@@ -115,7 +182,27 @@ class VLLMInterleaver(Interleaver):
         super().skip(mediator, input_key, value if shard is None else shard.scatter(value))
 
     def _offer(self, key: str, value: Any) -> Any:
-        """:meth:`handle` without tensor parallelism: each waiting mediator at its own count."""
+        """:meth:`handle` without tensor parallelism: each waiting mediator at its own count.
+
+        When none of the step's mediators waits for ``key`` now, each counter moves on here;
+        otherwise the offer runs on the hub (one hand-off for all of the step's mediators).
+        """
+        steps = self.steps
+        mediators = self.mediators
+        for mediator in mediators:
+            counts = steps.get(mediator)
+            if counts is not None:
+                event = mediator.event
+                if event[1] == key and event[2] == counts.get(key, 0) and not mediator.done:
+                    return self.hub.call(self._offer_waiting, key, value)
+        for mediator in mediators:
+            counts = steps.get(mediator)
+            if counts is not None:
+                counts[key] = counts.get(key, 0) + 1
+        return value
+
+    def _offer_waiting(self, key: str, value: Any) -> Any:
+        """:meth:`_offer` on the hub: resume each mediator waiting for ``key`` (invoke order)."""
         batcher = self.batcher
         outer = batcher.current
         batcher.current = value
@@ -127,7 +214,9 @@ class VLLMInterleaver(Interleaver):
                 continue
             iteration = counts.get(key, 0)
             event = mediator.event
-            if event[1] == key and event[2] == iteration and not mediator.done and mediator._worker is not running:
+            worker = mediator._worker
+            if (event[1] == key and event[2] == iteration and not mediator.done
+                    and (worker is None or worker.greenlet is not running)):
                 self.counts = counts
                 self._guard(mediator, mediator.handle, key, iteration)
             counts[key] = iteration + 1
@@ -146,6 +235,9 @@ class VLLMInterleaver(Interleaver):
 
     def end_steps(self, mediator: Mediator) -> None:
         """Its request finished: a ``tracer.iter`` loop waiting for a next step ends."""
+        self.hub.call(self._end_steps, mediator)
+
+    def _end_steps(self, mediator: Mediator) -> None:
         self.counts = self.steps.get(mediator, {})
         for _ in range(1000):
             if mediator.done or mediator.event[0] != events.STEP:
@@ -154,6 +246,9 @@ class VLLMInterleaver(Interleaver):
 
     def end(self, mediator: Mediator) -> None:
         """No more values will come: requests still pending fail with a clear error."""
-        self.end_steps(mediator)
+        self.hub.call(self._end, mediator)
+
+    def _end(self, mediator: Mediator) -> None:
+        self._end_steps(mediator)
         if not mediator.done:
             self._guard(mediator, mediator.finish)

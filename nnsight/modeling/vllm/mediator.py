@@ -1,4 +1,4 @@
-"""Mediators for vLLM: interventions on their own OS thread instead of a greenlet.
+"""Mediators for vLLM: interventions as greenlets on one dedicated thread, the hub.
 
 The base :class:`runtime.mediator.Mediator` runs an intervention on a greenlet
 started where the trace starts, and switches into it only while that trace's
@@ -10,52 +10,143 @@ every C++ exception torch raises records a backtrace (``c10::Error``) -- reads
 garbage and crashes the process (observed: SIGSEGV in ``_Unwind_Backtrace`` on
 an ``IndexError`` in an intervention).
 
-:class:`ThreadWorker` gives the mediator the same ``switch`` / ``throw`` /
-``parent.switch`` protocol over a thread with its own stack; hand-offs are
-strict ping-pong (one side runs at a time), and the intervention runs in
-``torch.inference_mode()`` like the engine. Everything else in the base
-mediator is unchanged.
+One OS thread per intervention avoids that, but every hand-off is then a thread
+wake-up (about 10 µs on an idle machine, far more on a loaded one), and a decode
+step hands off twice per request (the value, then the wait for the next step).
+
+:class:`Hub`: one daemon thread per interleaver runs every intervention of the
+engine as a greenlet. Whatever may resume an intervention (offering a provider's
+value to the step's mediators, starting, finishing, cancelling) is one
+:meth:`Hub.call` from the engine's thread, which waits for it: strict ping-pong
+as before, but one thread wake-up per provider instead of one per mediator, and
+greenlet switches (under a microsecond) between the mediators. On the hub,
+every switch into an intervention's greenlet is made by the hub's own loop
+(:meth:`Hub._main`, at the bottom of the hub thread's stack, which never
+returns): the C stack below an intervention's frames is always that loop, so
+unwinding from inside an intervention walks valid frames. Code on the hub that
+wants an intervention resumed (the interleaver's loops, or another intervention
+calling a hooked module) asks the loop to do it and gets the answer back.
+
+The hub enters ``torch.inference_mode()`` once, like the engine; everything else
+in the base mediator is unchanged.
 """
 import queue
 import threading
-from typing import Any
+from typing import Any, Optional
 
 import torch
-from greenlet import getcurrent
+from greenlet import getcurrent, greenlet
 
 from runtime.mediator import Mediator
 
-_VALUE, _THROW, _EVENT, _RETURN, _RAISE = range(5)
+# messages to the hub's loop: (_RUN, worker, value, requester) resumes an intervention; the
+# intervention answers (_YIELD, event), or ends with (_FINISHED, result) / (_FAILED, error)
+_RUN, _YIELD, _FINISHED, _FAILED, _DONE = range(5)
+
+
+class _Throw:
+    """A value that makes the resumed intervention raise ``error`` where it waits."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class Hub:
+    """The thread every intervention of one interleaver runs on (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._inbox: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._outbox: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._lock = threading.Lock()  # one caller at a time (the engine's thread, an RPC thread...)
+        self._thread: Optional[threading.Thread] = None
+        self._ident: Optional[int] = None
+        self.root: Any = None  # the hub thread's main greenlet: the loop
+        self.calls = 0  # thread hand-offs so far (each one call from another thread)
+
+    def call(self, fn, *args) -> Any:
+        """``fn(*args)`` on the hub: at once when already there, else by a hand-off (waits)."""
+        if threading.get_ident() == self._ident:
+            return fn(*args)
+        with self._lock:
+            if self._thread is None:
+                started = threading.Event()
+                self._thread = threading.Thread(target=self._main, args=(started,), name="nnsight-interventions",
+                                                daemon=True)
+                self._thread.start()
+                started.wait()
+            self.calls += 1
+            self._inbox.put((fn, args))
+            ok, value = self._outbox.get()
+        if ok:
+            return value
+        raise value
+
+    @staticmethod
+    def _drive(item) -> tuple:
+        fn, args = item
+        try:
+            return (_DONE, (True, fn(*args)))
+        except BaseException as error:  # noqa: B902 - re-raised in the calling thread
+            return (_DONE, (False, error))
+
+    def _main(self, started: threading.Event) -> None:
+        root = self.root = getcurrent()
+        self._ident = threading.get_ident()
+        started.set()
+        waiting = []  # (worker, requester) of the interventions resumed, innermost last
+        with torch.inference_mode():
+            while True:
+                item = self._inbox.get()
+                try:
+                    msg = greenlet(self._drive, root).switch(item)
+                    while True:
+                        tag = msg[0]
+                        if tag == _RUN:
+                            waiting.append((msg[1], msg[3]))
+                            # every switch into an intervention comes from this loop (see the docstring)
+                            msg = msg[1].greenlet.switch(msg[2])
+                        elif tag == _DONE:
+                            break
+                        else:  # the intervention resumed last answers: back to whoever resumed it
+                            _, requester = waiting.pop()
+                            msg = requester.switch(msg)
+                    reply = msg[1]
+                except BaseException as error:  # noqa: B902 - a broken hand-off: the caller must not wait forever
+                    waiting.clear()
+                    reply = (False, RuntimeError(f"the vLLM intervention hub failed: {type(error).__name__}: {error}"))
+                self._outbox.put(reply)
 
 
 class _Parent:
     """``worker.parent`` as the intervention sees it: ``switch(event)`` waits for the answer."""
 
-    __slots__ = ("worker",)
+    __slots__ = ("root",)
 
-    def __init__(self, worker: "ThreadWorker") -> None:
-        self.worker = worker
+    def __init__(self, root) -> None:
+        self.root = root
 
     def switch(self, event: Any) -> Any:
-        w = self.worker
-        w.to_main.put((_EVENT, event))
-        kind, value = w.to_worker.get()
-        if kind == _THROW:
-            raise value
+        value = self.root.switch((_YIELD, event))
+        if type(value) is _Throw:
+            raise value.error
         return value
 
 
-class ThreadWorker:
-    """The greenlet protocol a :class:`Mediator` uses, backed by a daemon thread."""
+class HubWorker:
+    """The greenlet protocol a :class:`Mediator` uses (``switch``, ``throw``, ``parent``, ``dead``),
+    for an intervention on the :class:`Hub`. Used only on the hub's thread."""
 
-    def __init__(self, run, mediator: Mediator) -> None:
+    __slots__ = ("run", "mediator", "hub", "greenlet", "dead", "_parent")
+
+    def __init__(self, run, mediator: Mediator, hub: Hub) -> None:
         self.run = run
         self.mediator = mediator
+        self.hub = hub
+        self.greenlet: Any = None
         self.dead = False
-        self.to_worker: "queue.SimpleQueue" = queue.SimpleQueue()
-        self.to_main: "queue.SimpleQueue" = queue.SimpleQueue()
-        self._parent = _Parent(self)
-        self._thread = None
+        self._parent = _Parent(hub.root)
 
     @property
     def parent(self) -> _Parent:
@@ -63,53 +154,50 @@ class ThreadWorker:
 
     @parent.setter
     def parent(self, _value: Any) -> None:
-        pass  # answers always go back to whoever waits in switch()/throw()
+        pass  # answers always go back to whoever resumed it (the hub's loop keeps track)
 
     def switch(self, value: Any = None) -> Any:
-        return self._send(_VALUE, value)
+        return self._send(value)
 
     def throw(self, error: BaseException) -> Any:
-        if self._thread is None:  # never started: nothing to unwind
+        if self.greenlet is None:  # never started: nothing to unwind
             self.dead = True
             raise error
-        return self._send(_THROW, error)
+        return self._send(_Throw(error))
 
-    def _send(self, kind: int, value: Any) -> Any:
+    def _send(self, value: Any) -> Any:
         if self.dead:
-            raise RuntimeError("the intervention's thread has already finished")
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._main, name=f"nnsight-{self.mediator.name}", daemon=True)
-            self._thread.start()
-        self.to_worker.put((kind, value))
-        kind, value = self.to_main.get()
-        if kind == _EVENT:
-            return value
+            raise RuntimeError("the intervention has already finished")
+        if self.greenlet is None:
+            self.greenlet = greenlet(self._body, self.hub.root)
+        msg = self.hub.root.switch((_RUN, self, value, getcurrent()))
+        if msg[0] == _YIELD:
+            return msg[1]
         self.dead = True
-        self._thread = None
-        if kind == _RAISE:
-            raise value
-        return value
+        self.greenlet = None
+        if msg[0] == _FAILED:
+            raise msg[1]
+        return msg[1]
 
-    def _main(self) -> None:
-        getcurrent().mediator = self.mediator  # current_mediator() in this thread
-        kind, value = self.to_worker.get()
+    def _body(self, value: Any) -> tuple:
+        getcurrent().mediator = self.mediator  # current_mediator() in the intervention
         try:
-            with torch.inference_mode():
-                if kind == _THROW:
-                    raise value
-                result = self.run(value)
-        except BaseException as error:  # noqa: B902 - handed to the waiting side
-            self.to_main.put((_RAISE, error))
-        else:
-            self.to_main.put((_RETURN, result))
+            if type(value) is _Throw:
+                raise value.error
+            return (_FINISHED, self.run(value))
+        except BaseException as error:  # noqa: B902 - handed to whoever resumed it
+            return (_FAILED, error)
 
 
-class ThreadMediator(Mediator):
-    """A :class:`Mediator` whose intervention runs on a :class:`ThreadWorker`."""
+class HubMediator(Mediator):
+    """A :class:`Mediator` whose intervention runs on its interleaver's :class:`Hub`.
+
+    Its methods that resume the intervention are called on the hub (the interleaver sees to it).
+    """
 
     __slots__ = ()
 
     def start(self, interleaver) -> None:
         self.interleaver = interleaver
-        self._worker = ThreadWorker(self._run, self)
+        self._worker = HubWorker(self._run, self, interleaver.hub)
         self._resume(None)

@@ -93,8 +93,8 @@ class NNsightCPUModelRunner(CPUModelRunner):
 
     # ------------------------------------------------------------ RPC targets
 
-    def nnsight_collect(self, trace_id: str, outputs: bytes, final: bool) -> dict:
-        return self.nnsight_requests.collect(trace_id, outputs, final)
+    def nnsight_collect(self, trace_id: str, outputs: bytes, final: bool, local: bool = False) -> dict:
+        return self.nnsight_requests.collect(trace_id, outputs, final, local)
 
     def nnsight_stopped(self, trace_id: str) -> list:
         return self.nnsight_requests.stopped(trace_id)

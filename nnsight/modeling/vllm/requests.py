@@ -17,6 +17,7 @@
 """
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from compiler.fallbacks import FALLBACKS
 from runtime import accept, saves
 from runtime.local_blocks import LOCAL_BLOCKS
 from runtime.builder import CompiledProgram
@@ -24,9 +25,10 @@ from runtime.interleaver import RESULT
 from runtime.loader import Loader
 from runtime.mediator import Mediator
 
-from .mediator import ThreadMediator
+from .mediator import HubMediator
 
 from ...config import CONFIG
+from ...tracing.hookplan import modules_to_patch
 from ...tracing.tracebacks import register_program_sources
 from . import sampling, transport
 from .worker_model import WorkerModel, WorkerTracer
@@ -121,12 +123,20 @@ class RequestHelper:
         shared = CONFIG.APP.CROSS_INVOKER or ctx.expected == 1
         entries = ctx.tracer.entries
         own = entries[entry] if entry is not None and entry < len(entries) else None
-        mediator = ThreadMediator(ctx.compiled.units[unit].code, ctx.ns if shared else dict(ctx.ns),
+        mediator = HubMediator(ctx.compiled.units[unit].code, ctx.ns if shared else dict(ctx.ns),
                                   None, name=f"invoke {invoke}", bindings=dict(own) if own else None)
         ctx.mediators[invoke] = mediator
         ctx.tracer.limits[mediator] = max_tokens
         with ctx.loader.installed():
-            self.interleaver.add(mediator)
+            self.interleaver.add(mediator, self._plan(mediator))
+
+    def _plan(self, mediator: Mediator) -> Optional[List[str]]:
+        """The module paths ``mediator``'s program may touch (read from its IR), or None: all of them."""
+        pairs = modules_to_patch(self.model, [mediator])
+        if pairs is None:
+            FALLBACKS.note("vllm.watch_all", f"{mediator.name}: no static hook plan")
+            return None
+        return [path for path, _ in pairs]
 
     # ------------------------------------------------------------------ batch groups
 
@@ -187,8 +197,11 @@ class RequestHelper:
 
     # ------------------------------------------------------------------ results
 
-    def collect(self, trace_id: str, outputs: bytes, final: bool) -> Dict[str, Any]:
-        """Finish the given requests and return the trace's saves (all of them when ``final``)."""
+    def collect(self, trace_id: str, outputs: bytes, final: bool, local: bool = False) -> Dict[str, Any]:
+        """Finish the given requests and return the trace's saves (all of them when ``final``).
+
+        ``local``: the caller is the user's own process (not a server that sends the saved bytes on
+        to its client): the bytes are compressed at zstd's fastest level."""
         ctx = self.traces.get(trace_id)
         if ctx is None:
             return {"saved": None, "errors": [transport.encode_error(RuntimeError(
@@ -225,7 +238,7 @@ class RequestHelper:
             if ctx.loader is not None:
                 try:
                     saved = transport.encode_saves(self._saved(ctx), ctx.loader.classref, ctx.loader.objref,
-                                                   ctx.results, referenced)
+                                                   ctx.results, referenced, local)
                 except BaseException as error:  # noqa: B902
                     errors.append(transport.encode_error(error, ctx.files))
         stopped = [] if done else self.stopped(trace_id)

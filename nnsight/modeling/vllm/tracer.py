@@ -129,7 +129,7 @@ def _output_so_far(engine, rid: str):
 def _collect(llm, prepared: Prepared, final: bool):
     try:
         replies: List[Any] = llm.collective_rpc(
-            "nnsight_collect", args=(prepared.trace_id, transport.encode_outputs(prepared.outputs), final))
+            "nnsight_collect", args=(prepared.trace_id, transport.encode_outputs(prepared.outputs), final, True))
     except Exception:
         if final:
             raise

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import vllm.outputs  # noqa: F401  (loaded in every process that decodes request outputs: nothing is imported by name)
 
-from compiler.ir.request import decode_result, encode_result
+from compiler.ir.request import LOCAL_ZSTD_LEVEL, RESULT_ZSTD_LEVEL, decode_result, encode_result
 from compiler.ir.values import decode_value, encode_value
 
 RESULT_REF = "vllm_result"  # ["vllm_result", invoke]: a RequestOutput the client already has
@@ -53,8 +53,8 @@ _vllm_output_type = is_output_type
 
 
 def encode_outputs(outputs: Dict[int, Any]) -> bytes:
-    """Finished ``RequestOutput`` objects by invoke index → bytes for the worker."""
-    return encode_result(encode_value(dict(outputs), where="the vLLM request outputs"))
+    """Finished ``RequestOutput`` objects by invoke index → bytes for the worker (on this machine)."""
+    return encode_result(encode_value(dict(outputs), where="the vLLM request outputs"), LOCAL_ZSTD_LEVEL)
 
 
 def decode_outputs(data: Optional[bytes]) -> Dict[int, Any]:
@@ -64,9 +64,10 @@ def decode_outputs(data: Optional[bytes]) -> Dict[int, Any]:
 
 
 def encode_saves(saved: Dict[str, Any], classref: Callable, objref: Callable,
-                 results: Dict[int, Any], referenced: Optional[set] = None) -> bytes:
+                 results: Dict[int, Any], referenced: Optional[set] = None, local: bool = False) -> bytes:
     """Saved variables → bytes; request outputs the client sent go back as references (their
-    invoke indices are added to ``referenced``: without any, the bytes are a plain remote result)."""
+    invoke indices are added to ``referenced``: without any, the bytes are a plain remote result).
+    ``local``: the bytes stay on this machine (a local engine): compressed at zstd's fastest level."""
     by_id = {id(v): k for k, v in results.items()}
 
     def ref(obj: Any) -> Any:
@@ -76,7 +77,8 @@ def encode_saves(saved: Dict[str, Any], classref: Callable, objref: Callable,
             return [RESULT_REF, by_id[id(obj)]]
         return objref(obj)
 
-    return encode_result(encode_value(saved, where="the saved values", classref=classref, objref=ref))
+    return encode_result(encode_value(saved, where="the saved values", classref=classref, objref=ref),
+                         LOCAL_ZSTD_LEVEL if local else RESULT_ZSTD_LEVEL)
 
 
 def decode_saves(data: bytes, resolve: Callable, outputs: Dict[int, Any],

@@ -39,8 +39,8 @@ class NNsightCPUWorker(CPUWorker):
             return None
         return [list(row) for row in tree.describe(self.model_runner.model)]
 
-    def nnsight_collect(self, trace_id: str, outputs: bytes, final: bool) -> Optional[dict]:
-        reply = self.model_runner.nnsight_collect(trace_id, outputs, final)
+    def nnsight_collect(self, trace_id: str, outputs: bytes, final: bool, local: bool = False) -> Optional[dict]:
+        reply = self.model_runner.nnsight_collect(trace_id, outputs, final, local)
         return reply if self._first_rank() else None
 
     def nnsight_stopped(self, trace_id: str) -> Optional[List[int]]:

@@ -32,6 +32,7 @@ class WorkerModel(NNsight):
         modules = self._patch_list()
         interleaver.shards = shards(modules)
         interleaver.patch(modules)
+        interleaver.pin(self.path)  # the root's input starts each step (tracer.iter waits for it)
 
     @property
     def interleaver(self) -> VLLMInterleaver:

@@ -1,0 +1,120 @@
+"""The per-step path of the vLLM worker: which modules take part, and how interventions are resumed.
+
+* A module takes part in a step only while some live request's hook plan (read from its program's
+  IR) names it; a request whose plan can't be named statically makes every module take part, and
+  that fallback is counted (``vllm.watch_all``).
+* Interventions run on the interleaver's hub thread: the engine hands a provider's value over once
+  for all of the step's mediators waiting for it, not once per mediator.
+"""
+import pytest
+import torch
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+PROMPTS = ["Hello", "The cat sat on the mat.", "A river runs", "One two three"]
+
+
+@pytest.fixture(scope="module")
+def model(llama_path):
+    from nnsight.modeling.vllm import VLLM
+
+    model = VLLM(llama_path, tensor_parallel_size=1, dispatch=True)
+    yield model
+    model.shutdown()
+
+
+def _hub_calls(model) -> int:
+    """Thread hand-offs to the worker's hub so far (the local engine runs in this process)."""
+    replies = model.llm.collective_rpc(lambda worker: worker.model_runner.nnsight_model.interleaver.hub.calls)
+    return next(r for r in replies if r is not None)
+
+
+def test_a_request_watching_a_layer_and_one_watching_none_share_the_steps(model):
+    """The layer is offered to the request that names it at every step, with its own counter; the
+    other request's logits are those of a trace without the first."""
+    with model.trace(temperature=0.0, max_tokens=4, ignore_eos=True) as tracer:
+        mlp = list().save()
+        logits = list().save()
+        with tracer.invoke(PROMPTS[0]):
+            for step in tracer.iter[:]:
+                mlp.append(model.model.layers[0].mlp.output)
+        with tracer.invoke(PROMPTS[1]):
+            for step in tracer.iter[:]:
+                logits.append(model.logits.output)
+    with model.trace(PROMPTS[0], temperature=0.0, max_tokens=4, ignore_eos=True) as tracer:
+        mlp_alone = list().save()
+        for step in tracer.iter[:]:
+            mlp_alone.append(model.model.layers[0].mlp.output)
+    with model.trace(PROMPTS[1], temperature=0.0, max_tokens=4, ignore_eos=True) as tracer:
+        logits_alone = list().save()
+        for step in tracer.iter[:]:
+            logits_alone.append(model.logits.output)
+    assert len(mlp) == len(mlp_alone) == 4 and len(logits) == len(logits_alone) == 4
+    assert mlp[0].shape[0] > 1 and [m.shape[0] for m in mlp[1:]] == [1, 1, 1]  # prompt, then one token a step
+    for got, want in zip(mlp + logits, mlp_alone + logits_alone):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_dynamic_module_access_makes_every_module_take_part_and_is_counted(model):
+    from compiler.fallbacks import FALLBACKS
+
+    before = FALLBACKS.counts()["vllm.watch_all"]
+    index = 0
+    with model.trace(PROMPTS[2], temperature=0.0, max_tokens=2, ignore_eos=True) as tracer:
+        dynamic = list().save()
+        for step in tracer.iter[:]:
+            dynamic.append(model.model.layers[index].mlp.output)
+    assert FALLBACKS.counts()["vllm.watch_all"] == before + 1
+    with model.trace(PROMPTS[2], temperature=0.0, max_tokens=2, ignore_eos=True) as tracer:
+        static = list().save()
+        for step in tracer.iter[:]:
+            static.append(model.model.layers[0].mlp.output)
+    assert FALLBACKS.counts()["vllm.watch_all"] == before + 1  # a static plan: no fallback
+    assert len(dynamic) == len(static) == 2
+    for got, want in zip(dynamic, static):
+        torch.testing.assert_close(got, want)
+
+
+def test_one_hand_off_per_provider_for_all_waiting_requests(model):
+    """Four requests each waiting for the logits at every step: the engine hands the value over to
+    the hub once per step (plus once for each step's start, which the loops wait for), not once
+    per request."""
+    steps = 6
+    start = _hub_calls(model)
+    with model.trace(temperature=0.0, max_tokens=steps, ignore_eos=True) as tracer:
+        saved = list().save()
+        for prompt in PROMPTS:
+            with tracer.invoke(prompt):
+                for step in tracer.iter[:]:
+                    saved.append(model.logits.output)
+    calls = _hub_calls(model) - start
+    assert len(saved) == steps * len(PROMPTS)
+    # per request: its start, and when it finishes the step loop's end and its finish
+    per_request = 3
+    assert calls <= 2 * steps + per_request * len(PROMPTS), calls
+
+
+def test_errors_thrown_by_torch_at_later_steps_leave_the_engine_running(model):
+    """C++ exceptions (they record a backtrace, unwinding the stack) raised by interventions
+    resumed at different steps: each trace fails with the error, the engine goes on."""
+    for bad_step in (0, 2):
+        with pytest.raises(RuntimeError):
+            with model.trace(temperature=0.0, max_tokens=4, ignore_eos=True) as tracer:
+                out = list().save()
+                for prompt in PROMPTS[:3]:
+                    with tracer.invoke(prompt):
+                        for step in tracer.iter[:]:
+                            model.model.layers[0].output
+                            if step == bad_step and prompt == PROMPTS[1]:
+                                torch.zeros(2) + torch.zeros(3)
+                            out.append(model.logits.output)
+        with pytest.raises(IndexError):
+            with model.trace(PROMPTS[2], temperature=0.0, max_tokens=4, ignore_eos=True) as tracer:
+                for step in tracer.iter[:]:
+                    if step == bad_step + 1:
+                        model.logits.output[1000]
+    with model.trace(PROMPTS[0], temperature=0.0, max_tokens=3) as tracer:
+        ok = list().save()
+        for step in tracer.iter[:]:
+            ok.append(model.logits.output)
+    assert len(ok) == 3
