@@ -131,8 +131,9 @@ class HostedMemory:
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(obj, torch.Tensor):
             return None
-        ptr = _storage_ptr(obj)
-        return self.names().get(ptr) if ptr else None
+        names = self.names()
+        ptr = _storage_ptr(obj) if names else 0
+        return names.get(ptr) if ptr else None
 
     # -- the guard's checks -------------------------------------------------------------------------
 
