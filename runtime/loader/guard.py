@@ -383,6 +383,8 @@ class Guard:
     def store(self, obj: Any, name: Any) -> Any:
         """Check that ``obj.name`` may be assigned or deleted; returns ``obj``."""
         kind = self.check_name(obj, name)
+        if name == "data" and self.hosted is not None:
+            self.hosted.check_store(obj)
         if isinstance(obj, ModuleView):
             raise refuse("NN404", read_only(module_of(obj), name).args[0])
         own = self.is_own(obj)

@@ -3,7 +3,7 @@
 The integrity check (:mod:`runtime.integrity`) sees every in-place write autograd counts: a tensor's
 version counter is shared by its views and by ``detach()``. Some routes make a second tensor, array or
 storage over the same memory with a counter of its own (or none), and a write through it would go
-unseen: ``.data``, ``.numpy()`` and ``__array__`` (which numpy calls from C on any tensor it is
+unseen: ``.data`` (read, or assigned: ``x.data = w``), ``.numpy()`` and ``__array__`` (which numpy calls from C on any tensor it is
 given), DLPack, ``untyped_storage()`` and ``storage()``, ``set_``, ``share_memory_`` and
 ``copy.copy`` (through ``__reduce_ex__``). A request may not take them over the hosted model's
 memory: the guard asks :meth:`HostedMemory.check` when user code reads one of those attributes of
@@ -161,6 +161,16 @@ class HostedMemory:
         if name == "set_":
             return self._checked_function(getattr(obj, name), "`set_()`")
         return None
+
+    def check_store(self, obj: Any) -> None:
+        """``x.data = value``: the value is not seen here, and a tensor given the hosted model's memory
+        that way would write it past its own version counter; refused for every tensor."""
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.Tensor):
+            raise _refuse("assigning `.data` of a tensor is not available to a request: it can make the tensor "
+                          "an alias of the hosted model's memory that autograd does not count. Rebind the name "
+                          "(`x = value`) or copy into it (`x.copy_(value)`); for a weight, work on "
+                          "`w.detach().clone()`")
 
     def check_args(self, args: tuple, kwargs: Dict[str, Any], what: str) -> None:
         """Refuse a hosted tensor among a call's arguments (or in a list or tuple among them)."""

@@ -130,7 +130,7 @@ CASES = REUSED + [
     ("copy_ into a weight", TORCH, W + "w.copy_(torch.zeros_like(w))", INTEGRITY),
     ("item assignment into a weight", "", W + "w[0] = 0.0", INTEGRITY),
     ("detach() then zero_()", "", W + "w.detach().zero_()", INTEGRITY),
-    ("share_memory_ moves a weight", "", W + "w.share_memory_()", INTEGRITY),
+    ("share_memory_ moves a weight", "", W + "w.share_memory_()", INTEGRITY + ("ServerRefusal",)),  # (refused first)
     ("the tied embedding written through lm_head", "", "model.lm_head.weight.add_(1.0)", INTEGRITY),
     ("replace a weight", TORCH, "model.transformer.h[0].mlp.c_fc.weight = torch.nn.Parameter(torch.zeros(2))",
      REFUSED),
