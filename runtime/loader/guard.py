@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Optional, Set, Tuple
 from compiler import access, policy
 
 from .errors import ServerRefusal, refused_entry
-from .hosted_memory import ALIAS_ATTRIBUTES, HostedMemory
+from .hosted_memory import ALIAS_ATTRIBUTES, HostedMemory, unwrapped
 from .views import ModuleView, make_view, module_name, module_of, read_only
 
 _MODULE = types.ModuleType
@@ -295,6 +295,7 @@ class Guard:
         """
         if isinstance(obj, super):
             obj = obj.__self__
+        obj = unwrapped(obj)  # a checked numpy class or ufunc is judged as itself
         if name in ALIAS_ATTRIBUTES and self.hosted is not None:
             checked = self.hosted.check(obj, name)
             if checked is not None:

@@ -1,15 +1,16 @@
 """The hosted model's memory, and the routes that would alias it past autograd's version counter.
 
 The integrity check (:mod:`runtime.integrity`) sees every in-place write autograd counts: a tensor's
-version counter is shared by its views and by ``detach()``. Some routes make a second tensor, array or
-storage over the same memory with a counter of its own (or none), and a write through it would go
-unseen: ``.data`` (read, or assigned: ``x.data = w``), ``.numpy()`` and ``__array__`` (which numpy calls from C on any tensor it is
-given), DLPack, ``untyped_storage()`` and ``storage()``, ``set_``, ``share_memory_`` and
-``copy.copy`` (through ``__reduce_ex__``). A request may not take them over the hosted model's
-memory: the guard asks :meth:`HostedMemory.check` when user code reads one of those attributes of
-a tensor (or of a tensor class: ``torch.Tensor.numpy(w)``), and the module views hand out the server
-functions that reach them from native code -- every numpy callable, torch's DLPack entry points,
-``copy.copy`` -- wrapped so that their arguments are checked (:meth:`HostedMemory.checked`).
+version counter is shared by its views and by ``detach()``. Some routes make a second tensor, array
+or storage over the same memory with a counter of its own (or none), and a write through it would go
+unseen: ``.data`` (read, or assigned: ``x.data = w``), ``.numpy()`` and ``__array__`` (which numpy
+calls from C on any tensor it is given), DLPack, ``untyped_storage()`` and ``storage()``, ``set_``,
+``share_memory_`` and ``copy.copy`` (through ``__reduce_ex__``). A request may not take them over
+the hosted model's memory: the guard asks :meth:`HostedMemory.check` when user code reads one of
+those attributes of a tensor (or of a tensor class: ``torch.Tensor.numpy(w)``), and every server
+callable that reaches them from native code -- any numpy callable, wherever it is read from, torch's
+DLPack entry points, ``copy.copy`` -- reaches the request wrapped so that its arguments are checked
+first (:meth:`HostedMemory.checked`, applied to every attribute value the guard hands out).
 
 Hosted memory is decided by storage, not by tensor object: a view, a slice, a ``.detach()`` or a
 ``Parameter(w)`` of a weight shares its storage and is refused too; a saved activation or the
@@ -27,7 +28,7 @@ from .errors import ServerRefusal
 # Attribute names of a tensor that make an alias autograd does not count (``__dlpack__`` and
 # ``__reduce_ex__`` are refused on every object already).
 ALIAS_ATTRIBUTES = frozenset(("data", "numpy", "__array__", "untyped_storage", "storage", "set_", "share_memory_"))
-# Server functions outside numpy that alias a tensor argument: (module, dotted path).
+# Server functions outside numpy that alias a tensor argument: (module, name).
 ALIAS_FUNCTIONS = (("torch", "from_dlpack"), ("torch.utils.dlpack", "from_dlpack"),
                    ("torch.utils.dlpack", "to_dlpack"), ("copy", "copy"))
 # numpy classes whose instances keep the memory of the array-like they are built from (by name: numpy.ma
@@ -225,7 +226,8 @@ class HostedMemory:
         hit = self._wrapped.get(id(value))
         if hit is not None and hit[0] is value:
             return hit[1]
-        name = "`%s.%s`" % (getattr(value, "__module__", None) or tp.__module__, getattr(value, "__name__", tp.__name__))
+        name = "`%s.%s`" % (getattr(value, "__module__", None) or tp.__module__,
+                            getattr(value, "__name__", tp.__name__))
         if tp in _FUNCTIONS or tp.__name__ == "_ArrayFunctionDispatcher":
             wrapped: Any = self._checked_function(value, name)
         else:  # a class, a ufunc, a callable object (np.ma.add): its attributes stay readable
@@ -250,6 +252,11 @@ class HostedMemory:
         return value
 
 
+def unwrapped(obj: Any) -> Any:
+    """The server object behind a checked one (the guard judges refusals by class on it)."""
+    return obj._target if type(obj) is _CheckedObject else obj
+
+
 class _CheckedObject:
     """A numpy ufunc, class or callable object whose calls (and methods: ``ufunc.at``) refuse hosted
     memory; it still answers ``isinstance`` and can be subclassed."""
@@ -271,8 +278,9 @@ class _CheckedObject:
         return wrapped
 
     @property
-    def __class__(self) -> type:  # isinstance(np.add, np.ufunc) still holds
-        return type(self._target)
+    def __class__(self) -> type:  # isinstance(np.add, np.ufunc) still holds (a class stays no type)
+        target = self._target
+        return _CheckedObject if isinstance(target, type) else type(target)
 
     def __instancecheck__(self, obj: Any) -> bool:
         return isinstance(obj, self._target)

@@ -312,6 +312,9 @@ LEGIT_NUMPY = [
     ("numpy of an activation", "x = model.transformer.h[0].output[0]\na = x.detach().numpy()\na[:] = 0\nx.data.zero_()"),
     ("numpy functions on activations", "x = model.transformer.h[0].output[0].detach()\nm = float(np.mean(np.asarray(x)))"),
     ("numpy of a copy of a weight", "a = model.transformer.h[0].mlp.c_fc.weight.detach().clone().numpy()\na[:] = 0"),
+    ("a checked numpy class keeps its refusals", "try:\n    np.matrix([[1.0]]).tofile\nexcept ImportError:\n"
+     "    pass\nelse:\n    raise AssertionError('tofile')\ntry:\n    np.matrix.tofile\nexcept ImportError:\n    pass\n"
+     "else:\n    raise AssertionError('matrix.tofile')"),
     ("numpy classes still answer isinstance", "m = np.matrix([[1.0]])\nassert isinstance(m, np.matrix)\n"
      "assert isinstance(np.add, np.ufunc)\nclass M(np.matrix):\n    pass\nassert issubclass(M, np.matrix)"),
     ("torch functions read weights", "w = model.transformer.h[0].mlp.c_fc.weight\nn = float((w.detach() * 2).sum())"),
