@@ -321,6 +321,33 @@ LEGIT_NUMPY = [
 ]
 
 
+# A numpy class reached by type(instance) is the real one, unchecked: a scalar type returns an array over
+# its argument's memory when that already has its dtype, and np.matrix keeps its input without a copy.
+CLASS_ROUTES = [
+    ("type() of a numpy scalar", NP, W + "type(np.float32(1.0))(w.detach())[:] = 0"),
+    ("type() of a numpy matrix", NP, W + "type(np.matrix([[1.0]]))(w.detach(), copy=False)[:] = 0"),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="a numpy class obtained with type(instance) converts a tensor over the "
+                                        "hosted model's memory unchecked; docs/security.md, 'Aliases of the "
+                                        "hosted model's memory', what remains")
+@pytest.mark.parametrize("name,bindings,body", CLASS_ROUTES, ids=[c[0] for c in CLASS_ROUTES])
+def test_alias_through_a_numpy_class_from_type_is_refused(gpt2, name, bindings, body):
+    serve(gpt2, payload(gpt2, LEGIT))  # loaded
+    weights = {n: t.detach().clone() for n, t in gpt2.state_dict().items()}
+    text = ir_text(body + "\nout = 1\n", bindings)
+    try:
+        with pytest.raises(ServerRefusal):
+            serve(gpt2, payload(gpt2, text))
+    finally:  # (the xfail: put the weights back for the tests after it)
+        changed = [n for n, t in gpt2.state_dict().items() if not torch.equal(t, weights[n])]
+        with torch.no_grad():
+            for n, t in gpt2.state_dict().items():
+                t.copy_(weights[n])
+    assert not changed
+
+
 @pytest.mark.parametrize("name,body", LEGIT_NUMPY, ids=[c[0] for c in LEGIT_NUMPY])
 def test_numpy_and_data_on_own_memory_still_work(gpt2, no_trace, name, body):
     text = ir_text(body + "\nout = model.transformer.h[0].output[0].sum().save()\n", NP)
