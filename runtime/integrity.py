@@ -35,10 +35,10 @@ size of those tensors (a few KB of rotary buffers for a usual checkpoint; the wh
 model for a checkpoint without safetensors files, within the cap). The job then fails with
 :class:`IntegrityError`, naming what it changed.
 
-What the check cannot see: a write to a weight's memory that bypasses autograd's version counter
-(``w.data.zero_()``, a numpy array or DLPack capsule over the weight, ``w.untyped_storage()``);
-on a model in CPU memory such a write goes unseen. The untrusted tier's sandbox bounds it (a job
-runs on its own copy); docs/security.md says more.
+What the check cannot see, a write to a weight's memory that bypasses autograd's version counter
+(``w.data.zero_()``, a numpy array or DLPack capsule over the weight, ``w.untyped_storage()``), is
+refused before it is made: the loader refuses every such alias of the hosted model's memory
+(:mod:`runtime.loader.hosted_memory`); docs/security.md lists the routes and what remains.
 """
 import json
 import operator

@@ -19,7 +19,10 @@ hooks for every attribute read and write; the guarded builtins
   ``ndarray.tofile``) are refused by path, by identity (aliases such as
   ``torch.serialization.save``) and by class (methods of instances);
 * writes: a server module, a server class or a server function cannot be
-  written; private names only on the request's own objects.
+  written; private names only on the request's own objects;
+* aliases of the hosted model's memory that autograd's version counter does not
+  see (``w.data``, ``w.detach().numpy()``, ``np.asarray(w.detach())``,
+  ``w.untyped_storage()``): refused (:mod:`runtime.loader.hosted_memory`).
 """
 import sys
 import types
@@ -30,6 +33,7 @@ from compiler import access, policy
 
 from . import refusal_table
 from .errors import ServerRefusal, refused_entry
+from .hosted_memory import ALIAS_ATTRIBUTES, HostedMemory, unwrapped
 from .views import ModuleView, make_view, module_name, module_of, read_only
 
 _MODULE = types.ModuleType
@@ -78,7 +82,8 @@ class Guard:
         self.members = table.members  # method name -> [(class, path, reason, only on server objects)]
         self.methods = table.methods  # method name -> (package, reason)
         self._private_ok: Dict[Tuple[type, str], bool] = {}
-        self.special_names = table.special_names | _FORMAT_NAMES
+        self.hosted: Optional[HostedMemory] = None  # the hosted model's memory (set by the loader)
+        self.special_names = table.special_names | _FORMAT_NAMES | ALIAS_ATTRIBUTES
         self.hooks = self._hooks()
 
     def watch_builtins(self) -> None:
@@ -184,6 +189,8 @@ class Guard:
         value = getattr(obj, name)
         if isinstance(value, _MODULE) or id(value) in self.refused_ids:
             return self.value(value)
+        if self.hosted is not None:
+            value = self.hosted.checked(value)
         if name in self.special_names and isinstance(value, _BOUND):
             owner = getattr(value, "__self__", None)
             if owner is not obj and owner is not None and not isinstance(owner, _MODULE):
@@ -212,7 +219,7 @@ class Guard:
         value = getattr(obj, name)
         if isinstance(value, _MODULE) or id(value) in self.refused_ids:
             return self.value(value)
-        return value
+        return self.hosted.checked(value) if self.hosted is not None else value
 
     def special(self, obj: Any, name: str) -> Callable:
         """``__getattr__`` & co.: a function that checks the name it is called with."""
@@ -235,7 +242,8 @@ class Guard:
                     checked = guard._special_public(who, rest[0])  # str.format, ndarray.tofile, ...
                     if checked is not None:
                         return checked
-                return guard.value(real(*args))
+                value = guard.value(real(*args))
+                return guard.hosted.checked(value) if guard.hosted is not None else value
             guard.store(who, rest[0])
             return real(*args)
 
@@ -249,6 +257,11 @@ class Guard:
         """
         if isinstance(obj, super):
             obj = obj.__self__
+        obj = unwrapped(obj)  # a checked numpy class or ufunc is judged as itself
+        if name in ALIAS_ATTRIBUTES and self.hosted is not None:
+            checked = self.hosted.check(obj, name)
+            if checked is not None:
+                return checked
         for cls, path, reason, shared in self.members.get(name, ()):
             if isinstance(obj, cls) or (isinstance(obj, type) and issubclass(obj, cls)) or \
                     (shared and _is_envoy(obj) and _is_torch_module_class(cls)):  # an envoy forwards to its layer
@@ -325,13 +338,16 @@ class Guard:
             value = getattr(module, name)
         except AttributeError:
             raise AttributeError("module %r has no attribute %r" % (mod, name)) from None
-        return self.value(value)
+        value = self.value(value)
+        return self.hosted.checked(value) if self.hosted is not None else value
 
     # -- writes ----------------------------------------------------------------------------------------
 
     def store(self, obj: Any, name: Any) -> Any:
         """Check that ``obj.name`` may be assigned or deleted; returns ``obj``."""
         kind = self.check_name(obj, name)
+        if name == "data" and self.hosted is not None:
+            self.hosted.check_store(obj)
         if isinstance(obj, ModuleView):
             raise refuse("NN404", read_only(module_of(obj), name).args[0])
         own = self.is_own(obj)

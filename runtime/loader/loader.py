@@ -60,6 +60,7 @@ from .blocking import is_user_module
 from .builtins_table import make_builtins
 from .errors import LoadError, ServerImportError, refused_entry
 from .guard import Guard
+from .hosted_memory import HostedMemory
 from .rewrite import guard_tree
 from .sources import _shift, _StripSignature
 from .views import ModuleView, module_name, module_of
@@ -159,6 +160,8 @@ class Loader:
     def _new_guard(self, table: Dict[str, Any]) -> Guard:
         self.guard = Guard(table)
         self.guard.modules = self.modules
+        if self.model is not None:
+            self.guard.hosted = HostedMemory(self.model)
         return self.guard
 
     def compile(self, program: Optional[Program] = None) -> Any:

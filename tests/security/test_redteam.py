@@ -7,6 +7,7 @@ the policy or the server's modules, and a legitimate request right after gives t
 Each case names the route it tries; the ones that were real escapes when this file was written
 say so (``escape:``), and the fix is in the layer named there.
 """
+import numpy.ma  # noqa: F401 (imported by a request below; the no-trace check flags new imports)
 import pytest
 import torch
 
@@ -238,6 +239,120 @@ def test_call_arguments_cannot_name_a_server_class(gpt2, no_trace):
     server.host(model_key(gpt2), gpt2)
     with pytest.raises(IRDecodeError, match="neither defined by value"):
         server.handle(data)
+
+
+# -- aliases of the hosted model's memory that autograd's version counter does not see -------------------
+# A write through one would change the weights unseen by the integrity check, so the loader refuses them
+# by storage (runtime/loader/hosted_memory.py): each must be refused AND leave every weight as it was.
+
+W = "w = model.transformer.h[0].mlp.c_fc.weight\n"
+COPY = 'binding copy module "copy"'
+LIAR = ("class T(torch.Tensor):\n    @classmethod\n    def __torch_function__(cls, f, types, args=(), kwargs=None):\n"
+        "        if getattr(f, '__name__', '') == 'untyped_storage':\n"
+        "            return torch.zeros(1).untyped_storage()\n"
+        "        return super().__torch_function__(f, types, args, kwargs or {{}})\n")
+ALIAS_CASES = [
+    (".data of a weight", "", W + "w.data.zero_()"),
+    (".data by a computed name", "", W + 'getattr(w, "da" + "ta").zero_()'),
+    (".data through object.__getattribute__", "", W + 'object.__getattribute__(w, "data").zero_()'),
+    (".data of a view", "", W + "w.view(-1).data.zero_()"),
+    (".data of a detached weight", "", W + "w.detach().data.zero_()"),
+    (".data of the tied lm_head weight", "", "model.lm_head.weight.data.zero_()"),
+    (".data of every parameter", "", "for n, p in model.named_parameters():\n    p.data.zero_()"),
+    ("the data descriptor of torch.Tensor", TORCH, W + "torch.Tensor.data.__get__(w).zero_()"),
+    (".data assigned a weight", TORCH, W + "x = torch.empty(0)\nx.data = w.detach()\nx.zero_()"),
+    (".data assigned by object.__setattr__", TORCH,
+     W + "x = torch.empty(0)\nobject.__setattr__(x, 'data', w.detach())\nx.zero_()"),
+    (".numpy() of a detached weight", "", W + "a = w.detach().numpy()\na[:] = 0"),
+    (".numpy() of a row", "", W + "w[0].numpy()[:] = 0"),
+    (".numpy(force=True)", "", W + "w.numpy(force=True)[:] = 0"),
+    ("__array__() of a weight", "", W + "w.detach().__array__()[:] = 0"),
+    ("Tensor.numpy through the class", TORCH, W + "torch.Tensor.numpy(w.detach())[:] = 0"),
+    ("np.asarray of a detached weight", NP, W + "np.asarray(w.detach())[:] = 0"),
+    ("np.array without a copy", NP, W + "np.array(w.detach(), copy=False)[:] = 0"),
+    ("np.ravel keeps the memory", NP, W + "np.ravel(w.detach())[:] = 0"),
+    ("np.copyto into an alias", NP, W + "np.copyto(np.asarray(w.detach()), 0.0)"),
+    ("np.nditer over a list of weights", NP, W + "it = np.nditer([w.detach()], op_flags=[['readwrite']])"),
+    ("ufunc.at writes in place", NP, W + "np.add.at(w.detach(), [0], 1.0)"),
+    ("a frompyfunc ufunc's at", NP, W + "u = np.frompyfunc(lambda x: 0.0, 1, 1)\nu.at(w.detach(), [0])"),
+    ("np.ma.array without a copy", NP, W + "m = np.ma.array(w.detach(), copy=False)\nm[:] = 0"),
+    ("the raw ufunc behind np.ma.add", NP, W + "np.ma.add.f.at(w.detach(), [0], 1.0)"),
+    ("np.matrix behind np.r_", NP, W + "m = np.r_.makemat(w.detach(), copy=False)\nm[:] = 0"),
+    ("np.from_dlpack", NP, W + "np.from_dlpack(w.detach())[:] = 0"),
+    ("torch.from_dlpack", TORCH, W + "torch.from_dlpack(w.detach()).zero_()"),
+    ("a DLPack capsule", TORCH, W + "c = torch.utils.dlpack.to_dlpack(w.detach())\ntorch.from_dlpack(c).zero_()"),
+    ("the untyped storage", "", W + "w.untyped_storage().fill_(0)"),
+    ("the typed storage of a row", "", W + "w[0].storage().fill_(0)"),
+    ("set_() over the weight", TORCH, W + "x = torch.empty(0)\nx.set_(w.detach())\nx.zero_()"),
+    ("set_() by keyword", TORCH, W + "x = torch.empty(0)\nx.set_(source=w)\nx.zero_()"),
+    ("share_memory_()", "", W + "w.detach().share_memory_()"),
+    ("copy.copy shares the storage", COPY, W + "copy.copy(w.detach()).zero_()"),
+    ("Parameter(w).data", TORCH, W + "torch.nn.Parameter(w.detach()).data.zero_()"),
+    ("a subclass whose __torch_function__ lies about the storage", TORCH,
+     W + LIAR + "x = w.detach().as_subclass(T)\nx.numpy()[:] = 0"),
+    ("super().numpy() in a subclass", TORCH,
+     W + "class T(torch.Tensor):\n    def n(self):\n        return super().numpy()\nw.detach().as_subclass(T).n()[:] = 0"),
+]
+
+
+@pytest.mark.parametrize("name,bindings,body", ALIAS_CASES, ids=[c[0] for c in ALIAS_CASES])
+def test_alias_of_hosted_memory_is_refused(gpt2, no_trace, name, bindings, body):
+    weights = {n: t.detach().clone() for n, t in gpt2.state_dict().items()}  # (the fixture loaded the model)
+    text = ir_text(body + "\nout = model.transformer.h[0].output[0].save()\n", bindings)
+    with pytest.raises(ServerRefusal) as info:
+        serve(gpt2, payload(gpt2, text))
+    message = str(info.value)
+    assert "NN404" in message and "hosted model" in message and "attack.py:" in message, message
+    assert "clone()" in message, message  # says how to do it instead
+    changed = [n for n, t in gpt2.state_dict().items() if not torch.equal(t, weights[n])]
+    assert not changed, "the request changed the hosted weights: %s" % changed
+
+
+LEGIT_NUMPY = [
+    ("numpy of an activation", "x = model.transformer.h[0].output[0]\na = x.detach().numpy()\na[:] = 0\nx.data.zero_()"),
+    ("numpy functions on activations", "x = model.transformer.h[0].output[0].detach()\nm = float(np.mean(np.asarray(x)))"),
+    ("numpy of a copy of a weight", "a = model.transformer.h[0].mlp.c_fc.weight.detach().clone().numpy()\na[:] = 0"),
+    ("a checked numpy class keeps its refusals", "try:\n    np.matrix([[1.0]]).tofile\nexcept ImportError:\n"
+     "    pass\nelse:\n    raise AssertionError('tofile')\ntry:\n    np.matrix.tofile\nexcept ImportError:\n    pass\n"
+     "else:\n    raise AssertionError('matrix.tofile')"),
+    ("numpy classes still answer isinstance", "m = np.matrix([[1.0]])\nassert isinstance(m, np.matrix)\n"
+     "assert isinstance(np.add, np.ufunc)\nclass M(np.matrix):\n    pass\nassert issubclass(M, np.matrix)"),
+    ("torch functions read weights", "w = model.transformer.h[0].mlp.c_fc.weight\nn = float((w.detach() * 2).sum())"),
+]
+
+
+# A numpy class reached by type(instance) is the real one, unchecked: a scalar type returns an array over
+# its argument's memory when that already has its dtype, and np.matrix keeps its input without a copy.
+CLASS_ROUTES = [
+    ("type() of a numpy scalar", NP, W + "type(np.float32(1.0))(w.detach())[:] = 0"),
+    ("type() of a numpy matrix", NP, W + "type(np.matrix([[1.0]]))(w.detach(), copy=False)[:] = 0"),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="a numpy class obtained with type(instance) converts a tensor over the "
+                                        "hosted model's memory unchecked; docs/security.md, 'Aliases of the "
+                                        "hosted model's memory', what remains")
+@pytest.mark.parametrize("name,bindings,body", CLASS_ROUTES, ids=[c[0] for c in CLASS_ROUTES])
+def test_alias_through_a_numpy_class_from_type_is_refused(gpt2, name, bindings, body):
+    serve(gpt2, payload(gpt2, LEGIT))  # loaded
+    weights = {n: t.detach().clone() for n, t in gpt2.state_dict().items()}
+    text = ir_text(body + "\nout = 1\n", bindings)
+    try:
+        with pytest.raises(ServerRefusal):
+            serve(gpt2, payload(gpt2, text))
+    finally:  # (the xfail: put the weights back for the tests after it)
+        changed = [n for n, t in gpt2.state_dict().items() if not torch.equal(t, weights[n])]
+        with torch.no_grad():
+            for n, t in gpt2.state_dict().items():
+                t.copy_(weights[n])
+    assert not changed
+
+
+@pytest.mark.parametrize("name,body", LEGIT_NUMPY, ids=[c[0] for c in LEGIT_NUMPY])
+def test_numpy_and_data_on_own_memory_still_work(gpt2, no_trace, name, body):
+    text = ir_text(body + "\nout = model.transformer.h[0].output[0].sum().save()\n", NP)
+    result = serve(gpt2, payload(gpt2, text))
+    assert torch.is_tensor(result["out"])
 
 
 # -- what this layer does not close in-process (docs/security.md says so) -------------------------------

@@ -130,7 +130,7 @@ CASES = REUSED + [
     ("copy_ into a weight", TORCH, W + "w.copy_(torch.zeros_like(w))", INTEGRITY),
     ("item assignment into a weight", "", W + "w[0] = 0.0", INTEGRITY),
     ("detach() then zero_()", "", W + "w.detach().zero_()", INTEGRITY),
-    ("share_memory_ moves a weight", "", W + "w.share_memory_()", INTEGRITY),
+    ("share_memory_ moves a weight", "", W + "w.share_memory_()", INTEGRITY + ("ServerRefusal",)),  # (refused first)
     ("the tied embedding written through lm_head", "", "model.lm_head.weight.add_(1.0)", INTEGRITY),
     ("replace a weight", TORCH, "model.transformer.h[0].mlp.c_fc.weight = torch.nn.Parameter(torch.zeros(2))",
      REFUSED),
@@ -164,16 +164,17 @@ CASES = REUSED + [
     ("the hosted config", "", "model.config.n_layer = 1", REFUSED),
 ]
 
-# Version-counter bypasses: writes to a weight's memory through an alias autograd does not count.
-# On a server whose weights are in CPU memory (this test's) they change the model unseen; the
-# untrusted tier's sandbox runs a job on its own copy. docs/security.md, "What the integrity check
-# does not see".
+# Version-counter bypasses: writes to a weight's memory through an alias autograd does not count,
+# which the integrity check cannot see. The loader refuses the alias (by storage: any tensor over
+# the hosted model's memory; runtime/loader/hosted_memory.py), so in the trusted tier the job ends in
+# ServerRefusal NN404 before it writes; the untrusted tier's sandbox runs a job on its own copy.
+# tests/security/test_redteam.py holds the other routes (numpy functions, DLPack, set_, copy...).
 ALIAS_CASES = [
     ("write through .data", "", W + "w.data.zero_()"),
     ("write through a numpy view", "", W + "a = w.detach().numpy()\na[:] = 0"),
     ("write through the untyped storage", "", W + "w.untyped_storage().fill_(0)"),
 ]
-IN_PROCESS = {"trusted"}  # the tiers whose jobs run in the server process (ALIAS_CASES reach its model)
+IN_PROCESS = {"trusted"}  # the tiers whose jobs run in the server process (ALIAS_CASES are refused there)
 # Tiers whose jobs' code runs against its own copy of the model (the untrusted tier's sandbox child
 # holds a weightless one): a change to that copy dies with the child, so an INTEGRITY case may also
 # complete -- it must still leave no trace (the next job sees the hosted model unchanged, and the
@@ -393,12 +394,21 @@ def test_there_are_at_least_sixty_hostile_jobs():
     assert len(CASES) + len(ALIAS_CASES) >= 60
 
 
-# Last in each tier: in the trusted tier these writes change the hosted model unseen (the strict
-# xfail), and every test after them would see the changed weights.
+# Last in each tier: were one of these writes to get through, every test after it would see the
+# changed weights.
 @pytest.mark.parametrize("name,bindings,body", ALIAS_CASES, ids=[c[0] for c in ALIAS_CASES])
-def test_version_counter_bypass(hostile, name, bindings, body, request):
-    if hostile.tier in IN_PROCESS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="a write through an alias autograd does not "
-                                              "count changes the in-process model unseen (docs/security.md)"))
+def test_version_counter_bypass(hostile, name, bindings, body):
     outcome, legit = hostile.run_hostile(bindings, body)
+    if hostile.tier in IN_PROCESS:
+        _assert_clean(outcome, ("ServerRefusal",))
+        error = outcome[1]["error"]
+        assert "NN404" in error["message"] and "hosted model" in error["message"], error
+        assert any(frame[0] == "attack.py" for frame in error["frames"]), error  # the user's line
+        out = subprocess.run([sys.executable, "-m", "runtime.server", "audit", "--since", "1h", "--data-dir",
+                              hostile.data], capture_output=True, text=True, env=_env(), check=True,
+                             timeout=60).stdout
+        rows = [line for line in out.splitlines() if outcome[1]["id"] in line]
+        assert rows and "refused" in rows[0] and "ServerRefusal" in rows[0], out[-2000:]
+    elif outcome[0] == "job" and outcome[1]["status"] == "ERROR":  # its own copy: it may also complete
+        _assert_clean(outcome, (outcome[1]["error"]["type"].rsplit(".", 1)[-1],))
     hostile.check_no_trace(legit)
