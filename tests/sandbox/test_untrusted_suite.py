@@ -24,14 +24,6 @@ REFUSED = {
     "test_gradients_remotely": "gradients cannot flow into the hosted weights' process",
 }
 
-# Not yet: the whole model output holds the KV cache, which stays in the model process (the child
-# sees a handle it can only pass back), so it cannot be a job's result; its fields can.
-NOT_YET = {
-    "test_blocking_execution_saving_the_whole_model_output": "the KV cache in model.output stays in the "
-    "model process in the untrusted tier; save the output's fields (logits) instead",
-}
-
-
 
 def _copy(test):
     """A new function object for ``test``: marks added here must not reach tests/server's own test."""
@@ -49,6 +41,4 @@ for _suite in SUITES:
             _test = _copy(getattr(_suite, _name))
             if _name in REFUSED:
                 _test = pytest.mark.skip(reason="refused in the untrusted tier: " + REFUSED[_name])(_test)
-            elif _name in NOT_YET:
-                _test = pytest.mark.xfail(strict=True, reason=NOT_YET[_name])(_test)
             globals()["%s__%s" % (_suite.__name__, _name)] = _test
