@@ -252,9 +252,11 @@ class HostSide:
     def hosted(self, handle: Any) -> Any:
         """This job's hosted object ``handle`` names; a handle it was never given (forged, another
         job's, a released one) is a :class:`BoundaryError`."""
-        if type(handle) is not int:
-            raise BoundaryError("the sandbox referred to a hosted object the model process never sent")
-        return self._handle(self.objects, handle - self.object_base)
+        k = handle - self.object_base if type(handle) is int else -1
+        if not 0 <= k < len(self.objects):
+            raise BoundaryError("the sandbox named a hosted object this job was never sent (a forged handle, another "
+                                "job's or a released one)")
+        return self.objects[k]
 
     @staticmethod
     def _handle(table: List[Any], k: Any) -> Any:
