@@ -29,9 +29,8 @@ from compiler.ir.errors import IRError, UnencodableValueError
 from compiler.ir.request import encode_result
 from compiler.ir.values import encode_value
 
-from .values import MAX_NODES, BoundaryError, HostSide
+from .values import HOSTED, BoundaryError, HostSide
 
-HOSTED = "hosted"
 _NONE = object()
 _MAX_SHARED_ID = 1 << 62  # the child's ids must leave room for the model process's own
 
@@ -60,8 +59,8 @@ def fill_hosted(tree: Any, side: HostSide, protected: Set[int]) -> bytes:
         parent, i = stack.pop()
         node = parent[i]
         nodes += 1
-        if nodes > MAX_NODES:
-            raise BoundaryError("the sandbox's result has more than %d parts" % MAX_NODES)
+        if nodes > side.limits.max_items:  # (the bound the client's decoder applies to the whole tree)
+            raise BoundaryError("the sandbox's result has more than %d parts" % side.limits.max_items)
         if type(node) is not list:
             continue
         handle = _hosted_handle(node)

@@ -40,6 +40,7 @@ MAX_DEPTH = 64
 MAX_NODES = 1_000_000
 MAX_HANDLES = 1_000_000  # tensors + hosted objects one job may see
 _HANDLE_BASE_BITS = 40  # a hosted object's handle: random base (per job) << 20, plus its index
+HOSTED = "hosted"  # a handle in a result: ["objref", ["hosted", h]]
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -73,7 +74,7 @@ def hosted_reference(obj: Any) -> Optional[list]:
     """The sandbox's ``objref`` hook for its result: a HostedObject is written as its handle,
     ``["objref", ["hosted", h]]``, which only the model process can fill in (:mod:`.results`)."""
     if type(obj) is HostedObject:
-        return ["hosted", object.__getattribute__(obj, "_handle")]
+        return [HOSTED, object.__getattribute__(obj, "_handle")]
     return None
 
 
