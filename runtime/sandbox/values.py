@@ -272,7 +272,7 @@ class SandboxSide:
     def __init__(self, arena: Any = None) -> None:
         self.arena = arena
         self.received: Dict[int, Any] = {}  # id(tensor) -> (k, tensor, version when received, in arena)
-        self.hosted: Dict[int, HostedObject] = {}  # one HostedObject per handle (the result names each once)
+        self.hosted: Dict[int, HostedObject] = {}  # one HostedObject per handle: identity kept, as in the model
 
     def load(self, node: Any) -> Any:
         if _is_atom(node):

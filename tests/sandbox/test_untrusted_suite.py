@@ -10,6 +10,7 @@ import pytest
 
 import test_concurrency
 import test_latency_paths
+import test_model_output_records
 import test_protocol
 import test_remote_scan
 import test_remote_trace
@@ -18,7 +19,7 @@ import test_server_local_blocks
 from test_protocol import payload  # noqa: F401  (the protocol suite's fixture)
 
 SUITES = (test_remote_trace, test_section8_examples, test_server_local_blocks, test_remote_scan, test_protocol,
-          test_concurrency, test_latency_paths)
+          test_concurrency, test_latency_paths, test_model_output_records)
 REFUSED = {
     "test_gradients_match_local": "gradients cannot flow into the hosted weights' process",
     "test_gradients_remotely": "gradients cannot flow into the hosted weights' process",
