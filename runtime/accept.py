@@ -176,9 +176,15 @@ def run(job: Accepted, make_tracer: MakeTracer, local: Optional[Transport] = Non
 
 def encode_saved(job: Accepted, saved: Dict[str, Any]) -> bytes:
     """The result bytes of the saved variables (user classes as references the client resolves)."""
-    tree = encode_value(saved, where="the saved values", classref=job.loader.classref, objref=job.loader.objref,
-                        records=True)
-    return encode_result(tree)
+    return encode_result(saved_tree(job, saved))
+
+
+def saved_tree(job: Accepted, saved: Dict[str, Any], objref: Optional[Callable[[Any], Any]] = None) -> Any:
+    """The value tree of the saved variables. ``objref``, asked before the loader's, may write an
+    object as a reference (a sandbox child's handles to objects of the model process)."""
+    loader_ref = job.loader.objref
+    hook = loader_ref if objref is None else (lambda obj: objref(obj) or loader_ref(obj))
+    return encode_value(saved, where="the saved values", classref=job.loader.classref, objref=hook, records=True)
 
 
 def answer(payload: bytes, find_model: FindModel, make_tracer: MakeTracer,

@@ -10,6 +10,7 @@ Modules: :mod:`.runner` (the job runner the worker uses), :mod:`.selection`
 process), :mod:`.child` (a child's job), :mod:`.confine` with :mod:`.landlock`
 and :mod:`.seccomp` (the kernel layers), :mod:`.standin` (the model as the child
 sees it), :mod:`.host` (the model process's end), :mod:`.channel` (frames),
-:mod:`.values` (values across the boundary), :mod:`.arena` (shared memory),
-:mod:`.warmup` (the template's warm-up job).
+:mod:`.values` (values across the boundary), :mod:`.results` (a result holding
+objects of the model process), :mod:`.arena` (shared memory), :mod:`.warmup` (the
+template's warm-up job).
 """

@@ -17,10 +17,12 @@ from compiler.ir.limits import DecodeLimits
 _LEN = struct.Struct(">I")
 MAX_FRAME_BYTES = 1 << 30  # one frame (tensors travel inline); over it the peer is cut off
 
-# Frame kinds. Child -> model: READY (confined, first), CALL, LOG, LOCAL, DONE, FAILED; model -> child:
-# JOB, HOOK; both ways: RETURN, RAISE (the answer to the last CALL / HOOK / LOCAL the peer sent).
-READY, JOB, CALL, HOOK, RETURN, RAISE, LOG, LOCAL, DONE, FAILED = (
-    "ready", "job", "call", "hook", "return", "raise", "log", "local", "done", "failed")
+# Frame kinds. Child -> model: READY (confined, first), CALL, LOG, LOCAL, DONE (the result bytes),
+# DONE_HOSTED (the result's value tree, with handles the model process fills in: results.py), FAILED;
+# model -> child: JOB, HOOK; both ways: RETURN, RAISE (the answer to the last CALL / HOOK / LOCAL the
+# peer sent).
+READY, JOB, CALL, HOOK, RETURN, RAISE, LOG, LOCAL, DONE, DONE_HOSTED, FAILED = (
+    "ready", "job", "call", "hook", "return", "raise", "log", "local", "done", "done-hosted", "failed")
 
 
 class ChannelClosed(Exception):

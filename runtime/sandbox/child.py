@@ -10,7 +10,7 @@ import os
 import socket
 from typing import Any, Dict, Optional
 
-from .channel import DONE, FAILED, JOB, LOG, READY, Channel
+from .channel import DONE, DONE_HOSTED, FAILED, JOB, LOG, READY, Channel
 from .confine import Limits, confine, job_limits
 
 
@@ -77,7 +77,10 @@ def _job(channel: Channel, standins: Dict[str, Any], arena: Any = None) -> None:
     from runtime import accept
     from runtime.server.runner import describe
 
+    from compiler.ir.request import encode_result
+
     from .standin import SandboxLink
+    from .values import hosted_reference
 
     frame = channel.recv()
     if frame[0] != JOB or len(frame) != 3:
@@ -87,6 +90,14 @@ def _job(channel: Channel, standins: Dict[str, Any], arena: Any = None) -> None:
     link = SandboxLink(channel, standin, arena)
     standin.link = link
     files: set = set()
+    handles: list = []
+
+    def hosted(obj: Any) -> Any:
+        ref = hosted_reference(obj)
+        if ref is not None:
+            handles.append(ref)
+        return ref
+
     try:
         with contextlib.ExitStack() as stack:
 
@@ -95,8 +106,12 @@ def _job(channel: Channel, standins: Dict[str, Any], arena: Any = None) -> None:
 
             with accept.accepted(payload, find_model, lambda line: channel.send(LOG, line)) as job:
                 files = job.files()
-                result = accept.encode_saved(job, accept.run(job, server_tracer, link.local))
+                tree = accept.saved_tree(job, accept.run(job, server_tracer, link.local), objref=hosted)
+                result = None if handles else encode_result(tree)
     except BaseException as error:  # noqa: B902 - the user's error, reported to the client
         channel.send(FAILED, describe(error, files))
         return
-    channel.send(DONE, result)
+    if result is None:  # it saved objects of the model process: the model process fills them in
+        channel.send(DONE_HOSTED, tree)
+    else:
+        channel.send(DONE, result)

@@ -15,7 +15,9 @@ import torch
 
 from compiler.ir.limits import DecodeLimits
 
-from .channel import CALL, DONE, FAILED, HOOK, LOCAL, LOG, RAISE, READY, RETURN, Channel, ChannelClosed, ChannelError
+from .channel import (CALL, DONE, DONE_HOSTED, FAILED, HOOK, LOCAL, LOG, RAISE, READY, RETURN, Channel, ChannelClosed,
+                      ChannelError)
+from .results import HostedResultError, fill_hosted
 from .standin import STREAMER_END, STREAMER_PUT
 from .values import BoundaryError, HostSide
 
@@ -109,10 +111,20 @@ class HostSession:
                 raise SandboxAbort()
             elif kind == DONE and top and len(frame) == 2 and type(frame[1]) is bytes:
                 return frame[1]
+            elif kind == DONE_HOSTED and top and len(frame) == 2:
+                return self._result(frame[1])
             elif kind == FAILED and top and len(frame) == 2:
                 raise ChildFailed(_safe_info(frame[1]))
             else:
                 raise ProtocolViolation("the sandbox sent an unexpected %r frame" % kind[:20])
+
+    def _result(self, tree: Any) -> bytes:
+        """The result bytes of a job that saved objects of the model process (:mod:`.results`)."""
+        try:
+            return fill_hosted(tree, self.values, self.values.protected)
+        except HostedResultError as error:
+            raise ChildFailed({"type": "UnencodableValueError", "message": str(error)[:MAX_INFO_TEXT],
+                               "hint": "save the object's tensors (its fields) instead", "frames": []}) from None
 
     def _local(self, frame: List[Any]) -> None:
         if len(frame) != 3 or type(frame[1]) is not int or type(frame[2]) is not bytes:

@@ -13,8 +13,13 @@ a list whose first item says what it is::
                            in place in the arena; else its new contents (an in-place edit is copied
                            back into the model's own tensor)
     ["A", dtype, shape, offset]   sandbox -> model: a new tensor the sandbox wrote into its arena half
-    ["o", k, "TypeName"]   an object of the model process that cannot cross (a KV cache, ...):
-                           the sandbox holds a :class:`HostedObject` it can only hand back
+    ["o", h, "TypeName"]   an object of the model process that cannot cross (a KV cache, ...):
+                           the sandbox holds a :class:`HostedObject` it can only hand back (also in
+                           its result: :mod:`.results`)
+
+Handles are per job: the tables live in this job's :class:`HostSide` and go with it. A hosted
+object's handle ``h`` is a random per-job base plus its index, so a handle from another job, an
+earlier one or a guess is refused, not taken for one of this job's objects.
 
 The model process decodes what the sandbox sends with :class:`HostSide` (bounds on
 depth, node count, handle numbers; ModelOutput classes only those it sent itself;
@@ -22,7 +27,8 @@ no tensor that requires grad; no copy into the hosted weights). The sandbox chil
 decodes what the model process sends with :class:`SandboxSide`.
 """
 import math
-from typing import Any, Dict, List, Set
+import secrets
+from typing import Any, Dict, List, Optional, Set
 
 import torch
 
@@ -33,6 +39,8 @@ from compiler.ir.values.arrays import torch_dtype
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000
 MAX_HANDLES = 1_000_000  # tensors + hosted objects one job may see
+_HANDLE_BASE_BITS = 40  # a hosted object's handle: random base (per job) << 20, plus its index
+HOSTED = "hosted"  # a handle in a result: ["objref", ["hosted", h]]
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -60,6 +68,14 @@ class HostedObject:
 
     def __setattr__(self, name: str, value: Any) -> None:
         self.__getattr__(name)
+
+
+def hosted_reference(obj: Any) -> Optional[list]:
+    """The sandbox's ``objref`` hook for its result: a HostedObject is written as its handle,
+    ``["objref", ["hosted", h]]``, which only the model process can fill in (:mod:`.results`)."""
+    if type(obj) is HostedObject:
+        return [HOSTED, object.__getattribute__(obj, "_handle")]
+    return None
 
 
 def _is_atom(x: Any) -> bool:
@@ -119,7 +135,8 @@ class HostSide:
         self.arena = arena
         self.tensors: List[torch.Tensor] = []
         self.slots: Dict[int, torch.Tensor] = {}  # tensor number -> its copy in the arena
-        self.objects: List[Any] = []
+        self.objects: List[Any] = []  # this job's hosted objects; handle = object_base + index
+        self.object_base = secrets.randbits(_HANDLE_BASE_BITS) << 20
         self._object_ids: Dict[int, int] = {}
         self.outputs: Dict[str, type] = {}  # ModelOutput classes this job was sent
 
@@ -158,7 +175,7 @@ class HostSide:
                 raise BoundaryError("this job passed more than %d objects across the sandbox boundary" % MAX_HANDLES)
             self.objects.append(value)
             k = self._object_ids[id(value)] = len(self.objects) - 1
-        return ["o", k, t.__name__]
+        return ["o", self.object_base + k, t.__name__]
 
     # -- from the sandbox (attacker-written)
     def load(self, node: Any) -> Any:
@@ -219,7 +236,7 @@ class HostSide:
                 original.copy_(new)
             return original
         if tag == "o" and len(node) == 3:
-            return self._handle(self.objects, node[1])
+            return self.hosted(node[1])
         raise BoundaryError("the sandbox sent a value node %r this boundary does not know" % tag[:20])
 
     def _decode(self, tree: Any) -> Any:
@@ -232,6 +249,15 @@ class HostSide:
                 "gradients cannot flow into the hosted model in the untrusted tier: a value sent to the model "
                 "requires grad (backward passes through the hosted model need the trusted tier)")
         return value
+
+    def hosted(self, handle: Any) -> Any:
+        """This job's hosted object ``handle`` names; a handle it was never given (forged, another
+        job's, a released one) is a :class:`BoundaryError`."""
+        k = handle - self.object_base if type(handle) is int else -1
+        if not 0 <= k < len(self.objects):
+            raise BoundaryError("the sandbox named a hosted object this job was never sent (a forged handle, another "
+                                "job's or a released one)")
+        return self.objects[k]
 
     @staticmethod
     def _handle(table: List[Any], k: Any) -> Any:
@@ -246,6 +272,7 @@ class SandboxSide:
     def __init__(self, arena: Any = None) -> None:
         self.arena = arena
         self.received: Dict[int, Any] = {}  # id(tensor) -> (k, tensor, version when received, in arena)
+        self.hosted: Dict[int, HostedObject] = {}  # one HostedObject per handle: identity kept, as in the model
 
     def load(self, node: Any) -> Any:
         if _is_atom(node):
@@ -281,7 +308,10 @@ class SandboxSide:
                 self.received[id(tensor)] = (node[1], tensor, tensor._version, False)
             return tensor
         if tag == "o":
-            return HostedObject(node[1], node[2])
+            hosted = self.hosted.get(node[1])
+            if hosted is None:
+                hosted = self.hosted[node[1]] = HostedObject(node[1], node[2])
+            return hosted
         raise BoundaryError("unknown value node %r from the model process" % (tag,))
 
     def export(self, value: Any, depth: int = 0) -> Any:

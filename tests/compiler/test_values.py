@@ -143,6 +143,15 @@ def test_shared_references():
     assert "shared" not in repr(plain)  # unshared objects carry no ids
 
 
+def test_shared_ids_numbered_from_first_shared():
+    """A tree meant to sit inside another (the sandbox's results) numbers its ids above the other's."""
+    x, y = [1], [2]
+    tree = encode_value([x, y, x, y], first_shared=7)
+    assert tree == ["list", ["shared", 7, ["list", 1]], ["shared", 8, ["list", 2]], ["ref", 7], ["ref", 8]]
+    out = decode_value(tree)
+    assert out == [[1], [2], [1], [2]] and out[0] is out[2] and out[1] is out[3]
+
+
 def test_list_and_dict_cycles():
     a = []
     a.append(a)

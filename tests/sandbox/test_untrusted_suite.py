@@ -10,6 +10,7 @@ import pytest
 
 import test_concurrency
 import test_latency_paths
+import test_model_output_records
 import test_protocol
 import test_remote_scan
 import test_remote_trace
@@ -18,7 +19,7 @@ import test_server_local_blocks
 from test_protocol import payload  # noqa: F401  (the protocol suite's fixture)
 
 SUITES = (test_remote_trace, test_section8_examples, test_server_local_blocks, test_remote_scan, test_protocol,
-          test_concurrency, test_latency_paths)
+          test_concurrency, test_latency_paths, test_model_output_records)
 # Refused before the job runs (their IR has a gradient session): each must fail with that refusal.
 REFUSED = {
     "test_gradients_match_local": "gradients cannot flow into the hosted weights' process",
@@ -26,14 +27,6 @@ REFUSED = {
 }
 EARLY_REFUSAL = ("gradients cannot flow through the hosted model in the untrusted tier",
                  "the job was refused before it ran")
-
-# Not yet: the whole model output holds the KV cache, which stays in the model process (the child
-# sees a handle it can only pass back), so it cannot be a job's result; its fields can.
-NOT_YET = {
-    "test_blocking_execution_saving_the_whole_model_output": "the KV cache in model.output stays in the "
-    "model process in the untrusted tier; save the output's fields (logits) instead",
-}
-
 
 
 def _copy(test):
@@ -64,6 +57,4 @@ for _suite in SUITES:
             _test = _copy(getattr(_suite, _name))
             if _name in REFUSED:
                 _test = _refused(_test)
-            elif _name in NOT_YET:
-                _test = pytest.mark.xfail(strict=True, reason=NOT_YET[_name])(_test)
             globals()["%s__%s" % (_suite.__name__, _name)] = _test

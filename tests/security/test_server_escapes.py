@@ -390,6 +390,22 @@ def test_refusals_and_kills_are_audited_without_secrets(hostile):
     assert hostile.key not in hostile.server.log()
 
 
+@pytest.mark.parametrize("forged", [0, 1, 7, 1 << 20, (1 << 60) + 3])
+def test_a_fabricated_hosted_object_handle_is_refused_and_leaves_no_trace(hostile, forged):
+    """The sandbox holds a handle to the KV cache; the job makes one up (a guess, another job's) and
+    saves it beside its own: the model process refuses the whole result, names nothing it holds,
+    and the next job is right."""
+    if hostile.tier != "untrusted":
+        pytest.skip("handles to objects of the model process exist only in the untrusted tier's sandbox")
+    body = ('c = model.output.past_key_values\nf = type(c)(%d, "DynamicCache")\n'
+            'out = nnsight.save({{"stolen": f, "own": c}})' % forged)  # (braces doubled: the body is a format string)
+    outcome, legit = hostile.run_hostile(NN, body)
+    assert outcome[0] == "job", outcome
+    _assert_clean(outcome, ("SandboxProtocolError",))
+    assert "never sent" in outcome[1]["error"]["message"] and "Dynamic" not in json.dumps(outcome[1]["error"])
+    hostile.check_no_trace(legit)
+
+
 def test_there_are_at_least_sixty_hostile_jobs():
     assert len(CASES) + len(ALIAS_CASES) >= 60
 

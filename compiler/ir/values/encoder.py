@@ -35,12 +35,14 @@ _SUPPORTED = (
 
 
 def encode_value(obj: Any, *, where: str = "", classref: Optional[ClassRef] = None,
-                 objref: Optional[ObjRef] = None, records: bool = False) -> Any:
+                 objref: Optional[ObjRef] = None, records: bool = False, first_shared: int = 0) -> Any:
     """Encode ``obj`` as a value tree; raise UnencodableValueError naming what failed and ``where``.
 
     records: also write mapping records (``ModelOutput``, ``Counter``, ``OrderedDict``
     subclasses) as ``mapping`` nodes (:mod:`.mappings`); only for payloads whose framing
     is versioned for them (results), never for programs.
+    first_shared: the first ``shared`` id to number from, for a tree that will be placed inside
+    another one whose ids are all below it (the sandbox's results: runtime/sandbox/results.py).
     """
     enc = _Encoder(where, classref or default_classref, objref)
     enc.records = records
@@ -49,7 +51,7 @@ def encode_value(obj: Any, *, where: str = "", classref: Optional[ClassRef] = No
     except RecursionError:
         raise UnencodableValueError(
             "cannot encode %s: value is nested too deeply%s" % (short_repr(obj), _in(where))) from None
-    return _finalize(raw, [0])
+    return _finalize(raw, [first_shared])
 
 
 def _in(where: str) -> str:
