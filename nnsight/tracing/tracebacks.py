@@ -446,7 +446,11 @@ def register_program_sources(program) -> List[str]:
             lines.setdefault(loc.line + i, " " * loc.col + line + "\n" if line else "\n")
     registered = []
     for filename, lines in by_file.items():
-        if not filename or not lines or os.path.exists(filename):
+        if not filename or not lines:
+            continue
+        # a name registered here before had no file then (a server sees the same client files at
+        # every request: the system call is saved)
+        if not registries.made_lines(filename) and os.path.exists(filename):
             continue
         entry = linecache.cache.get(filename)
         if entry is not None and len(entry) == 4 and not registries.made_lines(filename):
