@@ -76,7 +76,9 @@ class _Storages:
 _STORAGES: "weakref.WeakKeyDictionary[Any, _Storages]" = weakref.WeakKeyDictionary()
 
 
-def _storages(root: Any) -> Dict[int, str]:
+def hosted_storages(root: Any) -> Dict[int, str]:
+    """The storages of ``root``'s parameters and buffers: data pointer -> tensor name (kept per model,
+    recomputed once a weight's data pointer moved). The sandbox's model process uses the same set."""
     found = _STORAGES.get(root)
     if found is None or not found.current():
         found = _STORAGES[root] = _Storages(root)
@@ -124,7 +126,7 @@ class HostedMemory:
             from runtime.integrity import root_module
 
             root = root_module(self.model) if self.model is not None else None
-            self._names = _storages(root) if root is not None else {}
+            self._names = hosted_storages(root) if root is not None else {}
         return self._names
 
     def hosted(self, obj: Any) -> Optional[str]:

@@ -56,17 +56,6 @@ class _Streamer:
         self.host.hook(STREAMER_END, (), {})
 
 
-def protected_storages(module: torch.nn.Module) -> Set[int]:
-    """Data pointers of the storages of a module's weights and buffers (never written from a sandbox)."""
-    found = set()
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        try:
-            found.add(tensor.untyped_storage().data_ptr())
-        except Exception:
-            pass
-    return found
-
-
 class HostSession:
     """Serves one child's job against one hosted model (in the worker thread, one job at a time)."""
 

@@ -18,12 +18,13 @@ import time
 from typing import Any, Dict, Optional
 
 from compiler.ir.limits import DecodeLimits
+from runtime.loader.hosted_memory import hosted_storages
 from runtime.server.runner import (IntactWatch, JobCancelled, JobFailed, JobInterrupted, JobRunner, JobTimeout,
                                    LogLine)
 
 from . import arena
 from .channel import JOB, Channel, ChannelClosed, ChannelError
-from .host import ChildFailed, HostSession, ProtocolViolation, protected_storages
+from .host import ChildFailed, HostSession, ProtocolViolation
 from .refusals import refusal_of_request
 from .selection import uses_sandbox
 from .values import BoundaryError
@@ -104,7 +105,7 @@ class SandboxRunner(JobRunner):
         try:
             channel.send(JOB, name, payload)  # buffered while the child confines itself
             module = model._module
-            session = HostSession(channel, module, dict(module.named_modules()), protected_storages(module),
+            session = HostSession(channel, module, dict(module.named_modules()), set(hosted_storages(module)),
                                   log, local, self.limits, shared)
             session.ready()
             self.started_s = time.perf_counter() - t0

@@ -4,9 +4,7 @@ Everything a child sends is attacker-written: malformed frames, modules the mode
 have, references to values never sent, writes into the weights, classes never sent, forged
 error reports. Each is refused, and the hosted model is left exactly as it was.
 """
-import socket
 import struct
-import threading
 
 import pytest
 import torch
@@ -14,9 +12,12 @@ import torch
 from compiler.ir import framing
 from compiler.ir.limits import DecodeLimits
 from compiler.ir.values import encode_value
-from runtime.sandbox.channel import CALL, DONE, FAILED, HOOK, RAISE, RETURN, Channel, ChannelError
-from runtime.sandbox.host import ChildFailed, HostSession, ProtocolViolation, protected_storages
+from runtime.sandbox.channel import CALL, DONE, FAILED, HOOK, RAISE, RETURN, ChannelError
+from runtime.loader.hosted_memory import hosted_storages
+from runtime.sandbox.host import ChildFailed, ProtocolViolation
 from runtime.sandbox.values import BoundaryError, HostSide
+
+from host_thread import serve_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -31,24 +32,11 @@ def model(gpt2_path):
 @pytest.fixture
 def session(model):
     """``(child channel, run)``: run() serves the model side in a thread and returns its outcome."""
-    ours, theirs = socket.socketpair()
     module = model._module
     logs = []
-    host = HostSession(Channel(ours), module, dict(module.named_modules()), protected_storages(module),
-                       logs.append, None, DecodeLimits())
-    outcome = {}
-
-    def serve():
-        try:
-            outcome["result"] = host.serve()
-        except BaseException as error:  # noqa: B902
-            outcome["error"] = error
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield Channel(theirs), thread, outcome
-    ours.close()
-    theirs.close()
+    child, host, thread, outcome, close = serve_in_thread(module, logs.append)
+    yield child, thread, outcome
+    close()
     thread.join(10)
     assert all("forward" not in m.__dict__ for m in module.modules())  # no hook left on the model
 
@@ -133,7 +121,7 @@ def test_a_hook_answer_that_changes_a_tensors_dtype_in_place_is_refused(session,
 
 
 def test_host_side_refuses_in_place_writes_to_weights(model):
-    side = HostSide(DecodeLimits(), protected_storages(model._module))
+    side = HostSide(DecodeLimits(), set(hosted_storages(model._module)))
     weight = model._module.lm_head.weight
     before = weight.clone()
     node = side.export(weight)

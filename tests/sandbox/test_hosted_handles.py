@@ -4,8 +4,6 @@ The test plays the child: it runs the real model through the model process's end
 then reports a result naming handles, legitimate or forged. The model process fills in only this
 job's own objects, refuses every other handle, and never writes the hosted weights.
 """
-import socket
-import threading
 
 import pytest
 import torch
@@ -13,10 +11,13 @@ import torch
 from compiler.ir.limits import DecodeLimits
 from compiler.ir.request import decode_result, encode_result
 from compiler.ir.values import decode_value, encode_value
-from runtime.sandbox.channel import CALL, DONE_HOSTED, RETURN, Channel
-from runtime.sandbox.host import ChildFailed, HostSession, protected_storages
+from runtime.sandbox.channel import CALL, DONE_HOSTED, RETURN
+from runtime.loader.hosted_memory import hosted_storages
+from runtime.sandbox.host import ChildFailed
 from runtime.sandbox.results import HostedResultError, fill_hosted
 from runtime.sandbox.values import BoundaryError, HostedObject, HostSide, hosted_reference
+
+from host_thread import serve_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -31,29 +32,15 @@ def model(gpt2_path):
 @pytest.fixture
 def job(model):
     """``(child channel, host session, run)``: ``run()`` serves the job in a thread, returns its outcome."""
-    ours, theirs = socket.socketpair()
-    module = model._module
-    host = HostSession(Channel(ours), module, dict(module.named_modules()), protected_storages(module),
-                       lambda line: None, None, DecodeLimits())
-    outcome = {}
-
-    def serve():
-        try:
-            outcome["result"] = host.serve()
-        except BaseException as error:  # noqa: B902
-            outcome["error"] = error
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    child, host, thread, outcome, close = serve_in_thread(model._module, lambda line: None)
 
     def finish():
         thread.join(30)
         assert not thread.is_alive()
         return outcome
 
-    yield Channel(theirs), host, finish
-    ours.close()
-    theirs.close()
+    yield child, host, finish
+    close()
     thread.join(10)
 
 
@@ -138,7 +125,7 @@ class Holder:
 
 def test_the_hosted_weights_and_modules_are_never_written(model):
     module = model._module
-    side = HostSide(DecodeLimits(), protected_storages(module))
+    side = HostSide(DecodeLimits(), set(hosted_storages(module)))
     for value, what in ((module.lm_head, "module"), (Holder(module.lm_head.weight), "weights"),
                         (Holder(module.transformer.wte.weight[:2]), "weights"),
                         (Holder(module.transformer.h[0]), "module")):
