@@ -291,6 +291,8 @@ async def job_events(websocket: WebSocket) -> None:
             frame = dict(replay[-1])
             if frame["status"] == events.COMPLETED and inline:
                 frame["result"] = await run_in_threadpool(service.store.read_blob, job_id, "result")
+            elif frame["status"] == events.COMPLETED:  # as the live frame: the result's size
+                frame["size"] = service.store.blob_size(job_id, "result")
             await _send_frame(websocket, frame, inline)
             await websocket.close()
             return
@@ -359,6 +361,7 @@ async def _send_frame(websocket: WebSocket, frame: Dict[str, Any], inline: bool)
         frame = {k: v for k, v in frame.items() if k != "result"}  # (the hub's frame is shared)
     if inline and isinstance(result, bytes) and len(result) <= INLINE_RESULT_BYTES:
         frame["inline"] = True
+        frame["size"] = len(result)  # (a replayed COMPLETED frame, rebuilt from the store, has none)
         await websocket.send_json(frame)
         await websocket.send_bytes(result)
         return

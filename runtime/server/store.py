@@ -128,6 +128,12 @@ class Store:
     def blob_path(self, job_id: str, kind: str) -> str:
         return os.path.join(self.blob_dir, "%s.%s" % (job_id, kind))
 
+    def blob_size(self, job_id: str, kind: str) -> Optional[int]:
+        try:
+            return os.path.getsize(self.blob_path(job_id, kind))
+        except FileNotFoundError:
+            return None
+
     def read_blob(self, job_id: str, kind: str) -> Optional[bytes]:
         try:
             with open(self.blob_path(job_id, kind), "rb") as f:

@@ -27,8 +27,10 @@ def test_a_small_result_comes_inline_with_completed_and_equals_the_get(server, a
         # A finished job's stream gives it inline too; without asking, the frame comes alone.
         again = list(client.events(job_id, inline_result=True))
         assert [f["status"] for f in again][-1] == "COMPLETED" and again[-1]["result"] == last["result"]
+        assert again[-1]["inline"] is True and again[-1]["size"] == len(last["result"])  # (replayed from the store)
         plain = list(client.events(job_id))
         assert "result" not in plain[-1] and "inline" not in plain[-1]
+        assert plain[-1]["size"] == len(last["result"])
 
 
 def test_clients_of_one_server_share_one_kept_alive_pool(server, api_key):
