@@ -9,7 +9,6 @@ process group is killed: the model process, waiting on the channel, sees it clos
 removes its hooks and the worker moves on. :class:`TieredRunner` picks the
 in-process or the sandbox runner per job (:func:`.selection.uses_sandbox`).
 """
-import ctypes
 import os
 import queue
 import signal
@@ -19,6 +18,7 @@ from typing import Any, Dict, Optional
 
 from compiler.ir.limits import DecodeLimits
 from runtime.loader.hosted_memory import hosted_storages
+from runtime.server import interrupts
 from runtime.server.runner import (IntactWatch, JobCancelled, JobFailed, JobInterrupted, JobRunner, JobTimeout,
                                    LogLine)
 
@@ -45,6 +45,7 @@ class SandboxRunner(JobRunner):
         self._stopped: Optional[type] = None  # why this runner killed the running child
         self._deadline: Optional[float] = None
         self._thread: Optional[int] = None  # the worker thread serving the running child
+        self._sent = False  # an interrupt was sent to that thread (drained when the job ends)
         self._changed = threading.Condition(self._lock)
         self._watch_intact = IntactWatch()
         self.started_s = 0.0  # the last job's sandbox start: fork request to a confined child (metrics)
@@ -134,7 +135,7 @@ class SandboxRunner(JobRunner):
             shared.close()
 
     def _settle(self) -> None:
-        """No interrupt can reach this thread any more (one already pending is dropped); the job's
+        """No interrupt can reach this thread any more (one already pending is drained); the job's
         child, if still here, is killed and handed to the reaper."""
         while True:
             try:
@@ -144,7 +145,9 @@ class SandboxRunner(JobRunner):
                         self._dead.put(self._pid)
                     self._pid, self._deadline, self._thread = None, None, None
                     self._changed.notify()
-                _set_async_exc(threading.get_ident(), None)
+                    sent, self._sent = self._sent, False
+                if sent:
+                    interrupts.drain()
                 return
             except JobInterrupted:  # it landed here: clear again
                 continue
@@ -175,7 +178,9 @@ class SandboxRunner(JobRunner):
         if self._pid is not None:
             self._stopped = kind
             _kill_group(self._pid)
-            _set_async_exc(self._thread, kind)
+            if self._thread is not None:
+                interrupts.send(self._thread, kind)
+                self._sent = True
 
     def interrupt(self, kind: type) -> None:
         with self._lock:
@@ -216,12 +221,6 @@ class TieredRunner(JobRunner):
         if self.sandbox is not None:
             out.update(self.sandbox.status())
         return out
-
-
-def _set_async_exc(thread_id: Optional[int], kind: Optional[type]) -> None:
-    if thread_id is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
-                                                   ctypes.py_object(kind) if kind is not None else None)
 
 
 def _kill_group(pid: int) -> None:

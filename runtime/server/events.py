@@ -17,6 +17,9 @@ RECEIVED, QUEUED, DISPATCHED, RUNNING = "RECEIVED", "QUEUED", "DISPATCHED", "RUN
 LOG, COMPLETED, ERROR, CANCELLED = "LOG", "COMPLETED", "ERROR", "CANCELLED"
 LOCAL = "LOCAL"  # a tracer.local() block waits for the client (the frame's bytes follow it)
 TERMINAL = (COMPLETED, ERROR, CANCELLED)
+# How late a status nobody needs at once (DISPATCHED, RUNNING) may reach its subscribers: published
+# lazily, it goes out with the job's next frame, or at the next tick of the event loop's flush.
+STATUS_DELAY_S = 0.05
 
 
 class EventHub:
@@ -26,10 +29,21 @@ class EventHub:
         self._lock = threading.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._subscribers: Dict[str, List[asyncio.Queue]] = {}
+        self._lazy: List[tuple] = []  # (queues, frames) published lazily, not yet delivered
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The event loop the subscribers' queues belong to (the HTTP server's)."""
+        """The event loop the subscribers' queues belong to (the HTTP server's); call from it."""
         self._loop = loop
+        loop.call_later(STATUS_DELAY_S, self._tick)
+
+    def _tick(self) -> None:
+        """(event loop) Deliver the lazily published frames, now and then."""
+        with self._lock:
+            lazy, self._lazy = self._lazy, []
+        _deliver(lazy)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_later(STATUS_DELAY_S, self._tick)
 
     def subscribe(self, job_id: str) -> "asyncio.Queue[Dict[str, Any]]":
         queue: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
@@ -61,27 +75,35 @@ class EventHub:
         frame.update(fields)
         self.publish_frames(job_id, [frame])
 
-    def publish_frames(self, job_id: str, frames: List[Dict[str, Any]]) -> None:
-        """Send several frames, in order, waking the event loop once.
+    def publish_frames(self, job_id: str, frames: List[Dict[str, Any]], lazy: bool = False) -> None:
+        """Send several frames, in order, waking the event loop once (``lazy``: not at all).
 
         Each wake-up is a system call and a hand-over of the interpreter lock between the worker and
         the HTTP thread, on the round trip's critical path: statuses that follow each other within
-        microseconds (DISPATCHED, RUNNING) go together."""
+        microseconds (DISPATCHED, RUNNING) go together, and lazily: they wait for the job's next
+        frame (a short job's COMPLETED), or at most :data:`STATUS_DELAY_S`. Frames published earlier,
+        lazily or not, always reach a subscriber first."""
+        loop = self._loop
         with self._lock:
             queues = list(self._subscribers.get(job_id, ()))
-        loop = self._loop
-        if not queues or loop is None:
-            return
-
-        def deliver() -> None:
-            for queue in queues:
-                for frame in frames:
-                    queue.put_nowait(frame)
-
+            if not queues or loop is None:
+                return
+            if lazy:
+                self._lazy.append((queues, frames))
+                return
+            batch, self._lazy = self._lazy, []
+        batch.append((queues, frames))
         try:
-            loop.call_soon_threadsafe(deliver)
+            loop.call_soon_threadsafe(_deliver, batch)
         except RuntimeError:  # the loop is closed: the server is stopping
             return
+
+
+def _deliver(batch: List[tuple]) -> None:
+    for queues, frames in batch:
+        for queue in queues:
+            for frame in frames:
+                queue.put_nowait(frame)
 
 
 ORDER = {RECEIVED: 0, QUEUED: 1, DISPATCHED: 2, RUNNING: 3, COMPLETED: 4, ERROR: 4, CANCELLED: 4}

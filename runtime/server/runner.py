@@ -6,12 +6,11 @@ runs the job in the calling (worker) thread through the one accept path
 outright, with its own memory limit) implements the same interface.
 
 A job is interrupted (wall-clock limit, cancel) by raising an exception in the
-worker thread at the next Python bytecode (``PyThreadState_SetAsyncExc``): a
-job stuck in one long native call (a huge matmul) stops when it returns. A
-late interrupt (the job ended meanwhile) is dropped.
+worker thread at the next Python bytecode (:mod:`.interrupts`): a job stuck in
+one long native call (a huge matmul) stops when it returns. A late interrupt
+(the job ended meanwhile) is drained.
 """
 import contextlib
-import ctypes
 import itertools
 import threading
 import time
@@ -19,6 +18,8 @@ import traceback
 from typing import Any, Callable, ContextManager, Dict, Optional, Tuple
 
 from runtime import accept, integrity
+
+from . import interrupts
 
 LogLine = Callable[[str], None]
 # (hosted model, request's model key) -> a context manager giving the model as that client sees it
@@ -88,6 +89,7 @@ class InProcessRunner(JobRunner):
         self._thread: Optional[int] = None  # the thread running a job now
         self._job = 0  # the running job's token (0: none)
         self._deadline: Optional[float] = None
+        self._sent = False  # an interrupt was sent to the running job (drained when it ends)
         self._tokens = itertools.count(1)
         # When the watchdog wakes next (None: only when notified). Jobs of one server have the same
         # time limit, so a new job's deadline is later than the watchdog's wake-up: it is notified
@@ -125,7 +127,8 @@ class InProcessRunner(JobRunner):
                 if self._job and self._deadline is not None:
                     left = self._deadline - time.monotonic()
                     if left <= 0:
-                        _set_async_exc(self._thread, JobTimeout)
+                        interrupts.send(self._thread, JobTimeout)
+                        self._sent = True
                         self._deadline = None
                         continue
                     self._wake_at = self._deadline
@@ -153,12 +156,14 @@ class InProcessRunner(JobRunner):
             raise JobFailed(describe(error, files)) from error
 
     def _settle(self) -> None:
-        """No interrupt can reach this thread any more; one already pending is dropped."""
+        """No interrupt can reach this thread any more; one already pending is drained."""
         while True:
             try:
                 with self._lock:  # (no need to wake the watchdog: it finds no job when it wakes)
                     self._thread, self._job, self._deadline = None, 0, None
-                _set_async_exc(threading.get_ident(), None)
+                    sent, self._sent = self._sent, False
+                if sent:
+                    interrupts.drain()
                 return
             except JobInterrupted:  # it landed here: clear again
                 continue
@@ -169,7 +174,8 @@ class InProcessRunner(JobRunner):
     def interrupt(self, kind: type) -> None:
         with self._lock:
             if self._job and self._thread is not None:
-                _set_async_exc(self._thread, kind)
+                interrupts.send(self._thread, kind)
+                self._sent = True
 
 
 class IntactWatch:
@@ -207,13 +213,6 @@ def check_intact(before: integrity.Snapshot, error: Optional[BaseException]) -> 
         integrity.enforce(before)
     except integrity.IntegrityError as violation:
         raise JobFailed(describe(violation, set())) from (error or violation)
-
-
-def _set_async_exc(thread_id: Optional[int], kind: Optional[type]) -> None:
-    if thread_id is None:
-        return
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
-                                               ctypes.py_object(kind) if kind is not None else None)
 
 
 def describe(error: BaseException, files: Optional[set] = None) -> Dict[str, Any]:

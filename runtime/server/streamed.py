@@ -20,7 +20,6 @@ available by id (``GET /v1/requests/{id}``, the events WebSocket).
 import asyncio
 from typing import Any, AsyncIterator, Callable, Dict
 
-from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from . import events
@@ -36,19 +35,50 @@ def _frames() -> Any:
     return frames
 
 
-class FrameStream(StreamingResponse):
-    """A streamed response that always runs ``cleanup`` when it ends, however it ends."""
+class FrameStream:
+    """The streamed response: each chunk of ``body`` as it comes; ``cleanup`` runs however it ends.
+
+    Written against ASGI directly rather than as Starlette's ``StreamingResponse``, which watches for
+    the client leaving in an anyio task group whose cancellation formats the task's ``repr`` (about
+    0.2 ms of the HTTP thread per job, on the round trip's critical path). A plain task does the same
+    watch: when the client goes away mid-stream, the stream is cancelled and ends quietly.
+    """
+
+    HEADERS = [(b"content-type", MEDIA_TYPE.encode()), (b"cache-control", b"no-store"),
+               (b"x-accel-buffering", b"no")]
 
     def __init__(self, body: AsyncIterator[bytes], cleanup: Callable[[], None]) -> None:
-        super().__init__(body, status_code=200, media_type=MEDIA_TYPE,
-                         headers={"cache-control": "no-store", "x-accel-buffering": "no"})
-        self._cleanup = cleanup
+        self.body = body
+        self.cleanup = cleanup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streaming = asyncio.current_task()
+        state = {"ended": False, "left": False}
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not state["ended"] and streaming is not None:
+                state["left"] = True
+                streaming.cancel()
+
+        watcher = asyncio.ensure_future(watch())
         try:
-            await super().__call__(scope, receive, send)
+            await send({"type": "http.response.start", "status": 200, "headers": self.HEADERS})
+            async for chunk in self.body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not state["left"]:
+                raise  # the server is stopping
+            streaming.uncancel()  # (the client left: this task's own cancellation, now handled)
         finally:
-            self._cleanup()
+            state["ended"] = True
+            watcher.cancel()
+            try:
+                await self.body.aclose()  # type: ignore[attr-defined]
+            finally:
+                self.cleanup()
 
 
 def job_stream(service: Any, job_id: str, queue: "asyncio.Queue[Dict[str, Any]]",

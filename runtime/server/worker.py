@@ -118,8 +118,8 @@ class Worker:
         hub = self.hub
         payload = self.store.read_blob(job_id, "request")
         hosted = self.models.by_name.get(job["model"])
-        # DISPATCHED goes with RUNNING below (one wake-up of the HTTP thread), unless something may
-        # come between them: a failure, or a lazy model's load (seconds)
+        # DISPATCHED goes with RUNNING below (lazily: with the job's next frame, no wake-up of the HTTP
+        # thread of its own), unless something may come between them: a failure, or a model's load
         early = payload is None or hosted is None or hosted.state != READY
         if early:
             hub.publish(job_id, events.DISPATCHED)
@@ -147,7 +147,7 @@ class Worker:
         with self._current_lock:
             self._current, self._running = job_id, runner
         statuses = [events.RUNNING] if early else [events.DISPATCHED, events.RUNNING]
-        hub.publish_frames(job_id, [{"id": job_id, "status": status} for status in statuses])
+        hub.publish_frames(job_id, [{"id": job_id, "status": status} for status in statuses], lazy=True)
         key_id = job["key_id"]
         try:
             result = runner.run(payload, hosted.model, log, settings.job_time_limit_s,

@@ -5,6 +5,7 @@ import json
 import socket
 import struct
 import threading
+import time
 
 import httpx
 import pytest
@@ -121,14 +122,28 @@ def test_a_large_result_is_fetched_by_get_after_the_stream(server, api_key, gpt2
 def test_a_client_that_leaves_mid_stream_finds_its_result_by_id(server, api_key, gpt2, remote_config):
     from nnsight.remote.client import Client
 
-    with Client(server.host, api_key) as client:
-        stream = client.submit_stream(_busy_payload(gpt2, 2_000_000))
+    busy = _busy_payload(gpt2, 10_000_000)
+    with Client(server.host, api_key) as client, \
+            httpx.Client(base_url=server.url, headers={"ndif-api-key": api_key}, timeout=30) as http:
+        def subscribers():
+            return http.get("/v1/metrics").json()["event_subscribers"]
+
+        before = subscribers()
+        ahead = client.submit(busy)["id"]  # keeps the worker busy: the streamed job waits in the queue
+        stream = client.submit_stream(busy)
         job_id = next(stream)["id"]
         stream.close()  # the client goes away right after the acknowledgement
+        # the server notices at once: the stream's subscription ends while its job still waits
+        for _ in range(500):
+            if subscribers() <= before:
+                break
+            time.sleep(0.01)
+        assert subscribers() <= before
         assert client.status(job_id)["status"] in ("QUEUED", "RUNNING")
         statuses = [f["status"] for f in client.events(job_id)]
         assert statuses[-1] == "COMPLETED", statuses
         assert client.status(job_id)["status"] == "COMPLETED" and client.result(job_id)
+        assert client.status(ahead)["status"] == "COMPLETED"
 
 
 def test_a_trace_with_local_blocks_still_takes_the_websocket(gpt2, remote_config):
