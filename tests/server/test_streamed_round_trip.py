@@ -122,7 +122,7 @@ def test_a_large_result_is_fetched_by_get_after_the_stream(server, api_key, gpt2
 def test_a_client_that_leaves_mid_stream_finds_its_result_by_id(server, api_key, gpt2, remote_config):
     from nnsight.remote.client import Client
 
-    busy = _busy_payload(gpt2, 10_000_000)
+    busy = _busy_payload(gpt2, 3_000_000)
     with Client(server.host, api_key) as client, \
             httpx.Client(base_url=server.url, headers={"ndif-api-key": api_key}, timeout=30) as http:
         def subscribers():
@@ -144,6 +144,19 @@ def test_a_client_that_leaves_mid_stream_finds_its_result_by_id(server, api_key,
         assert statuses[-1] == "COMPLETED", statuses
         assert client.status(job_id)["status"] == "COMPLETED" and client.result(job_id)
         assert client.status(ahead)["status"] == "COMPLETED"
+
+
+def test_running_reaches_the_client_while_a_longer_job_runs(server, api_key, gpt2, remote_config):
+    """DISPATCHED and RUNNING are sent lazily (with the next frame, or within 50 ms): a job that runs
+    for a while still shows RUNNING long before its end."""
+    from nnsight.remote.client import Client
+
+    arrived = {}
+    with Client(server.host, api_key) as client:
+        for frame in client.submit_stream(_busy_payload(gpt2, 3_000_000)):
+            arrived.setdefault(frame["status"], time.monotonic())
+    assert list(arrived) == LIFECYCLE, list(arrived)
+    assert arrived["COMPLETED"] - arrived["RUNNING"] > 0.1, arrived
 
 
 def test_a_trace_with_local_blocks_still_takes_the_websocket(gpt2, remote_config):
