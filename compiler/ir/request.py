@@ -26,6 +26,7 @@ from typing import Any, List, Optional
 
 from . import framing
 from .binary import check_plain
+from .downgraders import downgrade
 from .errors import IRDecodeError, IRError
 from .limits import DecodeLimits, limits_or_default
 from .nodes import Program
@@ -65,8 +66,12 @@ class Request:
                 object.__setattr__(self, name, list(v))
 
 
-def encode_request(r: Request) -> bytes:
-    """The binary form of a request (same request -> same bytes)."""
+def encode_request(r: Request, ir_version: Optional[int] = None) -> bytes:
+    """The binary form of a request (same request -> same bytes).
+
+    ``ir_version``: write the program in that older version (a server that accepts no newer one);
+    raises :class:`IRVersionError` when the program needs a newer one (:mod:`.downgraders`).
+    """
     for name in ("args", "kwargs"):
         problem = plain_problem(getattr(r, name), name)
         if problem:
@@ -75,6 +80,8 @@ def encode_request(r: Request) -> bytes:
         raise IRError("cannot encode request: model and method must be strings")
     check_plain(r.program)
     record = to_record(r.program)
+    if ir_version is not None and ir_version != record["header"]["ir_version"]:
+        record = downgrade(record, ir_version)
     header = record.pop("header")
     raw = framing.pack({"program": record, "model": r.model, "method": r.method, "args": r.args,
                         "kwargs": r.kwargs})

@@ -13,10 +13,10 @@ done, then the dict of saved names plus ``'id'``; ``backend.job_status`` is a
 :class:`JobStatus`; ``backend.cancel()`` stops it.
 """
 import enum
-import sys
 import time
 from typing import Any, Callable, Dict, Iterator, Optional
 
+from . import versions
 from .client import Client
 from .display import StatusLine
 from .errors import RemoteError, job_error
@@ -58,6 +58,7 @@ class RemoteBackend:
         self._detail = ""
         self._blocking = True
         self.transport: Optional[str] = None  # how the job is followed: "stream", "websocket" or "poll"
+        self.payload: Optional[bytes] = None  # the request's bytes as sent (maybe in an older IR version)
         self._stream: Optional[Iterator[Dict[str, Any]]] = None  # the job's streamed frames, after its ack
         self._acked: Dict[str, Any] = {}
 
@@ -86,14 +87,31 @@ class RemoteBackend:
 
     # -- the job -------------------------------------------------------------------------------
 
-    def submit(self, payload: bytes, blocking: bool = True) -> str:
+    def submit(self, payload: bytes, blocking: bool = True, encode: Optional[versions.Encode] = None) -> str:
         """Send the job. Blocking: its status is shown by :meth:`wait`, from the server's replay of
         the lifecycle; otherwise RECEIVED and QUEUED are logged now (the id to come back for).
 
         A blocking job without ``tracer.local()`` blocks (the IR says so: ``local_blocks`` is None)
         is sent and followed in one streamed HTTP round trip (:meth:`Client.submit_stream`); one
         with local blocks is followed over the WebSocket, which carries the client's answers.
+        ``encode(version)`` writes the request in an older IR version: a server that refuses
+        ``payload``'s version gets it once more in the newest one it accepts (:mod:`.versions`).
+        ``self.payload`` is what was sent.
         """
+        self.payload = payload
+        try:
+            return self._submit(payload, blocking)
+        except RemoteError as error:
+            version = versions.older_version(error) if encode is not None else None
+            if version is None:
+                raise
+        url = self.client.url
+        self.payload = versions.encode_for(url, encode, version)  # type: ignore[arg-type]
+        job_id = self._submit(self.payload, blocking)
+        versions.remember(url, version)
+        return job_id
+
+    def _submit(self, payload: bytes, blocking: bool) -> str:
         self._blocking = blocking
         if blocking and self.local_blocks is None:
             self.transport = "stream"

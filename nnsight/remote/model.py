@@ -21,6 +21,7 @@ import json
 import sys
 from typing import Any, Dict, Optional
 
+from . import versions
 from .backend import RemoteBackend
 from .client import Client
 
@@ -171,8 +172,13 @@ class RemoteTracer:
 
             blocks = ClientLocalBlocks(CompiledProgram(self.program), frame, closure.resolve, closure.may_build,
                                        rewrite=None if torch_here else tensors_as_arrays)
-        self.backend = RemoteBackend(self.model.client(), decode, local_blocks=blocks)
-        self.backend.submit(payload, self.blocking)
+        client = self.model.client()
+
+        def encode(version: Optional[int]) -> bytes:
+            return payload if version is None else encode_request(request, version)
+
+        self.backend = RemoteBackend(client, decode, local_blocks=blocks)
+        self.backend.submit(versions.encode_for(client.url, encode), self.blocking, encode=encode)
         if not self.blocking:
             return {}
         if blocks is None:

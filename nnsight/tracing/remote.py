@@ -215,15 +215,22 @@ def run_remote(tracer: Any, frame: Any) -> Dict[str, Any]:
         blocks = ClientLocalBlocks(tracer._compiled, frame, closure.resolve, closure.may_build)
     try:
         if tracer._remote is True:
+            from ..remote import versions
             from ..remote.backend import RemoteBackend
             from ..remote.client import Client
 
             if not tracer._blocking and blocks is not None:
                 raise ValueError("a trace with `with tracer.local():` blocks needs blocking=True: the "
                                  "client runs those blocks while the job runs")
-            backend = RemoteBackend(Client(), decode, local_blocks=blocks)
+            client = Client()
+
+            def encode(version: Optional[int]) -> bytes:
+                return payload if version is None else encode_request(request, version)
+
+            backend = RemoteBackend(client, decode, local_blocks=blocks)
             tracer.backend = backend
-            backend.submit(payload, tracer._blocking)
+            backend.submit(versions.encode_for(client.url, encode), tracer._blocking, encode=encode)
+            tracer.remote_payload = backend.payload
             if not tracer._blocking:
                 return {}
             return backend.wait()
