@@ -12,6 +12,7 @@ from greenlet import getcurrent, greenlet
 
 from . import events
 from .errors import Cancelation, MissedProviderError, OutOfOrderError
+from .loader.errors import ServerRefusal
 
 Event = Tuple[int, Optional[str], int, Any]
 _END: Event = (events.END, None, 0, None)
@@ -46,7 +47,7 @@ class Mediator:
     """
 
     __slots__ = ("code", "namespace", "batch_group", "name", "iteration", "event", "done",
-                 "interleaver", "_worker", "caches", "bindings", "__weakref__")
+                 "interleaver", "_worker", "caches", "bindings", "side", "_plain", "__weakref__")
 
     def __init__(self, code, namespace: Dict[str, Any], batch_group=None, name: str = "invoke",
                  bindings: Optional[Dict[str, Any]] = None):
@@ -63,6 +64,16 @@ class Mediator:
         self.interleaver = None
         self._worker: Optional[_Worker] = None
         self.caches = None
+        # A guarded request's check on the tensor side (runtime.loader.tensor_side): its torch function
+        # mode is on while this worker runs, off while the model does. None on a plain local trace.
+        self.side = None
+        self._plain = self.bindings is None  # neither bindings nor a side: a switch is a bare switch
+
+    def guard(self, side) -> None:
+        """Switch ``side`` (a :class:`runtime.loader.tensor_side.TensorSide`) on around every run of
+        this worker (set before :meth:`start`)."""
+        self.side = side
+        self._plain = False
 
     # ----------------------------------------------------------------- main side
 
@@ -87,12 +98,23 @@ class Mediator:
         return _END
 
     def _switch(self, worker, method, arg):
-        """Run the worker with this invoke's own bindings in the namespace, then put back the others.
+        """Run the worker with this invoke's own bindings in the namespace, then put back the others;
+        with the request's tensor-side check on, if it has one.
 
         Whatever the namespace held before (another invoke's values, when an intervention calls a
         hooked module) returns, except where the intervention rebound a name: like any assignment,
         that one stays, and is this invoke's value from then on.
         """
+        side = self.side
+        if side is None:
+            return self._switch_bound(method, arg)
+        side.enter()
+        try:
+            return method(arg) if self.bindings is None else self._switch_bound(method, arg)
+        finally:
+            side.leave()
+
+    def _switch_bound(self, method, arg):
         ns, bindings = self.namespace, self.bindings
         before = {name: ns.get(name, _UNBOUND) for name in bindings}
         ns.update(bindings)
@@ -114,7 +136,7 @@ class Mediator:
     def _resume(self, response: Any) -> None:
         worker = self._worker
         worker.parent = getcurrent()  # the worker's final return comes back here
-        event = worker.switch(response) if self.bindings is None else self._switch(worker, worker.switch, response)
+        event = worker.switch(response) if self._plain else self._switch(worker, worker.switch, response)
         # The common case, inlined: a request for a value the model has not produced yet.
         if event[0] <= _SKIP and self.interleaver.counts.get(event[1], 0) <= event[2]:
             self.event = event
@@ -124,7 +146,7 @@ class Mediator:
     def _throw(self, exc: BaseException) -> None:
         worker = self._worker
         worker.parent = getcurrent()
-        self._settle(worker.throw(exc) if self.bindings is None else self._switch(worker, worker.throw, exc))
+        self._settle(worker.throw(exc) if self._plain else self._switch(worker, worker.throw, exc))
 
     def _settle(self, event: Event) -> None:
         """Record the worker's next event; a request for a value already gone by fails now."""
@@ -142,7 +164,7 @@ class Mediator:
                     f"Value was missed for {event[1]}.i{event[2]}. Did you call an Envoy out of "
                     f"order? (the model already computed it before this line asked for it; access "
                     f"modules in forward-pass order, or use a separate invoke)")
-                event = worker.throw(missed) if self.bindings is None else self._switch(worker, worker.throw, missed)
+                event = worker.throw(missed) if self._plain else self._switch(worker, worker.throw, missed)
                 continue
             if kind == events.BARRIER and event[3].ready():
                 # The last participant arrived: release the others (invoke order), then this one.
@@ -152,7 +174,7 @@ class Mediator:
                         self.interleaver.released.append(other)
                 worker = self._worker
                 worker.parent = getcurrent()
-                event = worker.switch(None) if self.bindings is None else self._switch(worker, worker.switch, None)
+                event = worker.switch(None) if self._plain else self._switch(worker, worker.switch, None)
                 continue
             return
 
@@ -235,7 +257,9 @@ class Mediator:
         if worker is not None and not worker.dead:
             worker.parent = getcurrent()
             try:
-                worker.throw(Cancelation())
+                worker.throw(Cancelation()) if self._plain else self._switch(worker, worker.throw, Cancelation())
+            except ServerRefusal:  # (its check was removed while its cleanup ran: the job must fail)
+                raise
             except Exception:
                 pass
         self._worker = None

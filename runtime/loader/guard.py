@@ -31,9 +31,10 @@ from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from compiler import access, policy
 
-from . import refusal_table
+from . import refusal_table, tensor_side
 from .errors import ServerRefusal, refused_entry
 from .hosted_memory import ALIAS_ATTRIBUTES, HostedMemory, unwrapped
+from .native_protocols import check_class
 from .views import ModuleView, make_view, module_name, module_of, read_only
 
 _MODULE = types.ModuleType
@@ -101,6 +102,8 @@ class Guard:
 
     def track_class(self, cls: Any) -> Any:
         if isinstance(cls, type):
+            check_class(cls)  # no native memory protocol under a computed name (a metaclass's)
+            tensor_side.check_class(cls)  # a torch function mode pops only what it pushed
             self.classes.add(cls)
         return cls
 

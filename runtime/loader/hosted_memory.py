@@ -24,6 +24,7 @@ import weakref
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 from .errors import ServerRefusal
+from .native_protocols import carrier
 
 # Attribute names of a tensor that make an alias autograd does not count (``__dlpack__`` and
 # ``__reduce_ex__`` are refused on every object already).
@@ -176,11 +177,10 @@ class HostedMemory:
                           "`w.detach().clone()`")
 
     def check_args(self, args: tuple, kwargs: Dict[str, Any], what: str) -> None:
-        """Refuse a hosted tensor among a call's arguments (or in a list or tuple among them)."""
+        """Refuse a hosted tensor among a call's arguments (or in a list or tuple among them), and an
+        object that names raw memory (:func:`.native_protocols.carrier`)."""
         torch = sys.modules.get("torch")
-        if torch is None:
-            return
-        tensor = torch.Tensor
+        tensor = torch.Tensor if torch is not None else ()
         for group in (args, kwargs.values()):
             for arg in group:
                 if isinstance(arg, tensor):
@@ -189,6 +189,10 @@ class HostedMemory:
                     for item in arg:
                         if isinstance(item, tensor):
                             self._refuse_arg(item, what)
+                        elif type(item) not in _PLAIN:
+                            _refuse_carrier(item, what)
+                elif type(arg) not in _PLAIN:
+                    _refuse_carrier(arg, what)
 
     def _refuse_arg(self, arg: Any, what: str) -> None:
         found = self.hosted(arg)
@@ -252,6 +256,16 @@ class HostedMemory:
         if numpy is not None and type(value) is numpy.ufunc:  # np.frompyfunc's ufunc has .at, which writes
             return _CheckedObject(value, self, "`%s`" % getattr(value, "__name__", "ufunc"))
         return value
+
+
+def _refuse_carrier(arg: Any, what: str) -> None:
+    name = carrier(arg)
+    if name is not None:
+        from .guard import refuse
+
+        raise refuse("NN402", "%s given an object of type %s that answers %r is not available to a request: "
+                              "numpy would build an array over the memory address it names. Give numpy your data "
+                              "itself (a list, an array)" % (what, type(arg).__name__, name))
 
 
 def unwrapped(obj: Any) -> Any:
