@@ -10,11 +10,14 @@ trusted tier runs), alternating rounds of three variants, and prints the median 
 * ``off``: no mode at all (``tensor_side.guarding`` does nothing), as before the check existed;
 * ``always``: the mode left on while the model runs too (what keeping it simple would cost).
 
+Also the parts alone: one enter/leave pair of the mode (two per greenlet switch into request code),
+and the tiny GPT-2's forward pass with the mode on and off (what the mode would add to the model).
 Times on a loaded machine are only comparable within a run (the rounds alternate for that reason).
 """
 import argparse
 import contextlib
 import os
+import random
 import statistics
 import sys
 import time
@@ -34,7 +37,10 @@ def one_save(model):
 
 def twelve_saves(model):
     with model.trace(PROMPT, remote="local"):
-        outs = [model.transformer.h[i % 2].output[0][:, i % 3].sum().save() for i in range(12)]
+        x = model.transformer.h[0].output[0]
+        outs = [x[:, i % 3].sum().save() for i in range(6)]
+        y = model.transformer.h[1].output[0]
+        outs += [y[:, i % 3].sum().save() for i in range(6)]
     return outs
 
 
@@ -73,9 +79,11 @@ def main() -> None:
         for _ in range(3):
             fn(model)
     try:
+        order = list(variants.items())
         for _ in range(reps):
+            random.shuffle(order)  # (no variant always runs right after another)
             for case, fn in cases.items():
-                for variant, (guarding, suspended) in variants.items():
+                for variant, (guarding, suspended) in order:
                     tensor_side.guarding, interleaving.suspended = guarding, suspended
                     times[(case, variant)].append(_ms(fn, model))
     finally:
@@ -86,6 +94,63 @@ def main() -> None:
         med = {v: statistics.median(times[(case, v)]) for v in variants}
         print("%-9s on %.2f ms  off %.2f ms  always %.2f ms  (on - off %+.2f ms, always - off %+.2f ms)"
               % (case, med["on"], med["off"], med["always"], med["on"] - med["off"], med["always"] - med["off"]))
+    _parts(model, reps)
+
+
+def _median_us(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e6)
+    return statistics.median(times)
+
+
+def _parts(model, reps: int) -> None:
+    import torch
+    from runtime.loader.hosted_memory import HostedMemory
+    from runtime.loader.tensor_side import _side_for
+
+    side = _side_for(HostedMemory(model))
+    ids = model.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    module = model._module
+
+    def pair():
+        side.enter()
+        side.leave()
+
+    def forward():
+        with torch.no_grad():
+            module(ids)
+
+    def forward_on():
+        side.enter()
+        try:
+            forward()
+        finally:
+            side.leave()
+
+    x = torch.randn(1, 6, 64)
+
+    def op():
+        x[:, 1].sum()
+
+    def op_on():
+        side.enter()
+        try:
+            op()
+        finally:
+            side.leave()
+
+    print("enter+leave pair: %.2f us" % _median_us(pair, reps * 50))
+    print("a slice and a sum of request code: off %.2f us, mode on %.2f us (enter+leave included)"
+          % (_median_us(op, reps * 50), _median_us(op_on, reps * 50)))
+    off, on = [], []
+    for _ in range(reps):
+        off.append(_median_us(forward, 5))
+        on.append(_median_us(forward_on, 5))
+    print("forward: off %.0f us, mode on %.0f us (+%.0f us)"
+          % (statistics.median(off), statistics.median(on), statistics.median(on) - statistics.median(off)))
 
 
 if __name__ == "__main__":

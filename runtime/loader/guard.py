@@ -380,11 +380,25 @@ class Guard:
 
     # -- the hooks user code calls --------------------------------------------------------------------
 
+    def request_code(self) -> None:
+        """Request code starts or resumes here: the request's tensor-side check on
+        (:mod:`runtime.loader.tensor_side`), whoever called it -- the model's forward calling a tensor
+        subclass's ``__torch_function__`` or an object the request swapped in, a callback."""
+        hosted = self.hosted
+        side = hosted.side if hosted is not None else None
+        if side is not None:
+            side.enter()
+
+    def resumed(self, value: Any) -> Any:
+        """A generator or coroutine of the request resumed (``value``: what its yield or await gave)."""
+        self.request_code()
+        return value
+
     def _hooks(self) -> Dict[str, Any]:
-        from .rewrite import ATTR, PRIVATE, SPECIAL, STORE, VALUE
+        from .rewrite import ATTR, PRIVATE, REQUEST, RESUMED, SPECIAL, STORE, VALUE
 
         return {ATTR: self.attr, PRIVATE: self.private, SPECIAL: self.special, STORE: self.store,
-                VALUE: self.value}
+                VALUE: self.value, REQUEST: self.request_code, RESUMED: self.resumed}
 
 
 def _is_envoy(obj: Any) -> bool:

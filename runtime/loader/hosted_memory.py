@@ -119,6 +119,7 @@ class HostedMemory:
         self._names: Optional[Dict[int, str]] = None
         self._wrapped: Dict[int, Tuple[Any, Any]] = {}  # id(server callable) -> (it, its checked version)
         self._entries: Optional[FrozenSet[int]] = None
+        self.side: Any = None  # the request's tensor-side check while it runs (runtime.loader.tensor_side)
 
     # -- what is hosted ---------------------------------------------------------------------------
 

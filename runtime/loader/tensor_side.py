@@ -52,6 +52,7 @@ def _mode_class() -> type:
             super().__init__()
             self.memory = memory
             self.aliasing = aliasing
+            self.handling = 0  # >0 while it runs an operation: torch has it off the stack meanwhile
 
         def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
             if func in self.aliasing and args:
@@ -63,7 +64,11 @@ def _mode_class() -> type:
                     raise refuse("NN404", "%s of a tensor whose memory is the hosted model's (%r) is not available "
                                           "to a request, however the function or class that asks for it was "
                                           "reached: %s" % (_HOW.get(name, "`%s`" % name), found, _FIX))
-            return func(*args, **(kwargs or {}))
+            self.handling += 1
+            try:
+                return func(*args, **(kwargs or {}))
+            finally:
+                self.handling -= 1
 
     return HostedMemoryMode
 
@@ -91,10 +96,14 @@ class TensorSide:
 
     def enter(self) -> None:
         """Have the mode on, under the modes the request pushed since (a worker's switch in)."""
+        if self.mode.handling:  # (request code the operation calls: torch puts the mode back after it)
+            return
         c = sys.modules["torch"]._C
         depth = c._len_torch_function_stack()
-        if depth == self.base:  # (the usual case)
+        if depth == self.base:  # (the usual case at a switch)
             c._push_on_torch_function_stack(self.mode)
+            return
+        if depth == self.base + 1 and c._get_function_stack_at(self.base) is self.mode:  # (a function call)
             return
         if self._position(c) >= 0:
             return  # kept on under the request's own modes (see leave)
@@ -111,6 +120,8 @@ class TensorSide:
         ``final``): their handlers are request code, which the model's every operation calls, and they
         must not run unchecked (every operation goes through Python for them anyway).
         """
+        if self.mode.handling and not final:  # (off the stack while it runs an operation; back after it)
+            return
         c = sys.modules["torch"]._C
         depth = c._len_torch_function_stack()
         if depth == self.base + 1 and c._get_function_stack_at(self.base) is self.mode:  # (the usual case)
@@ -168,9 +179,11 @@ def guarding(memory: Optional[HostedMemory]) -> Iterator[None]:
         yield
         return
     side.enter()
+    memory.side = side  # (request code that server code calls switches it on: Guard.request_code)
     try:
         yield
     finally:
+        memory.side = None
         side.leave(final=True)
 
 

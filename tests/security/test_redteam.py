@@ -326,7 +326,8 @@ LEGIT_NUMPY = [
 # argument's memory when that already has its dtype, and np.matrix keeps its input without a copy. The
 # tensor side's mode (runtime/loader/tensor_side.py) refuses the conversion itself (Tensor.__array__),
 # however the class was reached, and whoever runs it: a request's own torch function mode's handler runs
-# while the model runs, with the server's mode kept under it.
+# while the model runs, with the server's mode kept under it; a function of the request that the model's
+# forward calls (a tensor subclass's __torch_function__) switches the mode on as it starts.
 REQUEST_MODE = ("class Q(torch.overrides.TorchFunctionMode):\n    def __torch_function__(self, f, ty, a=(), k=None):\n"
                 "        F(t)[:] = 0\n        return f(*a, **(k or {}))\n")
 NP_TORCH = NP + "\n" + TORCH
@@ -341,6 +342,16 @@ CLASS_ROUTES = [
     ("a request mode's handler, while the model runs", NP_TORCH,
      W + "t = w.detach()\nF = type(np.float32(1.0))\n" + REQUEST_MODE
      + "with Q():\n    x = model.transformer.h[0].output[0]\n    y = x + 1"),
+    ("a tensor subclass swapped into the forward", NP_TORCH,
+     W + "t = w.detach()\nF = type(np.float32(1.0))\nclass T(torch.Tensor):\n    @classmethod\n"
+     "    def __torch_function__(cls, f, ty, a=(), k=None):\n        if len(a) > 1:\n            F(t)[:] = 0\n"
+     "        return super().__torch_function__(f, ty, a, k or {})\n"
+     "o = model.transformer.h[0].output\nmodel.transformer.h[0].output = o.as_subclass(T)"),
+    ("a lambda the forward calls", NP_TORCH,
+     W + "t = w.detach()\nF = type(np.float32(1.0))\nclass T(torch.Tensor):\n"
+     "    __torch_function__ = classmethod(lambda cls, f, ty, a=(), k=None: (len(a) > 1 and F(t).fill(0), "
+     "torch.Tensor.__torch_function__(f, ty, a, k or {}))[1])\n"
+     "o = model.transformer.h[0].output\nmodel.transformer.h[0].output = o.as_subclass(T)"),
 ]
 # Taking the mode off torch's stack: every public way to pop what was not pushed is refused.
 POP_ROUTES = [
