@@ -12,6 +12,13 @@ callable that reaches them from native code -- any numpy callable, wherever it i
 DLPack entry points, ``copy.copy`` -- reaches the request wrapped so that its arguments are checked
 first (:meth:`HostedMemory.checked`, applied to every attribute value the guard hands out).
 
+Those checks are made where request code reads a callable. The same aliases are refused once more on
+the tensor side, where every native route ends (``Tensor.__array__``, ``__dlpack__``,
+``untyped_storage()``), by a torch function mode active while request code runs
+(:mod:`runtime.loader.tensor_side`): a numpy class reached without an attribute read
+(``type(np.float32(1.0))``) or a server function that converts a tensor for the request is refused there.
+Numpy callables also refuse an argument that names raw memory (:mod:`runtime.loader.native_protocols`).
+
 Hosted memory is decided by storage, not by tensor object: a view, a slice, a ``.detach()`` or a
 ``Parameter(w)`` of a weight shares its storage and is refused too; a saved activation or the
 request's own tensor is not (``out.numpy()`` keeps working). The set of hosted storages is computed

@@ -25,7 +25,12 @@ request's builtins, where user code cannot name them):
 * ``x.name`` -> ``__nnsight_attr__(x, "name")`` (``__nnsight_private__`` for
   ``_name``, ``__nnsight_special__`` for ``__getattr__``-like names);
 * ``x.name = v`` / ``del x.name`` -> ``__nnsight_store__(x, "name").name = v``,
-  which checks that ``x`` may be written before the store happens.
+  which checks that ``x`` may be written before the store happens;
+* where request code starts or resumes -- the first line of a function, a
+  lambda, after a ``yield`` or an ``await``, each step of a generator
+  expression -- ``__nnsight_request__()`` switches the request's tensor-side
+  check on (:mod:`runtime.loader.tensor_side`): server code, the model's
+  forward among it, may be what called it.
 
 String annotations are rewritten too (they are evaluated by ``typing``).
 """

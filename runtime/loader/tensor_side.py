@@ -9,20 +9,25 @@ for it. Every such route ends in a few tensor methods -- numpy converts a tensor
 first, whoever calls them (numpy's C code included). :class:`HostedMemoryMode` refuses them for a
 tensor over the hosted model's memory, however the class or function was reached.
 
-A mode puts a Python call on every torch operation, so it is active only while the request's own code
-runs: pushed for the whole run of a request (:func:`guarding`), taken off while the model runs
-(:func:`suspended`, around the interleaver), and put back by each mediator while its worker -- the
-request's intervention code -- runs (:meth:`TensorSide.enter` / :meth:`TensorSide.leave`, around every
-greenlet switch: greenlets share the thread's mode stack). A plain local trace never has one.
+A mode puts a Python call on every torch operation (+1.3-1.5 ms on a tiny GPT-2 forward), so it is on
+only while the request's own code runs: pushed for the whole run of a request (:func:`guarding`), taken
+off while the model runs (:func:`suspended`, around the interleaver), and put back by each mediator while
+its worker -- the request's intervention code -- runs (:meth:`TensorSide.enter` / :meth:`TensorSide.leave`
+around every greenlet switch: greenlets share the thread's mode stack), and by the prologue the rewrite
+gives every function of the request (``Guard.request_code``): the model's forward may call request code
+(a tensor subclass's ``__torch_function__``). A plain local trace never has one.
 
 The mode sits below any mode the request pushes itself (a request's ``__torch_function__`` handler runs
-with the modes below it active, so it cannot call numpy behind the check), and every switch back checks
-that it is still there: request code that pops it (``torch.device("cpu").__exit__(...)`` pops the top of
-the stack) fails the job. The stack functions used are torch's own (``torch._C``), as the integrity
-check's are.
+with the modes below it active, so it cannot call numpy behind the check), stays on while the request
+has modes of its own on the stack (their handlers are request code the model's every operation calls),
+and every switch back checks that it is still there: request code that popped it fails the job (the
+public ways to do so are refused: ``torch.device.__exit__``, ``TorchFunctionMode.__exit__``,
+``contextlib.ExitStack.push``, a mode class of the request's with its own ``__enter__``/``__exit__``).
+The stack functions used are torch's own (``torch._C``), as the integrity check's are.
 """
 import contextlib
 import sys
+import threading
 from typing import Any, Iterator, Optional
 
 from .errors import ServerRefusal
@@ -77,6 +82,7 @@ _FIX = ("the hosted model is shared by every request, and a write through such a
         "Work on a copy (`w.detach().clone()`, then `.numpy()` or numpy on that), or use torch operations, which "
         "read the weights without aliasing them")
 _CLASS: list = []  # the mode class, made at the first guarded request (torch is imported by then)
+_CLASS_LOCK = threading.Lock()
 
 
 class TensorSide:
@@ -167,7 +173,9 @@ def _side_for(memory: Optional[HostedMemory]) -> Optional[TensorSide]:
     if memory is None or torch is None or not memory.names():  # (a model without weights: nothing to check)
         return None
     if not _CLASS:
-        _CLASS.append(_mode_class())
+        with _CLASS_LOCK:
+            if not _CLASS:
+                _CLASS.append(_mode_class())
     return TensorSide(_CLASS[0](memory, _aliasing_functions(torch)), torch._C._len_torch_function_stack())
 
 

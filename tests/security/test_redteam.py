@@ -492,3 +492,26 @@ LEGIT_CLASSES = [
 def test_own_classes_and_objects_still_reach_numpy(gpt2, no_trace, name, body):
     text = ir_text(body + "\nout = nnsight.save(n)\n", "\n".join((NP, NN, NS)), assigned=["out", "n"])
     assert serve(gpt2, payload(gpt2, text))["out"] == 4.0
+
+
+# However a job ends, the tensor side's mode is off afterwards (torch's mode stack is per thread, and a
+# mode left on would slow every later job of the thread, or fail it at the integrity check).
+ENDINGS = [
+    ("an intervention that raises", "x = model.transformer.h[0].output[0]\nraise ValueError('mine')", ValueError),
+    ("out of order", "x = model.transformer.h[1].output[0]\ny = model.transformer.h[0].output[0]", Exception),
+    ("a request mode left on", "class M(torch.overrides.TorchFunctionMode):\n    pass\nM().__enter__()\n"
+     "x = model.transformer.h[0].output[0]", IntegrityError),
+    ("stopped early", "x = model.transformer.h[0].output[0]\nt.stop()", None),
+]
+
+
+@pytest.mark.parametrize("name,body,error", ENDINGS, ids=[c[0] for c in ENDINGS])
+def test_the_mode_is_off_after_every_ending(gpt2, no_trace, name, body, error):
+    stack = torch._C._len_torch_function_stack()
+    text = ir_text(body + "\nout = 1\n", TORCH + "\nbinding t tracer")
+    if error is None:
+        serve(gpt2, payload(gpt2, text))
+    else:
+        with pytest.raises(error):
+            serve(gpt2, payload(gpt2, text))
+    assert torch._C._len_torch_function_stack() == stack
