@@ -102,7 +102,8 @@ def _storage_ptr(tensor: Any) -> int:
         if type(tensor) in (torch.Tensor, torch.nn.Parameter):
             return tensor.untyped_storage().data_ptr()
         with torch._C.DisableTorchFunctionSubclass():
-            return torch.Tensor.untyped_storage(tensor).data_ptr()
+            storage = torch.Tensor.untyped_storage(tensor)
+        return 0 if storage.device.type == "meta" else storage.data_ptr()  # (a FakeTensor's: no memory)
     except (RuntimeError, NotImplementedError, TypeError):  # a sparse or storage-less tensor: no alias
         return 0
 
