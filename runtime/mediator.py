@@ -12,7 +12,6 @@ from greenlet import getcurrent, greenlet
 
 from . import events
 from .errors import Cancelation, MissedProviderError, OutOfOrderError
-from .loader.errors import ServerRefusal
 
 Event = Tuple[int, Optional[str], int, Any]
 _END: Event = (events.END, None, 0, None)
@@ -47,7 +46,7 @@ class Mediator:
     """
 
     __slots__ = ("code", "namespace", "batch_group", "name", "iteration", "event", "done",
-                 "interleaver", "_worker", "caches", "bindings", "side", "_plain", "__weakref__")
+                 "interleaver", "_worker", "caches", "bindings", "side", "__weakref__")
 
     def __init__(self, code, namespace: Dict[str, Any], batch_group=None, name: str = "invoke",
                  bindings: Optional[Dict[str, Any]] = None):
@@ -64,16 +63,17 @@ class Mediator:
         self.interleaver = None
         self._worker: Optional[_Worker] = None
         self.caches = None
-        # A guarded request's check on the tensor side (runtime.loader.tensor_side): its torch function
-        # mode is on while this worker runs, off while the model does. None on a plain local trace.
+        # A guarded request's check on the tensor side (runtime.loader.tensor_side): the worker switches
+        # its torch function mode on while it runs and off when it hands over to the model. None on a
+        # plain local trace. (Switched on the worker's side, so that the main side's switches into the
+        # worker keep their shape: with a frame of their own around them, a torch C++ error raised in a
+        # worker resumed from the model's hooks crashed the interpreter as it recorded its backtrace.)
         self.side = None
-        self._plain = self.bindings is None  # neither bindings nor a side: a switch is a bare switch
 
     def guard(self, side) -> None:
-        """Switch ``side`` (a :class:`runtime.loader.tensor_side.TensorSide`) on around every run of
-        this worker (set before :meth:`start`)."""
+        """Have the worker switch ``side`` (a :class:`runtime.loader.tensor_side.TensorSide`) on while
+        it runs (set before :meth:`start`)."""
         self.side = side
-        self._plain = False
 
     # ----------------------------------------------------------------- main side
 
@@ -86,6 +86,9 @@ class Mediator:
         self._resume(None)
 
     def _run(self, _ignored=None) -> Event:
+        side = self.side
+        if side is not None:
+            side.enter()
         try:
             exec(self.code, self.namespace)
         except Cancelation:
@@ -95,26 +98,18 @@ class Mediator:
             # handling of" exception); keep it for nnsight/tracing/tracebacks.py to put back.
             exc.__nnsight_context__ = exc.__context__
             return (events.EXCEPTION, None, 0, exc)
+        finally:
+            if side is not None:
+                side.leave()  # (raises if the request took the check off: the job fails)
         return _END
 
     def _switch(self, worker, method, arg):
-        """Run the worker with this invoke's own bindings in the namespace, then put back the others;
-        with the request's tensor-side check on, if it has one.
+        """Run the worker with this invoke's own bindings in the namespace, then put back the others.
 
         Whatever the namespace held before (another invoke's values, when an intervention calls a
         hooked module) returns, except where the intervention rebound a name: like any assignment,
         that one stays, and is this invoke's value from then on.
         """
-        side = self.side
-        if side is None:
-            return self._switch_bound(method, arg)
-        side.enter()
-        try:
-            return method(arg) if self.bindings is None else self._switch_bound(method, arg)
-        finally:
-            side.leave()
-
-    def _switch_bound(self, method, arg):
         ns, bindings = self.namespace, self.bindings
         before = {name: ns.get(name, _UNBOUND) for name in bindings}
         ns.update(bindings)
@@ -136,7 +131,7 @@ class Mediator:
     def _resume(self, response: Any) -> None:
         worker = self._worker
         worker.parent = getcurrent()  # the worker's final return comes back here
-        event = worker.switch(response) if self._plain else self._switch(worker, worker.switch, response)
+        event = worker.switch(response) if self.bindings is None else self._switch(worker, worker.switch, response)
         # The common case, inlined: a request for a value the model has not produced yet.
         if event[0] <= _SKIP and self.interleaver.counts.get(event[1], 0) <= event[2]:
             self.event = event
@@ -146,7 +141,7 @@ class Mediator:
     def _throw(self, exc: BaseException) -> None:
         worker = self._worker
         worker.parent = getcurrent()
-        self._settle(worker.throw(exc) if self._plain else self._switch(worker, worker.throw, exc))
+        self._settle(worker.throw(exc) if self.bindings is None else self._switch(worker, worker.throw, exc))
 
     def _settle(self, event: Event) -> None:
         """Record the worker's next event; a request for a value already gone by fails now."""
@@ -164,7 +159,7 @@ class Mediator:
                     f"Value was missed for {event[1]}.i{event[2]}. Did you call an Envoy out of "
                     f"order? (the model already computed it before this line asked for it; access "
                     f"modules in forward-pass order, or use a separate invoke)")
-                event = worker.throw(missed) if self._plain else self._switch(worker, worker.throw, missed)
+                event = worker.throw(missed) if self.bindings is None else self._switch(worker, worker.throw, missed)
                 continue
             if kind == events.BARRIER and event[3].ready():
                 # The last participant arrived: release the others (invoke order), then this one.
@@ -174,7 +169,7 @@ class Mediator:
                         self.interleaver.released.append(other)
                 worker = self._worker
                 worker.parent = getcurrent()
-                event = worker.switch(None) if self._plain else self._switch(worker, worker.switch, None)
+                event = worker.switch(None) if self.bindings is None else self._switch(worker, worker.switch, None)
                 continue
             return
 
@@ -257,9 +252,7 @@ class Mediator:
         if worker is not None and not worker.dead:
             worker.parent = getcurrent()
             try:
-                worker.throw(Cancelation()) if self._plain else self._switch(worker, worker.throw, Cancelation())
-            except ServerRefusal:  # (its check was removed while its cleanup ran: the job must fail)
-                raise
+                worker.throw(Cancelation())
             except Exception:
                 pass
         self._worker = None
@@ -269,7 +262,14 @@ class Mediator:
 
     def send(self, kind: int, key: Optional[str], payload: Any = None) -> Any:
         """Called from the intervention code: wait until the interleaver answers."""
-        return self._worker.parent.switch((kind, key, self.iteration, payload))
+        side = self.side
+        if side is None:
+            return self._worker.parent.switch((kind, key, self.iteration, payload))
+        side.leave()  # (the model runs without it)
+        try:
+            return self._worker.parent.switch((kind, key, self.iteration, payload))
+        finally:
+            side.enter()
 
     def request(self, key: str) -> Any:
         return self.send(events.VALUE, key)

@@ -88,11 +88,12 @@ _CLASS_LOCK = threading.Lock()
 class TensorSide:
     """One request's mode and where it sits on the thread's torch function mode stack."""
 
-    __slots__ = ("mode", "base")
+    __slots__ = ("mode", "base", "removed")
 
     def __init__(self, mode: Any, base: int) -> None:
         self.mode = mode
         self.base = base  # its index: the modes below are the server's, those above the request's
+        self.removed = False  # the request took it off once: the job fails at the end, whatever it caught
 
     def _position(self, c: Any) -> int:
         for i in range(self.base, c._len_torch_function_stack()):
@@ -134,17 +135,24 @@ class TensorSide:
             c._pop_torch_function_stack()
             return
         position = self._position(c)
-        if position < 0:
-            raise ServerRefusal(
-                "NN404 the request removed the server's check of the hosted model's memory from torch's mode "
-                "stack (an `__exit__` of a torch function mode or device that it had not entered): the job is "
-                "stopped. Enter and exit torch modes and devices with `with`", code="NN404")
+        if position < 0:  # back on at its place (request code may catch the error and go on), then refused
+            self.removed = True
+            self.enter()
+            if final:
+                self.leave(final=True)
+            raise removed_error()
         if not final and depth > position + 1:
             return
         above = [c._pop_torch_function_stack() for _ in range(depth - position - 1)]
         c._pop_torch_function_stack()
         for mode in reversed(above):
             c._push_on_torch_function_stack(mode)
+
+
+def removed_error() -> ServerRefusal:
+    return ServerRefusal("NN404 the request removed the server's check of the hosted model's memory from torch's "
+                         "mode stack (an `__exit__` of a torch function mode or device that it had not entered): "
+                         "the job is stopped. Enter and exit torch modes and devices with `with`", code="NN404")
 
 
 def check_class(cls: type) -> None:
@@ -193,6 +201,8 @@ def guarding(memory: Optional[HostedMemory]) -> Iterator[None]:
     finally:
         memory.side = None
         side.leave(final=True)
+        if side.removed:  # (even if the request caught the refusal)
+            raise removed_error()
 
 
 def current() -> Optional[TensorSide]:
