@@ -11,11 +11,12 @@ tensor over the hosted model's memory, however the class or function was reached
 
 A mode puts a Python call on every torch operation (+1.3-1.5 ms on a tiny GPT-2 forward), so it is on
 only while the request's own code runs: pushed for the whole run of a request (:func:`guarding`), taken
-off while the model runs (:func:`suspended`, around the interleaver), and put back by each mediator while
-its worker -- the request's intervention code -- runs (:meth:`TensorSide.enter` / :meth:`TensorSide.leave`
-around every greenlet switch: greenlets share the thread's mode stack), and by the prologue the rewrite
-gives every function of the request (``Guard.request_code``): the model's forward may call request code
-(a tensor subclass's ``__torch_function__``). A plain local trace never has one.
+off while the model runs (:func:`suspended`, around the interleaver), and put back by each mediator's
+worker -- the request's intervention code -- while it runs (:meth:`TensorSide.enter` when the model hands
+over to it, :meth:`TensorSide.leave` when it hands back: greenlets share the thread's mode stack), and by
+the prologue the rewrite gives every function of the request (``Guard.request_code``): the model's
+forward may call request code (a tensor subclass's ``__torch_function__``). A plain local trace never
+has one.
 
 The mode sits below any mode the request pushes itself (a request's ``__torch_function__`` handler runs
 with the modes below it active, so it cannot call numpy behind the check), stays on while the request
