@@ -515,3 +515,24 @@ def test_the_mode_is_off_after_every_ending(gpt2, no_trace, name, body, error):
         with pytest.raises(error):
             serve(gpt2, payload(gpt2, text))
     assert torch._C._len_torch_function_stack() == stack
+
+
+def test_request_code_switches_the_tensor_side_on_wherever_it_starts_or_resumes():
+    """The rewrite's prologue: server code (the model's forward) may be what runs a request's function,
+    lambda, generator or coroutine, so each switches the check on where it starts or resumes."""
+    import ast
+
+    from runtime.loader.rewrite import REQUEST, RESUMED, guard_tree
+
+    source = ("def f(x):\n    'doc'\n    return x\ng = lambda x: x\ndef gen():\n    y = yield 1\n"
+              "async def co(a):\n    return await a\ne = (i for i in range(3) if i for j in range(i))\n")
+    tree = guard_tree(ast.parse(source), "attack.py")
+    code = ast.unparse(tree)
+    f = tree.body[0]
+    assert ast.get_docstring(f) == "doc" and REQUEST in ast.unparse(f.body[1])  # (after the docstring)
+    assert code.count(REQUEST) == 3 + 1 + 3  # f, gen, co; the lambda; the generator expression's 3 parts
+    assert code.count(RESUMED) == 2  # after the yield and after the await
+    namespace = {REQUEST: lambda: calls.append(1), RESUMED: lambda v: v, "range": range}
+    calls = []
+    exec(compile(tree, "attack.py", "exec"), namespace)
+    assert namespace["f"](2) == 2 and namespace["g"](3) == 3 and list(namespace["e"]) == [1, 2, 2] and len(calls) == 2 + 8
