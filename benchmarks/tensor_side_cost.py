@@ -67,11 +67,11 @@ def main() -> None:
     from runtime.loader import tensor_side
 
     model = LanguageModel(build_gpt2())
-    real_guarding, real_suspended = tensor_side.guarding, interleaving.suspended
+    real_guarding, real_find = tensor_side.guarding, interleaving.active_side
     variants = {
-        "on": (real_guarding, real_suspended),
-        "off": (_no_mode, real_suspended),
-        "always": (real_guarding, _no_mode),
+        "on": (real_guarding, real_find),
+        "off": (_no_mode, real_find),
+        "always": (real_guarding, lambda: None),
     }
     cases = {"1 save": one_save, "12 saves": twelve_saves}
     times = {(case, v): [] for case in cases for v in variants}
@@ -83,11 +83,11 @@ def main() -> None:
         for _ in range(reps):
             random.shuffle(order)  # (no variant always runs right after another)
             for case, fn in cases.items():
-                for variant, (guarding, suspended) in order:
-                    tensor_side.guarding, interleaving.suspended = guarding, suspended
+                for variant, (guarding, find) in order:
+                    tensor_side.guarding, interleaving.active_side = guarding, find
                     times[(case, variant)].append(_ms(fn, model))
     finally:
-        tensor_side.guarding, interleaving.suspended = real_guarding, real_suspended
+        tensor_side.guarding, interleaving.active_side = real_guarding, real_find
     assert torch._C._len_torch_function_stack() == 0
     print("torch %s, %d traces per variant, load average %s" % (torch.__version__, reps, os.getloadavg()))
     for case in cases:

@@ -4,7 +4,7 @@ from typing import Any, List, Tuple
 from runtime import saves
 from runtime.errors import EarlyStopException
 from runtime.interleaver import RESULT
-from runtime.loader.tensor_side import suspended
+from runtime.loader.tensor_side import current as active_side
 from runtime.mediator import Mediator, current_mediator
 
 from ..config import CONFIG
@@ -147,22 +147,25 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
         running = model.__dict__.get("_running")  # `envoy.iter[...]` / `envoy.all()` (nnsight 0.8)
         if running is not None:
             running.tracer = self
-        with suspended() as side:  # a guarded request's tensor-side check: off for the model, on in its workers
-            if side is not None:
-                for mediator in mediators:
-                    mediator.guard(side)
+        side = active_side()  # a guarded request's tensor-side check: off for the model, on in its workers
+        if side is not None:
+            side.leave()
+            for mediator in mediators:
+                mediator.guard(side)
+        try:
             try:
-                try:
-                    interleaver.start(mediators, total)
-                    output = self._call_model(args, kwargs)
-                    output = interleaver.handle(RESULT, output)
-                    interleaver.finish()
-                except EarlyStopException:
-                    pass
-            finally:
-                interleaver.stop()
-                if running is not None:
-                    running.tracer = None
+                interleaver.start(mediators, total)
+                output = self._call_model(args, kwargs)
+                output = interleaver.handle(RESULT, output)
+                interleaver.finish()
+            except EarlyStopException:
+                pass
+        finally:
+            interleaver.stop()
+            if running is not None:
+                running.tracer = None
+            if side is not None:
+                side.enter()
         return output
 
     def _call_model(self, args: tuple, kwargs: dict) -> Any:

@@ -11,7 +11,7 @@ tensor over the hosted model's memory, however the class or function was reached
 
 A mode puts a Python call on every torch operation (+1.3-1.5 ms on a tiny GPT-2 forward), so it is on
 only while the request's own code runs: pushed for the whole run of a request (:func:`guarding`), taken
-off while the model runs (:func:`suspended`, around the interleaver), and put back by each mediator's
+off while the model runs (:func:`current`, in the interleaving tracer), and put back by each mediator's
 worker -- the request's intervention code -- while it runs (:meth:`TensorSide.enter` when the model hands
 over to it, :meth:`TensorSide.leave` when it hands back: greenlets share the thread's mode stack), and by
 the prologue the rewrite gives every function of the request (``Guard.request_code``): the model's
@@ -207,7 +207,9 @@ def guarding(memory: Optional[HostedMemory]) -> Iterator[None]:
 
 
 def current() -> Optional[TensorSide]:
-    """The side whose mode is active on this thread now, if any (one C call when none is)."""
+    """The side whose mode is active on this thread now, if any: the interleaver takes it off while the
+    model runs, and has the mediators' workers put it back while they run (a plain local trace: one list
+    check in a process that never served a guarded request, one C call in one that did)."""
     if not _CLASS:  # (no guarded request ever ran in this process)
         return None
     c = sys.modules["torch"]._C
@@ -220,18 +222,3 @@ def current() -> Optional[TensorSide]:
         if type(mode) is cls:
             return TensorSide(mode, i)
     return None
-
-
-@contextlib.contextmanager
-def suspended() -> Iterator[Optional[TensorSide]]:
-    """While the model runs (server code): the mode off; yields the side the mediators put back while
-    their workers run (None on a plain local trace, which pays one C call)."""
-    side = current()
-    if side is None:
-        yield None
-        return
-    side.leave()
-    try:
-        yield side
-    finally:
-        side.enter()
