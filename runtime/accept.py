@@ -33,7 +33,7 @@ from compiler.ir.verifier import verify
 
 from . import claims, gate, integrity, registries
 from .builder import CLAIMED
-from .loader import LoadError, Loader, block_user_modules
+from .loader import LoadError, Loader, block_user_modules, tensor_side
 from .local_blocks import LOCAL_BLOCKS, LocalBlockError, LocalBlocks, Transport
 
 # (model, method, args, kwargs) -> the tracer that runs the request's program
@@ -165,13 +165,14 @@ def run(job: Accepted, make_tracer: MakeTracer, local: Optional[Transport] = Non
     ``local`` carries the program's ``tracer.local()`` blocks to the client and back.
     """
     request, loader = job.request, job.loader
-    args = loader.decode(request.args)
-    kwargs = loader.decode(request.kwargs)
-    tracer = make_tracer(job.model, request.method, tuple(args), dict(kwargs))
-    loader.tracer = tracer
-    ns = loader.namespace()
-    ns[LOCAL_BLOCKS] = local_blocks(job, local)
-    return tracer.run_program(loader.compile(job.program), ns)
+    with tensor_side.guarding(loader.guard.hosted):  # numpy & co. refused on hosted memory, however reached
+        args = loader.decode(request.args)
+        kwargs = loader.decode(request.kwargs)
+        tracer = make_tracer(job.model, request.method, tuple(args), dict(kwargs))
+        loader.tracer = tracer
+        ns = loader.namespace()
+        ns[LOCAL_BLOCKS] = local_blocks(job, local)
+        return tracer.run_program(loader.compile(job.program), ns)
 
 
 def encode_saved(job: Accepted, saved: Dict[str, Any]) -> bytes:

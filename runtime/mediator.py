@@ -46,7 +46,7 @@ class Mediator:
     """
 
     __slots__ = ("code", "namespace", "batch_group", "name", "iteration", "event", "done",
-                 "interleaver", "_worker", "caches", "bindings", "__weakref__")
+                 "interleaver", "_worker", "caches", "bindings", "side", "__weakref__")
 
     def __init__(self, code, namespace: Dict[str, Any], batch_group=None, name: str = "invoke",
                  bindings: Optional[Dict[str, Any]] = None):
@@ -63,6 +63,17 @@ class Mediator:
         self.interleaver = None
         self._worker: Optional[_Worker] = None
         self.caches = None
+        # A guarded request's check on the tensor side (runtime.loader.tensor_side): the worker switches
+        # its torch function mode on while it runs and off when it hands over to the model. None on a
+        # plain local trace. (Switched on the worker's side, so that the main side's switches into the
+        # worker keep their shape: with a frame of their own around them, a torch C++ error raised in a
+        # worker resumed from the model's hooks crashed the interpreter as it recorded its backtrace.)
+        self.side = None
+
+    def guard(self, side) -> None:
+        """Have the worker switch ``side`` (a :class:`runtime.loader.tensor_side.TensorSide`) on while
+        it runs (set before :meth:`start`)."""
+        self.side = side
 
     # ----------------------------------------------------------------- main side
 
@@ -75,6 +86,9 @@ class Mediator:
         self._resume(None)
 
     def _run(self, _ignored=None) -> Event:
+        side = self.side
+        if side is not None:
+            side.enter()
         try:
             exec(self.code, self.namespace)
         except Cancelation:
@@ -84,6 +98,9 @@ class Mediator:
             # handling of" exception); keep it for nnsight/tracing/tracebacks.py to put back.
             exc.__nnsight_context__ = exc.__context__
             return (events.EXCEPTION, None, 0, exc)
+        finally:
+            if side is not None:
+                side.leave()  # (raises if the request took the check off: the job fails)
         return _END
 
     def _switch(self, worker, method, arg):
@@ -245,7 +262,14 @@ class Mediator:
 
     def send(self, kind: int, key: Optional[str], payload: Any = None) -> Any:
         """Called from the intervention code: wait until the interleaver answers."""
-        return self._worker.parent.switch((kind, key, self.iteration, payload))
+        side = self.side
+        if side is None:
+            return self._worker.parent.switch((kind, key, self.iteration, payload))
+        side.leave()  # (the model runs without it)
+        try:
+            return self._worker.parent.switch((kind, key, self.iteration, payload))
+        finally:
+            side.enter()
 
     def request(self, key: str) -> Any:
         return self.send(events.VALUE, key)

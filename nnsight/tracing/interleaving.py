@@ -4,6 +4,7 @@ from typing import Any, List, Tuple
 from runtime import saves
 from runtime.errors import EarlyStopException
 from runtime.interleaver import RESULT
+from runtime.loader.tensor_side import current as active_side
 from runtime.mediator import Mediator, current_mediator
 
 from ..config import CONFIG
@@ -146,6 +147,11 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
         running = model.__dict__.get("_running")  # `envoy.iter[...]` / `envoy.all()` (nnsight 0.8)
         if running is not None:
             running.tracer = self
+        side = active_side()  # a guarded request's tensor-side check: off for the model, on in its workers
+        if side is not None:
+            side.leave()
+            for mediator in mediators:
+                mediator.guard(side)
         try:
             try:
                 interleaver.start(mediators, total)
@@ -158,6 +164,8 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
             interleaver.stop()
             if running is not None:
                 running.tracer = None
+            if side is not None:
+                side.enter()
         return output
 
     def _call_model(self, args: tuple, kwargs: dict) -> Any:

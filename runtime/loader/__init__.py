@@ -5,6 +5,9 @@
 * :mod:`.guard` -- the run-time checks of attribute reads and writes, one guard per request;
 * :mod:`.views` -- read-only views of the server's modules;
 * :mod:`.builtins_table` -- the builtins a request's code sees;
+* :mod:`.hosted_memory`, :mod:`.tensor_side` -- aliases of the hosted model's memory refused where
+  request code reads a callable, and on the tensor side while request code runs;
+* :mod:`.native_protocols` -- objects of a request that would name raw memory to numpy;
 * :mod:`.blocking` -- :func:`block_user_modules`, for ``remote='local'``;
 * :mod:`.errors` -- :class:`LoadError`, :class:`ServerRefusal`, :class:`ServerImportError`.
 

@@ -8,7 +8,9 @@
   interpreter's names (``__builtins__`` would hand out the guards' own table);
 * ``__import__`` is the loader's importer (server modules come back as
   read-only views), ``__build_class__`` records the classes the request makes
-  (its own classes, whose private attributes it may use);
+  (its own classes, whose private attributes it may use) and refuses one that
+  defines a native memory protocol or a torch mode that could pop the server's
+  (:mod:`.native_protocols`, :mod:`.tensor_side`);
 * ``__loader__`` and ``__spec__`` (the real import machinery) are absent.
 """
 import builtins

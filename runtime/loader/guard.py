@@ -31,9 +31,10 @@ from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from compiler import access, policy
 
-from . import refusal_table
+from . import refusal_table, tensor_side
 from .errors import ServerRefusal, refused_entry
 from .hosted_memory import ALIAS_ATTRIBUTES, HostedMemory, unwrapped
+from .native_protocols import check_class
 from .views import ModuleView, make_view, module_name, module_of, read_only
 
 _MODULE = types.ModuleType
@@ -101,6 +102,8 @@ class Guard:
 
     def track_class(self, cls: Any) -> Any:
         if isinstance(cls, type):
+            check_class(cls)  # no native memory protocol under a computed name (a metaclass's)
+            tensor_side.check_class(cls)  # a torch function mode pops only what it pushed
             self.classes.add(cls)
         return cls
 
@@ -377,11 +380,25 @@ class Guard:
 
     # -- the hooks user code calls --------------------------------------------------------------------
 
+    def request_code(self) -> None:
+        """Request code starts or resumes here: the request's tensor-side check on
+        (:mod:`runtime.loader.tensor_side`), whoever called it -- the model's forward calling a tensor
+        subclass's ``__torch_function__`` or an object the request swapped in, a callback."""
+        hosted = self.hosted
+        side = hosted.side if hosted is not None else None
+        if side is not None:
+            side.enter()
+
+    def resumed(self, value: Any) -> Any:
+        """A generator or coroutine of the request resumed (``value``: what its yield or await gave)."""
+        self.request_code()
+        return value
+
     def _hooks(self) -> Dict[str, Any]:
-        from .rewrite import ATTR, PRIVATE, SPECIAL, STORE, VALUE
+        from .rewrite import ATTR, PRIVATE, REQUEST, RESUMED, SPECIAL, STORE, VALUE
 
         return {ATTR: self.attr, PRIVATE: self.private, SPECIAL: self.special, STORE: self.store,
-                VALUE: self.value}
+                VALUE: self.value, REQUEST: self.request_code, RESUMED: self.resumed}
 
 
 def _is_envoy(obj: Any) -> bool:

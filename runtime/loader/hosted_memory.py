@@ -12,6 +12,13 @@ callable that reaches them from native code -- any numpy callable, wherever it i
 DLPack entry points, ``copy.copy`` -- reaches the request wrapped so that its arguments are checked
 first (:meth:`HostedMemory.checked`, applied to every attribute value the guard hands out).
 
+Those checks are made where request code reads a callable. The same aliases are refused once more on
+the tensor side, where every native route ends (``Tensor.__array__``, ``__dlpack__``,
+``untyped_storage()``), by a torch function mode active while request code runs
+(:mod:`runtime.loader.tensor_side`): a numpy class reached without an attribute read
+(``type(np.float32(1.0))``) or a server function that converts a tensor for the request is refused there.
+Numpy callables also refuse an argument that names raw memory (:mod:`runtime.loader.native_protocols`).
+
 Hosted memory is decided by storage, not by tensor object: a view, a slice, a ``.detach()`` or a
 ``Parameter(w)`` of a weight shares its storage and is refused too; a saved activation or the
 request's own tensor is not (``out.numpy()`` keeps working). The set of hosted storages is computed
@@ -24,6 +31,7 @@ import weakref
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 from .errors import ServerRefusal
+from .native_protocols import carrier
 
 # Attribute names of a tensor that make an alias autograd does not count (``__dlpack__`` and
 # ``__reduce_ex__`` are refused on every object already).
@@ -94,7 +102,8 @@ def _storage_ptr(tensor: Any) -> int:
         if type(tensor) in (torch.Tensor, torch.nn.Parameter):
             return tensor.untyped_storage().data_ptr()
         with torch._C.DisableTorchFunctionSubclass():
-            return torch.Tensor.untyped_storage(tensor).data_ptr()
+            storage = torch.Tensor.untyped_storage(tensor)
+        return 0 if storage.device.type == "meta" else storage.data_ptr()  # (a FakeTensor's: no memory)
     except (RuntimeError, NotImplementedError, TypeError):  # a sparse or storage-less tensor: no alias
         return 0
 
@@ -118,6 +127,7 @@ class HostedMemory:
         self._names: Optional[Dict[int, str]] = None
         self._wrapped: Dict[int, Tuple[Any, Any]] = {}  # id(server callable) -> (it, its checked version)
         self._entries: Optional[FrozenSet[int]] = None
+        self.side: Any = None  # the request's tensor-side check while it runs (runtime.loader.tensor_side)
 
     # -- what is hosted ---------------------------------------------------------------------------
 
@@ -176,11 +186,10 @@ class HostedMemory:
                           "`w.detach().clone()`")
 
     def check_args(self, args: tuple, kwargs: Dict[str, Any], what: str) -> None:
-        """Refuse a hosted tensor among a call's arguments (or in a list or tuple among them)."""
+        """Refuse a hosted tensor among a call's arguments (or in a list or tuple among them), and an
+        object that names raw memory (:func:`.native_protocols.carrier`)."""
         torch = sys.modules.get("torch")
-        if torch is None:
-            return
-        tensor = torch.Tensor
+        tensor = torch.Tensor if torch is not None else ()
         for group in (args, kwargs.values()):
             for arg in group:
                 if isinstance(arg, tensor):
@@ -189,6 +198,10 @@ class HostedMemory:
                     for item in arg:
                         if isinstance(item, tensor):
                             self._refuse_arg(item, what)
+                        elif type(item) not in _PLAIN:
+                            _refuse_carrier(item, what)
+                elif type(arg) not in _PLAIN:
+                    _refuse_carrier(arg, what)
 
     def _refuse_arg(self, arg: Any, what: str) -> None:
         found = self.hosted(arg)
@@ -252,6 +265,16 @@ class HostedMemory:
         if numpy is not None and type(value) is numpy.ufunc:  # np.frompyfunc's ufunc has .at, which writes
             return _CheckedObject(value, self, "`%s`" % getattr(value, "__name__", "ufunc"))
         return value
+
+
+def _refuse_carrier(arg: Any, what: str) -> None:
+    name = carrier(arg)
+    if name is not None:
+        from .guard import refuse
+
+        raise refuse("NN402", "%s given an object of type %s that answers %r is not available to a request: "
+                              "numpy would build an array over the memory address it names. Give numpy your data "
+                              "itself (a list, an array)" % (what, type(arg).__name__, name))
 
 
 def unwrapped(obj: Any) -> Any:

@@ -25,7 +25,12 @@ request's builtins, where user code cannot name them):
 * ``x.name`` -> ``__nnsight_attr__(x, "name")`` (``__nnsight_private__`` for
   ``_name``, ``__nnsight_special__`` for ``__getattr__``-like names);
 * ``x.name = v`` / ``del x.name`` -> ``__nnsight_store__(x, "name").name = v``,
-  which checks that ``x`` may be written before the store happens.
+  which checks that ``x`` may be written before the store happens;
+* where request code starts or resumes -- the first line of a function, a
+  lambda, after a ``yield`` or an ``await``, each step of a generator
+  expression -- ``__nnsight_request__()`` switches the request's tensor-side
+  check on (:mod:`runtime.loader.tensor_side`): server code, the model's
+  forward among it, may be what called it.
 
 String annotations are rewritten too (they are evaluated by ``typing``).
 """
@@ -39,6 +44,10 @@ from .errors import ServerRefusal
 
 ATTR, PRIVATE, SPECIAL, STORE = "__nnsight_attr__", "__nnsight_private__", "__nnsight_special__", "__nnsight_store__"
 VALUE = "__nnsight_value__"
+# Called where request code starts or resumes running (a function's first line, a lambda, after a yield or
+# an await, each step of a generator expression): the request's tensor-side check is switched on there,
+# since server code -- the model's forward among it -- may be what called it.
+REQUEST, RESUMED = "__nnsight_request__", "__nnsight_resumed__"
 _PLAIN_PATTERNS = ("MatchValue", "MatchSingleton")
 _LOAD_HOOK = {access.PUBLIC: ATTR, access.PRIVATE: PRIVATE, access.MEDIATED: SPECIAL}
 _ATTR_BUILTINS = frozenset(("getattr", "setattr", "delattr", "hasattr"))
@@ -99,9 +108,34 @@ class GuardRewriter(ast.NodeTransformer):
         if hasattr(node, "returns"):
             node.returns = self.annotation(node.returns)
         self.generic_visit(node)
+        if not isinstance(node, ast.ClassDef):  # its first statement (after a docstring) switches the check on
+            body = node.body
+            at = 1 if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str) else 0
+            body.insert(at, _located(ast.Expr(value=_call(REQUEST)), body[min(at, len(body) - 1)]))
         return node
 
     visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _visit_def
+
+    def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
+        self.generic_visit(node)
+        node.body = _first(node.body)
+        return node
+
+    def _visit_resume(self, node):
+        self.generic_visit(node)
+        return _located(_call(RESUMED, node), node)
+
+    visit_Yield = visit_YieldFrom = visit_Await = _visit_resume
+
+    def visit_GeneratorExp(self, node: ast.GeneratorExp) -> ast.AST:
+        self.generic_visit(node)  # each step runs where the generator is resumed: its conditions and value
+        node.elt = _first(node.elt)
+        for i, comp in enumerate(node.generators):
+            if i:
+                comp.iter = _first(comp.iter)
+            comp.ifs = [_first(cond) for cond in comp.ifs]
+        return node
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
         node.annotation = self.annotation(node.annotation)
@@ -200,6 +234,16 @@ def _plain(pattern: ast.AST) -> bool:
     if name == "MatchOr":
         return all(_plain(p) for p in pattern.patterns)
     return name in _PLAIN_PATTERNS
+
+
+def _call(hook: str, *args: ast.AST) -> ast.Call:
+    return ast.Call(func=ast.Name(id=hook, ctx=ast.Load()), args=list(args), keywords=[])
+
+
+def _first(expr: ast.AST) -> ast.AST:
+    """``(__nnsight_request__(), expr)[1]``: the hook, then ``expr``."""
+    pair = ast.Tuple(elts=[_call(REQUEST), expr], ctx=ast.Load())
+    return _located(ast.Subscript(value=pair, slice=ast.Constant(value=1), ctx=ast.Load()), expr)
 
 
 def _located(new: ast.AST, old: ast.AST) -> ast.AST:

@@ -321,31 +321,96 @@ LEGIT_NUMPY = [
 ]
 
 
-# A numpy class reached by type(instance) is the real one, unchecked: a scalar type returns an array over
-# its argument's memory when that already has its dtype, and np.matrix keeps its input without a copy.
+# A numpy class reached without an attribute read (type(instance), __class__, dtype.type) is the real one,
+# which the guard's wrapping of numpy callables never sees: a scalar type returns an array over its
+# argument's memory when that already has its dtype, and np.matrix keeps its input without a copy. The
+# tensor side's mode (runtime/loader/tensor_side.py) refuses the conversion itself (Tensor.__array__),
+# however the class was reached, and whoever runs it: a request's own torch function mode's handler runs
+# while the model runs, with the server's mode kept under it; a function of the request that the model's
+# forward calls (a tensor subclass's __torch_function__) switches the mode on as it starts.
+REQUEST_MODE = ("class Q(torch.overrides.TorchFunctionMode):\n    def __torch_function__(self, f, ty, a=(), k=None):\n"
+                "        F(t)[:] = 0\n        return f(*a, **(k or {}))\n")
+NP_TORCH = NP + "\n" + TORCH
 CLASS_ROUTES = [
     ("type() of a numpy scalar", NP, W + "type(np.float32(1.0))(w.detach())[:] = 0"),
     ("type() of a numpy matrix", NP, W + "type(np.matrix([[1.0]]))(w.detach(), copy=False)[:] = 0"),
+    ("np.float32 read from the module", NP, W + "np.float32(w.detach())[:] = 0"),
+    ("__class__ of a numpy scalar", NP, W + "np.float32(1.0).__class__(w.detach())[:] = 0"),
+    ("dtype.type of an array", NP, W + "np.zeros(1, np.float32).dtype.type(w.detach())[:] = 0"),
+    ("a class from type() in a helper function", NP,
+     W + "def f(c, x):\n    return c(x)\nf(type(np.float32(1.0)), w.detach())[:] = 0"),
+    ("a request mode's handler, while the model runs", NP_TORCH,
+     W + "t = w.detach()\nF = type(np.float32(1.0))\n" + REQUEST_MODE
+     + "with Q():\n    x = model.transformer.h[0].output[0]\n    y = x + 1"),
+    ("a tensor subclass swapped into the forward", NP_TORCH,
+     W + "t = w.detach()\nF = type(np.float32(1.0))\nclass T(torch.Tensor):\n    @classmethod\n"
+     "    def __torch_function__(cls, f, ty, a=(), k=None):\n        if len(a) > 1:\n            F(t)[:] = 0\n"
+     "        return super().__torch_function__(f, ty, a, k or {})\n"
+     "o = model.transformer.h[0].output\nmodel.transformer.h[0].output = o.as_subclass(T)"),
+    ("a lambda the forward calls", NP_TORCH,
+     W + "t = w.detach()\nF = type(np.float32(1.0))\nclass T(torch.Tensor):\n"
+     "    __torch_function__ = classmethod(lambda cls, f, ty, a=(), k=None: (len(a) > 1 and F(t).fill(0), "
+     "torch.Tensor.__torch_function__(f, ty, a, k or {}))[1])\n"
+     "o = model.transformer.h[0].output\nmodel.transformer.h[0].output = o.as_subclass(T)"),
+]
+# Taking the mode off torch's stack: every public way to pop what was not pushed is refused.
+POP_ROUTES = [
+    ("torch.device's __exit__", TORCH, "torch.device('cpu').__exit__(None, None, None)", ServerImportError),
+    ("TorchFunctionMode's __exit__", TORCH, "torch.overrides.TorchFunctionMode().__exit__(None, None, None)",
+     ServerImportError),
+    ("a mode whose __enter__ does not push", TORCH, "class P(torch.overrides.TorchFunctionMode):\n"
+     "    def __enter__(self):\n        return self\nwith P():\n    pass", ServerRefusal),
+    ("ExitStack.push of a device", TORCH + '\nbinding contextlib module "contextlib"',
+     "s = contextlib.ExitStack()\ns.push(torch.device('cpu'))\ns.close()", ServerImportError),
+]
+LEGIT_MODES = [
+    ("a request mode across a module's output", NP_TORCH, "class M(torch.overrides.TorchFunctionMode):\n"
+     "    def __torch_function__(self, f, ty, a=(), k=None):\n        return f(*a, **(k or {}))\n"
+     "with M():\n    x = model.transformer.h[0].output[0]\n    n = float(x.detach().sum())"),
+    ("a device context", NP_TORCH, "with torch.device('cpu'):\n    z = torch.zeros(2)\n"
+     "x = model.transformer.h[0].output[0]\nn = float(x.detach().numpy().sum())"),
+    ("a numpy class from type() on an activation", NP_TORCH,
+     "x = model.transformer.h[0].output[0]\nn = float(type(np.float32(1.0))(x.detach()).sum())"),
+    ("subclassing numpy classes", NP_TORCH, "class A(np.ndarray):\n    pass\na = np.zeros(3).view(A)\n"
+     "assert isinstance(a, np.ndarray) and isinstance(np.float32(1.0), np.floating)\nn = float(np.sum(a))"),
+    ("a tensor subclass", NP_TORCH, "class T(torch.Tensor):\n    pass\n"
+     "x = model.transformer.h[0].output[0].detach().as_subclass(T)\nn = float(np.asarray(x.clone()).sum())"),
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="a numpy class obtained with type(instance) converts a tensor over the "
-                                        "hosted model's memory unchecked; docs/security.md, 'Aliases of the "
-                                        "hosted model's memory', what remains")
 @pytest.mark.parametrize("name,bindings,body", CLASS_ROUTES, ids=[c[0] for c in CLASS_ROUTES])
-def test_alias_through_a_numpy_class_from_type_is_refused(gpt2, name, bindings, body):
-    serve(gpt2, payload(gpt2, LEGIT))  # loaded
+def test_alias_through_a_numpy_class_from_type_is_refused(gpt2, no_trace, name, bindings, body):
     weights = {n: t.detach().clone() for n, t in gpt2.state_dict().items()}
+    stack = torch._C._len_torch_function_stack()
     text = ir_text(body + "\nout = 1\n", bindings)
-    try:
-        with pytest.raises(ServerRefusal):
-            serve(gpt2, payload(gpt2, text))
-    finally:  # (the xfail: put the weights back for the tests after it)
-        changed = [n for n, t in gpt2.state_dict().items() if not torch.equal(t, weights[n])]
-        with torch.no_grad():
-            for n, t in gpt2.state_dict().items():
-                t.copy_(weights[n])
-    assert not changed
+    with pytest.raises(ServerRefusal) as info:
+        serve(gpt2, payload(gpt2, text))
+    message = str(info.value)
+    assert "NN404" in message and "hosted model" in message and "attack.py:" in message, message
+    changed = [n for n, t in gpt2.state_dict().items() if not torch.equal(t, weights[n])]
+    assert not changed, "the request changed the hosted weights: %s" % changed
+    assert torch._C._len_torch_function_stack() == stack  # the mode is off again (and the request's own)
+
+
+@pytest.mark.parametrize("name,bindings,body,error", POP_ROUTES, ids=[c[0] for c in POP_ROUTES])
+def test_the_tensor_side_mode_cannot_be_popped(gpt2, no_trace, name, bindings, body, error):
+    """Each route, then a write through a numpy class from type(): refused at the route, nothing written."""
+    weights = {n: t.detach().clone() for n, t in gpt2.state_dict().items()}
+    stack = torch._C._len_torch_function_stack()
+    text = ir_text(W + "t = w.detach()\nF = type(np.float32(1.0))\n" + body + "\nF(t)[:] = 0\nout = 1\n", NP + "\n" + bindings)
+    with pytest.raises(error) as info:
+        serve(gpt2, payload(gpt2, text))
+    assert "attack.py:" in str(info.value), info.value
+    changed = [n for n, t in gpt2.state_dict().items() if not torch.equal(t, weights[n])]
+    assert not changed, "the request changed the hosted weights: %s" % changed
+    assert torch._C._len_torch_function_stack() == stack
+
+
+@pytest.mark.parametrize("name,bindings,body", LEGIT_MODES, ids=[c[0] for c in LEGIT_MODES])
+def test_modes_devices_and_numpy_classes_still_work(gpt2, no_trace, name, bindings, body):
+    text = ir_text(body + "\nout = nnsight.save(n)\n", bindings + "\n" + NN, assigned=["out", "n"])
+    assert isinstance(serve(gpt2, payload(gpt2, text))["out"], float)
+    assert torch._C._len_torch_function_stack() == 0
 
 
 @pytest.mark.parametrize("name,body", LEGIT_NUMPY, ids=[c[0] for c in LEGIT_NUMPY])
@@ -377,13 +442,97 @@ def test_weights_cannot_be_changed_in_place(gpt2, factor):  # x1 keeps the value
     assert torch.equal(gpt2.transformer.h[0].mlp.c_fc.weight, before), "the weights were not restored"
 
 
-@pytest.mark.xfail(strict=True, reason="numpy reads __array_interface__ from any object, and an object can "
-                                        "carry it without naming it in code (a metaclass filling the class "
-                                        "namespace with a computed key); docs/security.md, 'A known gap'")
-def test_array_interface_through_a_metaclass_is_refused(gpt2):  # reads 8 bytes; changes nothing
-    body = ("class M(type):\n    def __new__(m, n, b, d):\n        d['__array_' + 'interface__'] = %s\n"
-            "        return super().__new__(m, n, b, d)\nclass X(metaclass=M):\n    pass\n"
-            "r = nnsight.save(bytes(np.asarray(X())))\nout = 1\n" % RAW.replace("{{", "{").replace("}}", "}"))
-    text = ir_text(body, NP + "\n" + NN, assigned=["out", "r"])
-    with pytest.raises((ServerRefusal, ServerImportError)):
+# Objects that carry numpy's __array_interface__ (a raw memory address) without naming it in code. A class
+# the request makes is refused if its MRO or its metaclass's defines a native memory protocol, however the
+# key was computed (runtime/loader/native_protocols.py); any other carrier is refused as an argument of a
+# numpy callable. Each would read 8 bytes of the server's memory (at id(np)); nothing may come back.
+R = "R = %s\n" % RAW.replace("{{", "{").replace("}}", "}")
+NS = 'binding types module "types"'
+CARRIERS = [
+    ("a metaclass adds the key under a computed name", "class M(type):\n    def __new__(m, n, b, d):\n"
+     "        d['__array_' + 'interface__'] = R\n        return super().__new__(m, n, b, d)\n"
+     "class X(metaclass=M):\n    pass\nx = X()"),
+    ("a __prepare__ mapping renames a key", "class D(dict):\n    def __setitem__(self, k, v):\n"
+     "        dict.__setitem__(self, '__array_' + 'interface__' if k == 'a' else k, v)\n"
+     "class M(type):\n    @classmethod\n    def __prepare__(m, n, b):\n        return D()\n"
+     "class X(metaclass=M):\n    a = R\nx = X()"),
+    ("a base class made by type.__new__", "B = type.__new__(type, 'B', (), {'__array_' + 'interface__': R})\n"
+     "class X(B):\n    pass\nx = X()"),
+    ("a class made by type.__new__", "X = type.__new__(type, 'X', (), {'__array_' + 'interface__': R})\nx = X()"),
+    ("an instance's __dict__ through vars()", "class X:\n    pass\nx = X()\nvars(x)['__array_' + 'interface__'] = R"),
+    ("a function's attributes through vars()", "def x():\n    pass\nvars(x)['__array_' + 'interface__'] = R"),
+    ("types.SimpleNamespace with a computed key", "x = types.SimpleNamespace(**{'__array_' + 'interface__': R})"),
+    ("a __getattr__ that answers it", "class X:\n    def __getattr__(self, n):\n"
+     "        if n.endswith('interface__'):\n            return R\n        raise AttributeError(n)\nx = X()"),
+    ("a carrier in a list", "x = [types.SimpleNamespace(**{'__array_' + 'interface__': R})]"),
+]
+
+
+@pytest.mark.parametrize("name,body", CARRIERS, ids=[c[0] for c in CARRIERS])
+def test_array_interface_carriers_are_refused(gpt2, no_trace, name, body):
+    text = ir_text(R + body + "\nr = nnsight.save(bytes(np.asarray(x)))\nout = 1\n", "\n".join((NP, NN, NS)),
+                   assigned=["out", "r"])
+    with pytest.raises(ServerRefusal) as info:  # (refused: nothing is read back)
         serve(gpt2, payload(gpt2, text))
+    message = str(info.value)
+    assert "NN402" in message and "__array_interface__" in message and "attack.py:" in message, message
+
+
+LEGIT_CLASSES = [
+    ("a metaclass that adds ordinary names", "class M(type):\n    def __new__(m, n, b, d):\n"
+     "        d['sc' + 'ale'] = 2\n        return super().__new__(m, n, b, d)\nclass X(metaclass=M):\n    pass\n"
+     "n = X.scale + float(np.asarray([X.scale]).sum())"),
+    ("objects with __getattr__ and attribute dicts given to numpy", "class X:\n    def __getattr__(self, n):\n"
+     "        raise AttributeError(n)\nclass Y:\n    pass\nx = Y()\nx.a = 1\nvars(x)['b'] = 2\n"
+     "n = float(np.sum([x.a, x.b])) + float(len(np.asarray([X()], dtype=object)))"),
+]
+
+
+@pytest.mark.parametrize("name,body", LEGIT_CLASSES, ids=[c[0] for c in LEGIT_CLASSES])
+def test_own_classes_and_objects_still_reach_numpy(gpt2, no_trace, name, body):
+    text = ir_text(body + "\nout = nnsight.save(n)\n", "\n".join((NP, NN, NS)), assigned=["out", "n"])
+    assert serve(gpt2, payload(gpt2, text))["out"] == 4.0
+
+
+# However a job ends, the tensor side's mode is off afterwards (torch's mode stack is per thread, and a
+# mode left on would slow every later job of the thread, or fail it at the integrity check).
+ENDINGS = [
+    ("an intervention that raises", "x = model.transformer.h[0].output[0]\nraise ValueError('mine')", ValueError),
+    ("out of order", "x = model.transformer.h[1].output[0]\ny = model.transformer.h[0].output[0]", Exception),
+    ("a request mode left on", "class M(torch.overrides.TorchFunctionMode):\n    pass\nM().__enter__()\n"
+     "x = model.transformer.h[0].output[0]", IntegrityError),
+    ("stopped early", "x = model.transformer.h[0].output[0]\nt.stop()", None),
+]
+
+
+@pytest.mark.parametrize("name,body,error", ENDINGS, ids=[c[0] for c in ENDINGS])
+def test_the_mode_is_off_after_every_ending(gpt2, no_trace, name, body, error):
+    stack = torch._C._len_torch_function_stack()
+    text = ir_text(body + "\nout = 1\n", TORCH + "\nbinding t tracer")
+    if error is None:
+        serve(gpt2, payload(gpt2, text))
+    else:
+        with pytest.raises(error):
+            serve(gpt2, payload(gpt2, text))
+    assert torch._C._len_torch_function_stack() == stack
+
+
+def test_request_code_switches_the_tensor_side_on_wherever_it_starts_or_resumes():
+    """The rewrite's prologue: server code (the model's forward) may be what runs a request's function,
+    lambda, generator or coroutine, so each switches the check on where it starts or resumes."""
+    import ast
+
+    from runtime.loader.rewrite import REQUEST, RESUMED, guard_tree
+
+    source = ("def f(x):\n    'doc'\n    return x\ng = lambda x: x\ndef gen():\n    y = yield 1\n"
+              "async def co(a):\n    return await a\ne = (i for i in range(3) if i for j in range(i))\n")
+    tree = guard_tree(ast.parse(source), "attack.py")
+    code = ast.unparse(tree)
+    f = tree.body[0]
+    assert ast.get_docstring(f) == "doc" and REQUEST in ast.unparse(f.body[1])  # (after the docstring)
+    assert code.count(REQUEST) == 3 + 1 + 3  # f, gen, co; the lambda; the generator expression's 3 parts
+    assert code.count(RESUMED) == 2  # after the yield and after the await
+    namespace = {REQUEST: lambda: calls.append(1), RESUMED: lambda v: v, "range": range}
+    calls = []
+    exec(compile(tree, "attack.py", "exec"), namespace)
+    assert namespace["f"](2) == 2 and namespace["g"](3) == 3 and list(namespace["e"]) == [1, 2, 2] and len(calls) == 2 + 8

@@ -147,6 +147,15 @@ CASES = REUSED + [
     ("tensor hook on a weight", "", W + "h = w.register_hook(print)", REFUSED + ("RuntimeError",)),
     ("a __torch_function__ mode left active", TORCH, "torch.overrides.TorchFunctionMode().__enter__()",
      INTEGRITY),
+    ("pop torch's mode stack through a device", TORCH, "torch.device('cpu').__exit__(None, None, None)", REFUSED),
+    # -- raw memory: numpy builds an array over the address an object's __array_interface__ names --------
+    ("__array_interface__ added by a metaclass", NP + "\n" + NN,
+     "class M(type):\n    def __new__(m, n, b, d):\n        d['__array_' + 'interface__'] = {{'shape': (8,), "
+     "'typestr': '|u1', 'data': (id(m), False), 'version': 3}}\n        return super().__new__(m, n, b, d)\n"
+     "class X(metaclass=M):\n    pass\nr = nnsight.save(bytes(np.asarray(X())))", REFUSED),
+    ("__array_interface__ in an instance's __dict__", NP + "\n" + NN,
+     "class X:\n    pass\nx = X()\nvars(x)['__array_' + 'interface__'] = {{'shape': (8,), 'typestr': '|u1', "
+     "'data': (id(x), False), 'version': 3}}\nr = nnsight.save(bytes(np.asarray(x)))", REFUSED),
     ("saved-tensor hooks left active", TORCH, "torch.autograd.graph.saved_tensors_hooks(print, print).__enter__()",
      INTEGRITY),
     ("autocast left on", TORCH, "torch.autocast('cpu').__enter__()", INTEGRITY),
@@ -173,6 +182,8 @@ ALIAS_CASES = [
     ("write through .data", "", W + "w.data.zero_()"),
     ("write through a numpy view", "", W + "a = w.detach().numpy()\na[:] = 0"),
     ("write through the untyped storage", "", W + "w.untyped_storage().fill_(0)"),
+    ("write through a numpy class from type()", NP, W + "type(np.float32(1.0))(w.detach())[:] = 0"),
+    ("write through np.float32", NP, W + "np.float32(w.detach())[:] = 0"),
 ]
 IN_PROCESS = {"trusted"}  # the tiers whose jobs run in the server process (ALIAS_CASES are refused there)
 # Tiers whose jobs' code runs against its own copy of the model (the untrusted tier's sandbox child
