@@ -106,8 +106,8 @@ def main() -> None:
     cold = []
     for _ in range(20):
         hosted_memory._STORAGES.pop(root, None)
-        cold.append(_median_us(lambda: hosted_memory._storages(root), 1))
-    warm = _median_us(lambda: hosted_memory._storages(root), 200)
+        cold.append(_median_us(lambda: hosted_memory.hosted_storages(root), 1))
+    warm = _median_us(lambda: hosted_memory.hosted_storages(root), 200)
     memory = real(model)
     x = torch.randn(4, 4)
     attr = _median_us(lambda: [memory.checked(x) for _ in range(1000)], 50) / 1000
