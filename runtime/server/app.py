@@ -218,13 +218,13 @@ async def submit(request: Request) -> Response:
     stream = request.query_params.get("stream") == "1"
     queue = service.hub.subscribe(job_id) if stream else None  # before the store: no frame is missed
     try:
-        await _off_loop(len(payload), service.store.add_job, job_id, hosted.name, key_id, payload,
-                        caller.tier)
+        position = await _off_loop(len(payload), service.store.add_job, job_id, hosted.name, key_id, payload,
+                                   caller.tier)
     except BaseException:
         if queue is not None:
             service.hub.unsubscribe(job_id, queue)
         raise
-    ack = {"id": job_id, "status": QUEUED, "position": service.store.position(job_id)}
+    ack = {"id": job_id, "status": QUEUED, "position": position}
     if queue is not None:
         return streamed.job_stream(service, job_id, queue, ack)  # wakes the worker once the ack is sent
     service.worker.wake()

@@ -151,12 +151,15 @@ class Store:
     # -- jobs ----------------------------------------------------------------------------------
 
     def add_job(self, job_id: str, model: str, key_id: Optional[str], payload: bytes,
-                tier: Optional[str] = None) -> None:
-        """Persist a new queued job (the request bytes first, then its row; ``tier``: its key's)."""
+                tier: Optional[str] = None) -> int:
+        """Persist a new queued job (the request bytes first, then its row; ``tier``: its key's).
+
+        Returns its queue position (queued jobs ahead of it), read in the same step as the insert."""
         _write_file(self.blob_path(job_id, "request"), payload, self.fsync)
         with self._lock:
-            self._db.execute("INSERT INTO jobs (id, model, key_id, status, created, tier) VALUES (?, ?, ?, ?, ?, ?)",
-                             (job_id, model, key_id, QUEUED, time.time(), tier))
+            seq = self._db.execute("INSERT INTO jobs (id, model, key_id, status, created, tier) VALUES (?, ?, ?, ?, ?, ?)",
+                                   (job_id, model, key_id, QUEUED, time.time(), tier)).lastrowid
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ? AND seq < ?", (QUEUED, seq)).fetchone()[0]
 
     def count(self, status: str) -> int:
         with self._lock:

@@ -98,6 +98,15 @@ def test_finished_jobs_expire_with_their_results(tmp_path):
     assert store.get("queued")["status"] == "QUEUED"  # unfinished jobs never expire
 
 
+def test_a_new_job_knows_its_queue_position(tmp_path):
+    from runtime.server.store import Store
+
+    store = Store(str(tmp_path / "jobs.sqlite3"), str(tmp_path / "blobs"))
+    assert [store.add_job("j%d" % n, "gpt2", None, b"request") for n in range(3)] == [0, 1, 2]
+    assert store.claim_next()["id"] == "j0"  # running: no longer ahead of anyone
+    assert store.add_job("j3", "gpt2", None, b"request") == 2 == store.position("j3")
+
+
 def test_blob_files_no_job_owns_are_deleted_at_start(tmp_path):
     """A crash between a request file's write and its row (or mid-write) leaves files no job owns."""
     from runtime.server.store import COMPLETED, Store
