@@ -20,11 +20,27 @@ def make_net(seed=0):
     return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
 
 
+# Objects alive before the test began (another test file's models, kept by its fixtures): not this
+# test's to free. Held, so that their ids stay theirs while the test runs.
+_PREEXISTING: list = []
+
+
+@pytest.fixture(autouse=True)
+def _count_only_this_tests_objects():
+    _PREEXISTING[:] = [o for objects in census().values() for o in objects]
+    yield
+    _PREEXISTING.clear()
+
+
 def census():
-    """Live nnsight runtime objects after a full collection, by kind (one pass over the heap)."""
+    """Live nnsight runtime objects made since the test began, after a full collection, by kind
+    (one pass over the heap)."""
     gc.collect()
     found = {"wrapper": [], "interleaver": [], "mediator": [], "worker": [], "frame": [], "greenlet": []}
+    before = {id(o) for o in _PREEXISTING}
     for o in gc.get_objects():
+        if id(o) in before:
+            continue
         t = type(o)  # not isinstance: some lazy torch objects warn on __class__ access
         if issubclass(t, NNsight):
             found["wrapper"].append(o)
