@@ -26,6 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from timing import median_us  # noqa: E402 (benchmarks/ is on the path: the script's folder)
+
 JOBS = {
     "plain": ("", "out = model.transformer.h[0].output[0].sum().save()"),
     "attrs": ("", "x = model.transformer.h[0].output[0]\nn = 0\nfor i in range(100):\n"
@@ -42,15 +44,6 @@ def _ms(fn) -> float:
     start = time.thread_time()
     fn()
     return (time.thread_time() - start) * 1000
-
-
-def _median_us(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e6)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -106,15 +99,15 @@ def main() -> None:
     cold = []
     for _ in range(20):
         hosted_memory._STORAGES.pop(root, None)
-        cold.append(_median_us(lambda: hosted_memory.hosted_storages(root), 1))
-    warm = _median_us(lambda: hosted_memory.hosted_storages(root), 200)
+        cold.append(median_us(lambda: hosted_memory.hosted_storages(root), 1))
+    warm = median_us(lambda: hosted_memory.hosted_storages(root), 200)
     memory = real(model)
     x = torch.randn(4, 4)
-    attr = _median_us(lambda: [memory.checked(x) for _ in range(1000)], 50) / 1000
+    attr = median_us(lambda: [memory.checked(x) for _ in range(1000)], 50) / 1000
     fn = memory.checked(np.asarray)
-    scan = _median_us(lambda: [memory.check_args((x,), {}, "") for _ in range(1000)], 50) / 1000
-    call_raw = _median_us(lambda: [np.asarray(x) for _ in range(1000)], 20) / 1000
-    call_checked = _median_us(lambda: [fn(x) for _ in range(1000)], 20) / 1000
+    scan = median_us(lambda: [memory.check_args((x,), {}, "") for _ in range(1000)], 50) / 1000
+    call_raw = median_us(lambda: [np.asarray(x) for _ in range(1000)], 20) / 1000
+    call_checked = median_us(lambda: [fn(x) for _ in range(1000)], 20) / 1000
     print("hosted set, computed once per model: %.1f us; checked current at a request's first check: %.1f us"
           % (statistics.median(cold), warm))
     print("one attribute value check: %.3f us; one numpy argument scan (a tensor): %.3f us" % (attr, scan))

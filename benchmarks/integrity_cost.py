@@ -11,7 +11,6 @@ and the memory those copies take. Times on a loaded machine are only comparable 
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -19,14 +18,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from timing import median_us  # noqa: E402 (benchmarks/ is on the path: the script's folder)
+
 
 def _median_ms(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return median_us(fn, reps) / 1000
 
 
 def measure(label: str, path: str, layer_path: str, reps: int) -> None:

@@ -26,6 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from timing import median_us  # noqa: E402 (benchmarks/ is on the path: the script's folder)
+
 PROMPT = "The Eiffel Tower is in"
 
 
@@ -97,15 +99,6 @@ def main() -> None:
     _parts(model, reps)
 
 
-def _median_us(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e6)
-    return statistics.median(times)
-
-
 def _parts(model, reps: int) -> None:
     import torch
     from runtime.loader.hosted_memory import HostedMemory
@@ -142,13 +135,13 @@ def _parts(model, reps: int) -> None:
         finally:
             side.leave()
 
-    print("enter+leave pair: %.2f us" % _median_us(pair, reps * 50))
+    print("enter+leave pair: %.2f us" % median_us(pair, reps * 50))
     print("a slice and a sum of request code: off %.2f us, mode on %.2f us (enter+leave included)"
-          % (_median_us(op, reps * 50), _median_us(op_on, reps * 50)))
+          % (median_us(op, reps * 50), median_us(op_on, reps * 50)))
     off, on = [], []
     for _ in range(reps):
-        off.append(_median_us(forward, 5))
-        on.append(_median_us(forward_on, 5))
+        off.append(median_us(forward, 5))
+        on.append(median_us(forward_on, 5))
     print("forward: off %.0f us, mode on %.0f us (+%.0f us)"
           % (statistics.median(off), statistics.median(on), statistics.median(on) - statistics.median(off)))
 
