@@ -63,9 +63,16 @@ def _pool(url: str, headers: Dict[str, str], timeout: float) -> Any:
             return http
         import httpx
 
-        # Plain http needs no TLS context (building one loads the CA bundle: ~50 ms a client).
-        verify = not url.startswith("http://")
-        http = _POOLS[key] = httpx.Client(base_url=url, headers=headers, timeout=timeout, verify=verify)
+        # Plain http needs no TLS context (building one loads the CA bundle: ~50 ms a client), and
+        # goes through the leaner transport of transport.py.
+        plain = url.startswith("http://")
+        transport = None
+        if plain:
+            from .transport import StdlibTransport
+
+            transport = StdlibTransport()
+        http = _POOLS[key] = httpx.Client(base_url=url, headers=headers, timeout=timeout, verify=not plain,
+                                          transport=transport)
         while len(_POOLS) > _POOLS_BOUND:
             _, oldest = _POOLS.popitem(last=False)
             oldest.close()
@@ -199,7 +206,8 @@ class Client:
         acknowledged = False
         try:
             with self.http.stream("POST", "/v1/requests?stream=1", content=payload, timeout=timeout,
-                                  headers={"content-type": "application/octet-stream"}) as response:
+                                  headers={"content-type": "application/octet-stream",
+                                           frames.ACK_REQUEST: "headers"}) as response:
                 if response.status_code >= 400:
                     response.read()
                     self._check(response)
@@ -210,6 +218,11 @@ class Client:
                     yield reply
                     yield from self.events(reply["id"], inline_result=True)
                     return
+                ack = frames.header_acknowledgement(response.headers)
+                if ack is not None:  # (the headers carry it: one wake-up less than a first frame)
+                    reply = _acknowledgement(ack)
+                    acknowledged = True
+                    yield reply
                 chunks = response.iter_raw()
                 for frame in frames.read_frames(chunks):
                     if not acknowledged:

@@ -5,7 +5,9 @@ response body is a sequence of records, each ``kind`` (1 byte), ``length``
 (4 bytes, big-endian), then ``length`` bytes. ``J`` is a status frame (a JSON
 object, as on the WebSocket); ``B`` is a binary part, allowed only right after
 a ``COMPLETED`` frame that says ``"inline": true``, of exactly its ``size``:
-the result bytes. The server writes, the client reads; both sides live here so
+the result bytes. The acknowledgement (the job's id and queue position) is
+the first frame, or the response's headers when the client asks for that
+(:data:`ACK_REQUEST`). The server writes, the client reads; both sides live here so
 the format is stated once. Torch-free (the client runs on CPython 3.9+).
 
 The body is written by whoever answers the client: every length is checked
@@ -25,6 +27,10 @@ MAX_FRAME_BYTES = 8 << 20  # one JSON status frame (a LOG line is cut to MAX_LOG
 MAX_LOG_CHARS = 1 << 20  # a printed line longer than this is cut in the frame (the store keeps it whole)
 MAX_INLINE_BYTES = (1 << 20) - 1  # larger results are fetched with GET .../result (with a download bar)
 TERMINAL = ("COMPLETED", "ERROR", "CANCELLED")
+# The acknowledgement in the response's headers instead of a first frame, when the client sends
+# ``ACK_REQUEST: headers`` (a server that does not know it sends the first frame, as before).
+ACK_REQUEST = "nnsight-ack"
+ACK_ID, ACK_POSITION = "nnsight-job-id", "nnsight-job-position"
 KEEPALIVE = "KEEPALIVE"  # sent after KEEPALIVE_S without a frame, so a silent dead peer is noticed
 KEEPALIVE_S = 15.0
 
@@ -99,6 +105,20 @@ def read_frames(chunks: Iterable[bytes], max_inline: int = MAX_INLINE_BYTES) -> 
         yield frame
         if status in TERMINAL:
             return
+
+
+def header_acknowledgement(headers: Any) -> Optional[Dict[str, Any]]:
+    """The acknowledgement carried by a streamed response's headers, or None if it has none.
+
+    The values are the server's: a position that is not a plain number below 10**9 is refused
+    (the id is checked by the caller, as a first frame's is)."""
+    job_id = headers.get(ACK_ID)
+    if job_id is None:
+        return None
+    position = headers.get(ACK_POSITION, "0")
+    if not (isinstance(position, str) and position.isdigit() and len(position) <= 9):
+        raise StreamRefused("the acknowledgement's queue position %r is not a number" % (position[:40],))
+    return {"id": job_id, "status": "QUEUED", "position": int(position)}
 
 
 def _decode_frame(body: bytes) -> Dict[str, Any]:

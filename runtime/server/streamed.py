@@ -2,7 +2,8 @@
 
 The response body carries the job's status frames (framing:
 :mod:`nnsight.remote.frames`): first the acknowledgement, written only after
-the job is stored, then the live frames, LOG lines as they are printed, and
+the job is stored (in the response's headers instead, when the client asks
+with ``nnsight-ack: headers``: one write, one wake-up of the client), then the live frames, LOG lines as they are printed, and
 the terminal frame with a small result inline. This saves a blocking client
 the WebSocket handshake and the second request per job: the request rides the
 kept-alive connection pool. The subscription to the job's frames is made
@@ -18,13 +19,16 @@ mid-stream only ends its subscription: the job runs on and its result stays
 available by id (``GET /v1/requests/{id}``, the events WebSocket).
 """
 import asyncio
-from typing import Any, AsyncIterator, Callable, Dict
+from typing import Any, AsyncIterator, Callable, Dict, Tuple
 
 from starlette.types import Receive, Scope, Send
 
 from . import events
 
 MEDIA_TYPE = "application/vnd.nnsight.frames"  # nnsight.remote.frames.MEDIA_TYPE
+# The acknowledgement in the response's headers (nnsight.remote.frames: ACK_REQUEST, ACK_ID, ACK_POSITION)
+ACK_REQUEST = "nnsight-ack"  # request header: "headers" asks for it
+ACK_ID, ACK_POSITION = "nnsight-job-id", "nnsight-job-position"
 
 
 def _frames() -> Any:
@@ -36,7 +40,9 @@ def _frames() -> Any:
 
 
 class FrameStream:
-    """The streamed response: each chunk of ``body`` as it comes; ``cleanup`` runs however it ends.
+    """The streamed response: each ``(chunk, last)`` of ``body`` as it comes; ``cleanup`` runs however
+    it ends. The last chunk goes out with the body's end in one write: a separate write of the end
+    would wake the client a second time, and the client reads to the end before it returns.
 
     Written against ASGI directly rather than as Starlette's ``StreamingResponse``, which watches for
     the client leaving in an anyio task group whose cancellation formats the task's ``repr`` (about
@@ -47,9 +53,10 @@ class FrameStream:
     HEADERS = [(b"content-type", MEDIA_TYPE.encode()), (b"cache-control", b"no-store"),
                (b"x-accel-buffering", b"no")]
 
-    def __init__(self, body: AsyncIterator[bytes], cleanup: Callable[[], None]) -> None:
+    def __init__(self, body: AsyncIterator[Tuple[bytes, bool]], cleanup: Callable[[], None]) -> None:
         self.body = body
         self.cleanup = cleanup
+        self.headers = self.HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         streaming = asyncio.current_task()
@@ -64,10 +71,14 @@ class FrameStream:
 
         watcher = asyncio.ensure_future(watch())
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.HEADERS})
-            async for chunk in self.body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            last = False
+            async for chunk, last in self.body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                if last:
+                    break
+            if not last:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not state["left"]:
                 raise  # the server is stopping
@@ -82,8 +93,11 @@ class FrameStream:
 
 
 def job_stream(service: Any, job_id: str, queue: "asyncio.Queue[Dict[str, Any]]",
-               ack: Dict[str, Any]) -> FrameStream:
-    """The response for a stored job whose frames ``queue`` receives (subscribed before the store)."""
+               ack: Dict[str, Any], ack_in_headers: bool = False) -> FrameStream:
+    """The response for a stored job whose frames ``queue`` receives (subscribed before the store).
+
+    ``ack_in_headers`` (the client asked, docs/protocol.md): the acknowledgement goes in the
+    response's headers instead of a first frame, so the client is woken once for both."""
     frames = _frames()
     woken = []
 
@@ -98,24 +112,30 @@ def job_stream(service: Any, job_id: str, queue: "asyncio.Queue[Dict[str, Any]]"
         if not service.hub.is_watched(job_id):  # nobody left to run a tracer.local() block it waits on
             service.worker.local.abandon(job_id)
 
-    async def body() -> AsyncIterator[bytes]:
-        yield frames.pack_frame(ack)
-        wake()
+    async def body() -> AsyncIterator[Tuple[bytes, bool]]:
+        if not ack_in_headers:
+            yield frames.pack_frame(ack), False
+        wake()  # (the acknowledgement is written: the job may start)
         while True:
             try:
                 frame = await asyncio.wait_for(queue.get(), frames.KEEPALIVE_S)
             except asyncio.TimeoutError:
-                yield frames.pack_frame({"id": job_id, "status": frames.KEEPALIVE})
+                yield frames.pack_frame({"id": job_id, "status": frames.KEEPALIVE}), False
                 continue
             batch = [frame]  # frames published back to back (DISPATCHED, RUNNING) go out in one write
             while frame["status"] not in events.TERMINAL and not queue.empty():
                 frame = queue.get_nowait()
                 batch.append(frame)
-            yield b"".join(_record(f) for f in batch)
-            if frame["status"] in events.TERMINAL:
+            terminal = frame["status"] in events.TERMINAL
+            yield b"".join(_record(f) for f in batch), terminal
+            if terminal:
                 return
 
-    return FrameStream(body(), cleanup)
+    stream = FrameStream(body(), cleanup)
+    if ack_in_headers:
+        stream.headers = FrameStream.HEADERS + [(ACK_ID.encode(), job_id.encode("ascii")),
+                                                (ACK_POSITION.encode(), str(int(ack["position"])).encode())]
+    return stream
 
 
 def _record(frame: Dict[str, Any]) -> bytes:

@@ -60,6 +60,24 @@ def test_the_stream_acknowledges_a_stored_job_then_sends_its_frames_and_result(s
         assert unauthorized.status_code == 401 and unauthorized.json()["code"] == "bad_api_key"
 
 
+def test_the_acknowledgement_comes_in_the_headers_when_asked(server, api_key, gpt2):
+    from nnsight.remote import frames
+
+    headers = {"ndif-api-key": api_key, frames.ACK_REQUEST: "headers"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+        with http.stream("POST", "/v1/requests?stream=1", content=_payload(gpt2)) as response:
+            assert response.status_code == 200
+            job_id = response.headers[frames.ACK_ID]
+            assert response.headers[frames.ACK_POSITION].isdigit()
+            # Written after the store, like the first frame: another connection already sees the job.
+            stored = httpx.get(server.url + "/v1/requests/" + job_id, headers={"ndif-api-key": api_key}).json()
+            assert stored["status"] in ("QUEUED", "RUNNING", "COMPLETED")
+            rest = list(frames.read_frames(response.iter_raw()))
+    assert [f["status"] for f in rest] == LIFECYCLE[1:] and all(f["id"] == job_id for f in rest)
+    assert rest[-1]["inline"] is True
+    decode_result(rest[-1]["result"])
+
+
 def test_a_blocking_trace_takes_the_stream_and_shows_log_lines(gpt2, remote_config, capsys):
     with gpt2.trace(PROMPT, remote=True) as tracer:
         print("hello from the stream")
@@ -176,8 +194,9 @@ class HostileServer:
     """A loopback HTTP server that answers every POST with ``body`` as a frame stream, every GET
     with 404, and closes the connection (no nnsight server behind it)."""
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, headers: bytes = b"") -> None:
         self.body = body
+        self.headers = headers
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -207,7 +226,7 @@ class HostileServer:
                 self.requests.append(lines[0])
                 if lines[0].startswith("POST"):
                     conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.nnsight.frames\r\n"
-                                 b"connection: close\r\n\r\n" + self.body)
+                                 b"connection: close\r\n" + self.headers + b"\r\n" + self.body)
                 else:
                     error = json.dumps({"code": "unknown_request", "message": "no such request", "hint": ""})
                     conn.sendall(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
@@ -236,13 +255,24 @@ HOSTILE = {
 }
 
 
+# The acknowledgement in the headers (a client asks for it): the same rules as a first frame.
+HOSTILE_HEADERS = {
+    "bad id in the headers": b"nnsight-job-id: ../../etc/passwd\r\n",
+    "empty id in the headers": b"nnsight-job-id: \r\n",
+    "negative position": b"nnsight-job-id: abc123\r\nnnsight-job-position: -1\r\n",
+    "huge position": b"nnsight-job-id: abc123\r\nnnsight-job-position: " + b"9" * 400 + b"\r\n",
+    "position not a number": b"nnsight-job-id: abc123\r\nnnsight-job-position: 1e9\r\n",
+}
+HOSTILE.update({name: b"" for name in HOSTILE_HEADERS})
+
+
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_streams_are_refused_before_anything_is_decoded(case):
     from nnsight.remote.backend import RemoteBackend
     from nnsight.remote.client import Client
     from nnsight.remote.errors import RemoteError
 
-    hostile = HostileServer(HOSTILE[case])
+    hostile = HostileServer(HOSTILE[case], HOSTILE_HEADERS.get(case, b""))
     decoded = []
     try:
         backend = RemoteBackend(Client(hostile.host, ""), decoded.append)
