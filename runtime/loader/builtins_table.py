@@ -43,7 +43,8 @@ def make_builtins(importer: Callable, guard_factory: Callable[[Dict[str, Any]], 
     for name in ("__loader__", "__spec__"):
         table.pop(name, None)
     guard = guard_factory(table)
-    for name, reason in access.refused_builtins().items():
+    refused = access.refused_builtins()
+    for name, reason in refused.items():
         table[name] = _refused(name, reason)
     table["__import__"] = importer
     real_build_class = builtins.__build_class__
@@ -88,9 +89,11 @@ def make_builtins(importer: Callable, guard_factory: Callable[[Dict[str, Any]], 
         return [n for n in names if access.attribute_class(n) == access.PUBLIC
                 or (own and access.attribute_class(n) == access.PRIVATE)]
 
+    replaced = list(refused) + ["__import__", "__loader__", "__spec__"]  # (the last two: absent here)
     for fn in (__build_class__, getattr, hasattr, setattr, delattr, vars, locals, globals, dir):
         fn.__qualname__ = fn.__name__
         table[fn.__name__] = fn
+        replaced.append(fn.__name__)
     table.update(guard.hooks)
-    guard.watch_builtins()
+    guard.watch_builtins(replaced + list(guard.hooks))
     return table

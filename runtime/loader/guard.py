@@ -27,7 +27,7 @@ hooks for every attribute read and write; the guarded builtins
 import sys
 import types
 import weakref
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple
 
 from compiler import access, policy
 
@@ -87,15 +87,16 @@ class Guard:
         self.special_names = table.special_names | _FORMAT_NAMES | ALIAS_ATTRIBUTES
         self.hooks = self._hooks()
 
-    def watch_builtins(self) -> None:
-        """Once the request's builtins are filled: the real builtins they replace, when a server
-        module hands one out (``torch.builtins.open``, a module's ``from builtins import open``),
-        become the request's version."""
+    def watch_builtins(self, replaced: Iterable[str]) -> None:
+        """Once the request's builtins are filled: the real builtins they replace (the ``replaced``
+        names), when a server module hands one out (``torch.builtins.open``, a module's ``from
+        builtins import open``), become the request's version."""
         import builtins
 
-        for name, real in builtins.__dict__.items():
-            mine = self.builtins.get(name)
-            if mine is not real and callable(real):
+        real_builtins = builtins.__dict__
+        for name in replaced:
+            real = real_builtins.get(name)
+            if real is not None and self.builtins.get(name) is not real and callable(real):
                 self.refused_ids[id(real)] = (real, name, None)
 
     # -- whose objects ------------------------------------------------------------------------------

@@ -143,6 +143,10 @@ CASES = [
      ServerImportError, ["as_strided"]),
     ("real builtin through a server module", TORCH, 'f = torch.builtins.open("{M}", "w")', ServerRefusal,
      ["open()"]),
+    ("real eval through a server module", TORCH, 'x = torch.builtins.eval("1")', ServerRefusal, ["eval()"]),
+    ("real getattr through a server module", TORCH, 'c = torch.builtins.getattr(torch, "_C")', ServerRefusal,
+     ["'_C'", "NN402", "attack.py:2"]),  # (the request's own getattr, with its checks)
+    ("real vars through a server module", TORCH, "v = torch.builtins.vars(torch)", ServerRefusal, ["vars()"]),
     ("abc register on a server class", 'binding abc module "abc"\nbinding c module "collections"',
      "abc.ABCMeta.register(c.abc.Sequence, int)", ServerImportError, ["'abc.ABCMeta.register'", "attack.py:2"]),
     ("getattr refused name with default", "", 'f = len\ng = getattr(f, "__self__", None)', ServerRefusal,
