@@ -41,12 +41,13 @@ refused before it is made: the loader refuses every such alias of the hosted mod
 (:mod:`runtime.loader.hosted_memory`); docs/security.md lists the routes and what remains.
 """
 import json
-import operator
 import os
 import sys
 import weakref
 from importlib import resources
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+from .identity_state import ClassState, DictState, FlatState, SetState
 
 MAX_COPY_BYTES = 1 << 30  # pristine copies of tensors the weight files do not hold, per hosted model
 LOCAL_COPY_BYTES = 16 << 20  # the same for remote='local' (the user's own model: buffers, not a second model)
@@ -61,8 +62,6 @@ WATCHED_SUBMODULES = ("torch.nn", "torch.nn.functional", "torch.nn.init", "torch
 # contents are checked too.
 REGISTRY_MODULES = ("torch.nn.modules.module",)
 
-_is = operator.is_
-_MISSING = object()
 
 
 class IntegrityError(RuntimeError):
@@ -80,100 +79,6 @@ def _table_modules() -> Tuple[str, ...]:
 
 
 _WATCHED_NAMES = _table_modules() + WATCHED_SUBMODULES
-
-
-# -- identity snapshots of dictionaries ---------------------------------------------------------
-
-
-class _DictState:
-    """A dictionary's keys and values, by identity."""
-
-    __slots__ = ("d", "keys", "values")
-
-    def __init__(self, d: Dict[Any, Any]) -> None:
-        self.d = d
-        self.keys = tuple(d)
-        self.values = tuple(d.values())
-
-    def same(self) -> bool:
-        d = self.d
-        return len(d) == len(self.keys) and all(map(_is, d, self.keys)) and all(map(_is, d.values(), self.values))
-
-    def differences(self, grown_ok: bool = False) -> Iterator[Tuple[str, Any]]:
-        """``(what, key)`` for each key added, removed or rebound."""
-        old = dict(zip(self.keys, self.values))
-        for key in list(self.d):
-            if key not in old and not (grown_ok and not _dunder(key)):
-                yield "added", key
-        for key, value in old.items():
-            now = self.d.get(key, _MISSING)
-            if now is _MISSING:
-                yield "removed", key
-            elif now is not value:
-                yield "rebound", key
-
-    def restore(self, grown_ok: bool = False) -> None:
-        d = self.d
-        old = set(self.keys)
-        for key in [k for k in d if k not in old and not (grown_ok and not _dunder(k))]:
-            del d[key]
-        for key, value in zip(self.keys, self.values):
-            if d.get(key, _MISSING) is not value:
-                d[key] = value
-
-
-def _dunder(key: Any) -> bool:
-    return isinstance(key, str) and key.startswith("__") and key.endswith("__")
-
-
-class _SetState:
-    __slots__ = ("s", "items")
-
-    def __init__(self, s: set) -> None:
-        self.s = s
-        self.items = frozenset(s)
-
-    def same(self) -> bool:
-        return len(self.s) == len(self.items) and self.s == self.items
-
-    def restore(self) -> None:
-        self.s.clear()
-        self.s.update(self.items)
-
-
-class _ClassState:
-    """A class's attributes (its mappingproxy cannot be written directly: restored by setattr)."""
-
-    __slots__ = ("cls", "state")
-
-    def __init__(self, cls: type) -> None:
-        self.cls = cls
-        self.state = _DictState(dict(vars(cls)))
-
-    def same(self) -> bool:
-        now = vars(self.cls)
-        state = self.state
-        return len(now) == len(state.keys) and all(map(_is, now, state.keys)) \
-            and all(map(_is, now.values(), state.values))
-
-    def differences(self) -> Iterator[Tuple[str, Any]]:
-        now = vars(self.cls)
-        old = dict(zip(self.state.keys, self.state.values))
-        for key in now:
-            if key not in old and _dunder(key):  # (libraries add plain names to nn.Module as they load)
-                yield "added", key
-        for key, value in old.items():
-            if now.get(key, _MISSING) is _MISSING:
-                yield "removed", key
-            elif now[key] is not value:
-                yield "rebound", key
-
-    def restore(self) -> None:
-        for what, key in list(self.differences()):
-            if what == "added":
-                delattr(self.cls, key)
-            else:
-                type.__setattr__(self.cls, key, dict(zip(self.state.keys, self.state.values))[key])
 
 
 # -- the model's restore source -----------------------------------------------------------------
@@ -298,14 +203,14 @@ class _Layout:
 
     def __init__(self, root: Any, copy_budget: int) -> None:
         self.modules: List[Tuple[str, Any]] = []
-        self.states: List[_DictState] = []  # each module's __dict__
+        self.states: List[DictState] = []  # each module's __dict__
         self.containers: List[Tuple[Tuple[str, Any], ...]] = []  # its dicts and sets (hooks, children...)
         self.tensors: Dict[str, Any] = {}
         seen: set = set()
         for path, module in root.named_modules(remove_duplicate=False):
             d = module.__dict__
             self.modules.append((path, module))
-            self.states.append(_DictState(d))
+            self.states.append(DictState(d))
             self.containers.append(tuple((k, v) for k, v in d.items() if type(v) in _CONTAINERS))
             for group in ("_parameters", "_buffers"):
                 for key, tensor in d.get(group, {}).items():
@@ -313,14 +218,17 @@ class _Layout:
                         seen.add(id(tensor))
                         self.tensors["%s.%s" % (path, key) if path else key] = tensor
         # each module's children, parameters and buffers (what the walk found)
-        self.structure = [(path, key, _DictState(m.__dict__[key])) for path, m in self.modules
+        self.structure = [(path, key, DictState(m.__dict__[key])) for path, m in self.modules
                           for key in _STRUCTURE if isinstance(m.__dict__.get(key), dict) and m.__dict__[key]]
         # (an empty one is checked by its length, as every container is)
         self.bare = [tuple(c for _, c in containers) for containers in self.containers]
+        self.all_containers = [c for containers in self.bare for c in containers]
+        self.states_flat = FlatState(self.states)  # (the per-module states name what changed)
+        self.structure_flat = FlatState([state for _, _, state in self.structure])
         self.pristine = _Pristine(root, self.tensors, copy_budget)
 
     def current(self) -> bool:
-        return all(state.same() for state in self.states) and all(s.same() for _, _, s in self.structure)
+        return self.states_flat.same() and self.structure_flat.same()
 
 
 # The layout (and restore source) of each model, made at its first snapshot (before any job ran on it).
@@ -340,10 +248,10 @@ class Snapshot:
         self.lengths: List[tuple] = []  # per module: the length of each container
         self.contents: List[Tuple[str, str, Any]] = []  # (module path, key, state) of non-empty containers
         self.tensors: List[_TensorState] = []
-        self.objects: List[Tuple[str, _DictState]] = []  # config, generation config, tokenizer
-        self.server_modules: List[Tuple[str, _DictState]] = []
-        self.registries: List[Tuple[str, _DictState]] = []
-        self.classes = [_ClassState(cls) for cls in (torch.Tensor, torch.nn.Module, torch.nn.Parameter)]
+        self.objects: List[Tuple[str, DictState]] = []  # config, generation config, tokenizer
+        self.server_modules: List[Tuple[str, DictState]] = []
+        self.registries: List[Tuple[str, DictState]] = []
+        self.classes = [ClassState(cls) for cls in (torch.Tensor, torch.nn.Module, torch.nn.Parameter)]
         self.settings = _settings()
         self.modes = _thread_modes()
         if self.root is not None and not _on_meta(self.root):
@@ -351,12 +259,14 @@ class Snapshot:
         for name in _WATCHED_NAMES:
             module = sys.modules.get(name)
             if module is not None:
-                self.server_modules.append((name, _DictState(module.__dict__)))
+                self.server_modules.append((name, DictState(module.__dict__)))
         for name in REGISTRY_MODULES:
             module = sys.modules.get(name)
             for key, value in (vars(module).items() if module is not None else ()):
                 if type(value) in _CONTAINERS and type(value) is not set:
-                    self.registries.append(("%s.%s" % (name, key), _DictState(value)))
+                    self.registries.append(("%s.%s" % (name, key), DictState(value)))
+        # one pass each over many dictionaries; the per-dictionary states say what changed
+        self.shared_flat = FlatState([state for _, state in self.objects + self.server_modules + self.registries])
 
     def _take_model(self, model: Any) -> None:
         layout = _LAYOUTS.get(self.root)
@@ -366,18 +276,19 @@ class Snapshot:
             if pristine is not None:  # (the restore source stays the one made before the first job)
                 layout.pristine = pristine
         self.layout = layout
+        self.all_lengths = tuple(map(len, layout.all_containers))
         for (path, _), containers, bare in zip(layout.modules, layout.containers, layout.bare):
             self.lengths.append(tuple(map(len, bare)))
             for key, container in containers:
                 if container and key not in _STRUCTURE:  # (those: the layout's own check)
-                    state = _SetState(container) if type(container) is set else _DictState(container)
+                    state = SetState(container) if type(container) is set else DictState(container)
                     self.contents.append((path, key, state))
         self.tensors = [_TensorState(name, tensor) for name, tensor in layout.tensors.items()]
         for label, obj in (("config", getattr(self.root, "config", None)),
                            ("generation_config", getattr(self.root, "generation_config", None)),
                            ("tokenizer", getattr(model, "__dict__", {}).get("tokenizer"))):
             if obj is not None and hasattr(obj, "__dict__"):
-                self.objects.append((label, _DictState(obj.__dict__)))
+                self.objects.append((label, DictState(obj.__dict__)))
 
     # -- after the job --------------------------------------------------------------------------
 
@@ -393,7 +304,8 @@ class Snapshot:
             if now != state.meta:
                 found.append(_tensor_change(state, now))
         layout = self.layout
-        if layout is not None:
+        if layout is not None and (not layout.states_flat.same()
+                                   or tuple(map(len, layout.all_containers)) != self.all_lengths):
             for (path, _), state, containers, bare, lengths in zip(layout.modules, layout.states, layout.containers,
                                                                    layout.bare, self.lengths):
                 where = "module %r" % (path or "<root>")
@@ -403,13 +315,28 @@ class Snapshot:
                     found += ["%s: %s changed%s" % (where, key, " (a hook was left registered or removed)"
                                                     if "hook" in key else "")
                               for (key, c), n in zip(containers, lengths) if len(c) != n]
+        if layout is not None:
             for path, key, state in self.contents:
                 if not state.same():
                     found.append("module %r: %s changed" % (path or "<root>", key))
+        if layout is not None and not layout.structure_flat.same():
             for path, key, state in layout.structure:
                 if not state.same():
                     found += ["module %r: %s %r %s" % (path or "<root>", _STRUCTURE[key], name, what)
                               for what, name in state.differences()]
+        if not self.shared_flat.same():
+            found += self._shared_changes()
+        for cls in self.classes:
+            if not cls.same():
+                found += ["class %s.%s: %r %s" % (cls.cls.__module__, cls.cls.__qualname__, key, what)
+                          for what, key in cls.differences()]
+        if _settings() != self.settings:
+            found.append("torch's process-wide settings (default dtype or thread count)")
+        return found
+
+    def _shared_changes(self) -> List[str]:
+        """What changed in the model's config objects, the server's modules and torch's registries."""
+        found: List[str] = []
         for label, state in self.objects:
             if not state.same():
                 found += ["the model's %s: %r %s" % (label, key, what) for what, key in state.differences()]
@@ -421,12 +348,6 @@ class Snapshot:
         for name, state in self.registries:
             if not state.same():
                 found.append("%s changed (a global module hook was left registered or removed)" % name)
-        for cls in self.classes:
-            if not cls.same():
-                found += ["class %s.%s: %r %s" % (cls.cls.__module__, cls.cls.__qualname__, key, what)
-                          for what, key in cls.differences()]
-        if _settings() != self.settings:
-            found.append("torch's process-wide settings (default dtype or thread count)")
         return found
 
     def restore(self) -> List[str]:

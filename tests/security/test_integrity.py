@@ -140,3 +140,52 @@ def test_a_model_not_loaded_yet_is_not_checked(gpt2_path):
     assert before.layout is None
     model.dispatch()
     integrity.enforce(before)  # loading the weights is no violation
+
+
+class _Loud:
+    """A value that says it equals everything, and records that it was asked."""
+
+    asked = 0
+
+    def __eq__(self, other):
+        _Loud.asked += 1
+        return True
+
+    __hash__ = object.__hash__
+
+
+def test_the_flat_check_sees_any_change_across_dictionaries_by_identity_only():
+    """FlatState (one pass over many dictionaries) against the per-dictionary states, for random
+    edits: rebinding, adding, removing, and moving an entry across a dictionary boundary."""
+    import random
+
+    from runtime.identity_state import DictState, FlatState
+
+    rng = random.Random(0)
+    for trial in range(300):
+        dicts = [{"k%d" % j: object() for j in range(rng.randrange(0, 6))} for _ in range(rng.randrange(1, 5))]
+        states = [DictState(d) for d in dicts]
+        flat = FlatState(states)
+        assert flat.same()
+        edit = rng.choice(["rebind", "equal impostor", "add", "remove", "move", "none"])
+        full = [d for d in dicts if d]
+        if edit == "rebind" and full:
+            d = rng.choice(full)
+            d[rng.choice(list(d))] = object()
+        elif edit == "equal impostor" and full:
+            d = rng.choice(full)
+            d[rng.choice(list(d))] = _Loud()  # equal by __eq__, not the same object
+        elif edit == "add":
+            rng.choice(dicts)["new%d" % trial] = object()
+        elif edit == "remove" and full:
+            d = rng.choice(full)
+            del d[rng.choice(list(d))]
+        elif edit == "move" and len(full) >= 1 and len(dicts) >= 2:
+            src = rng.choice(full)
+            dst = rng.choice([d for d in dicts if d is not src])
+            key = list(src)[-1]
+            dst[key] = src.pop(key)  # same total, same values in the same order: boundaries moved
+        else:
+            edit = "none"
+        assert flat.same() == all(s.same() for s in states) == (edit == "none"), (trial, edit)
+    assert _Loud.asked == 0  # never compared by equality
