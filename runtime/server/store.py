@@ -181,16 +181,19 @@ class Store:
                                     (key_id, QUEUED, RUNNING)).fetchone()[0]
 
     def claim_next(self, model: Optional[str] = None) -> Optional[Dict[str, Any]]:
-        """The oldest queued job (of ``model``, if given), now RUNNING (its attempt counted), or None."""
+        """The oldest queued job (of ``model``, if given), now RUNNING (its attempt counted), or None.
+
+        ``job["more_queued"]``: whether another job (of ``model``) was queued behind it then."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
                 if model is None:
-                    row = db.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
+                    rows = db.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT 2", (QUEUED,)).fetchall()
                 else:
-                    row = db.execute("SELECT * FROM jobs WHERE status = ? AND model = ? ORDER BY seq LIMIT 1",
-                                     (QUEUED, model)).fetchone()
+                    rows = db.execute("SELECT * FROM jobs WHERE status = ? AND model = ? ORDER BY seq LIMIT 2",
+                                      (QUEUED, model)).fetchall()
+                row = rows[0] if rows else None
                 if row is None:
                     db.execute("COMMIT")
                     return None
@@ -202,6 +205,7 @@ class Store:
                 raise
         job = dict(row)
         job["status"], job["attempts"] = RUNNING, job["attempts"] + 1
+        job["more_queued"] = len(rows) > 1
         return job
 
     def requeue(self, job_id: str) -> bool:

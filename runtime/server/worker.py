@@ -72,14 +72,19 @@ class Worker:
             job_id = None
             try:
                 self._expire()
+                self._wake.clear()  # (a job queued from now on wakes the wait below)
                 job = self.store.claim_next()
                 if job is None:
                     self._wake.wait(1.0)
-                    self._wake.clear()
                     continue
                 job_id = job["id"]
-                self._announce_positions()
+                if job["more_queued"]:  # (else no queued job's place changed)
+                    self._announce_positions()
                 self._process(job)
+                if not job["more_queued"]:
+                    # Nothing was queued behind it: wait for a submit's wake-up (or the next poll) rather
+                    # than ask the store at once, while the HTTP thread sends this job's last frame.
+                    self._wake.wait(1.0)
             except JobInterrupted:  # an interrupt that landed outside its job's own handling
                 self._running.settle()
                 self._abandon(job_id, events.CANCELLED)

@@ -115,3 +115,23 @@ def test_a_runner_keeps_its_snapshot_only_while_jobs_leave_the_model_intact(gpt2
     thread.start()
     thread.join()
     assert found[0] is not kept  # torch's modes are per thread: not reused on another
+
+
+def test_a_claim_says_whether_another_job_waits_behind_it(tmp_path):
+    """The worker waits for a wake-up instead of asking the store again when nothing was queued behind
+    the job it claimed; the claim says so in the same transaction."""
+    from runtime.server.store import Store
+
+    store = Store(str(tmp_path / "db"), str(tmp_path / "blobs"))
+    try:
+        for job_id, model in (("a", "gpt2"), ("b", "other"), ("c", "gpt2")):
+            store.add_job(job_id, model, None, b"request bytes")
+        first = store.claim_next("gpt2")
+        assert (first["id"], first["more_queued"]) == ("a", True)
+        second = store.claim_next("gpt2")
+        assert (second["id"], second["more_queued"]) == ("c", False)  # ("b" is another model's)
+        assert store.claim_next("gpt2") is None
+        last = store.claim_next()
+        assert (last["id"], last["more_queued"]) == ("b", False)
+    finally:
+        store.close()
