@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from nnsight.remote.transport import StdlibTransport
+from rawhttp import read_request
 
 
 class RawServer:
@@ -41,20 +42,10 @@ class RawServer:
         buffered = b""
         with conn:
             for _ in range(50):  # bounded: a test sends a few requests per connection
-                while b"\r\n\r\n" not in buffered:
-                    try:
-                        chunk = conn.recv(65536)
-                    except OSError:
-                        return
-                    if not chunk:
-                        return
-                    buffered += chunk
-                head, _, buffered = buffered.partition(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                length = next((int(l.split(":", 1)[1]) for l in lines if l.lower().startswith("content-length")), 0)
-                while len(buffered) < length:
-                    buffered += conn.recv(65536)
-                body, buffered = buffered[:length], buffered[length:]
+                request = read_request(conn, buffered)
+                if request is None:
+                    return
+                lines, body, buffered = request
                 self.requests.append((lines, body))
                 reply = self.answer(lines, body)
                 if reply is None:

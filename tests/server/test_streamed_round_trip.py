@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from compiler.ir.request import decode_result
+from rawhttp import read_request
 
 PROMPT = "Hello world"
 LIFECYCLE = ["QUEUED", "DISPATCHED", "RUNNING", "COMPLETED"]
@@ -212,17 +213,10 @@ class HostileServer:
             except OSError:
                 return
             with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                head, _, body = data.partition(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                length = next((int(l.split(":", 1)[1]) for l in lines if l.lower().startswith("content-length")), 0)
-                while len(body) < length:
-                    body += conn.recv(65536)
+                request = read_request(conn)
+                if request is None:
+                    continue
+                lines = request[0]
                 self.requests.append(lines[0])
                 if lines[0].startswith("POST"):
                     conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.nnsight.frames\r\n"
