@@ -82,6 +82,23 @@ def test_input_formats_give_identical_logits(lm, make):
     assert torch.equal(logits, base)
 
 
+def test_a_tensor_of_ids_is_encoded_as_its_padded_rows_would_be(lm):
+    """The unsplit path for a tensor of one width gives what padding its rows one by one gives:
+    a new CPU long tensor (never the caller's, which an intervention could write) and a mask of ones."""
+    kind, path, model = lm
+    gen = torch.Generator().manual_seed(0)
+    for shape, dtype in (((2, 5), torch.long), ((7,), torch.long), ((1, 3), torch.int32), ((3, 1), torch.int16),
+                         ((2, 4), torch.uint8), ((1, 2), torch.bool)):
+        value = torch.randint(0, 2 if dtype == torch.bool else 100, shape, generator=gen).to(dtype)
+        fast = model._encode(value)
+        rows = model._rows([value] if value.dim() == 1 else list(value))
+        assert fast.keys() == rows.keys()
+        for key in rows:
+            assert fast[key].dtype == rows[key].dtype and torch.equal(fast[key], rows[key]), (shape, dtype, key)
+        fast["input_ids"].add_(1)
+        assert torch.equal(model._encode(value)["input_ids"], rows["input_ids"])  # the caller's ids untouched
+
+
 def test_input_ids_kwarg_makes_an_implicit_invoke(lm):
     kind, path, model = lm
     ids = model.tokenizer("Hello world", return_tensors="pt")["input_ids"]
