@@ -26,6 +26,8 @@ NAMES = {
     "hookplan.dynamic": "the hook plan could not name its modules statically: every module is patched",
     "vllm.watch_all": "a vLLM request's hook plan could not name its modules: every module call is offered "
                       "to the step's interventions",
+    "vllm.shared_saves": "a trace on an in-process vLLM engine saved something other than tensors and plain "
+                         "containers: its saves were encoded and decoded as between processes",
     "generation.bytecode": "the raw-bytecode with-detection was unsure: the caller was disassembled",
     "skip.opcode_target": "an unusual `as` target: the with-body trap waited for a line event",
     "gate.features_table": "the frontend's features table is not importable: checked the IR header alone",

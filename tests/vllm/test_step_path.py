@@ -118,3 +118,58 @@ def test_errors_thrown_by_torch_at_later_steps_leave_the_engine_running(model):
         for step in tracer.iter[:]:
             ok.append(model.logits.output)
     assert len(ok) == 3
+
+
+class _Pair:
+    """A user class: its instances come back as this class, through the bytes."""
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+
+def _logits_and_more(model, prompt):
+    with model.trace(prompt, temperature=0.0, max_tokens=3, ignore_eos=True) as tracer:
+        logits = list().save()
+        nested = dict().save()
+        for step in tracer.iter[:]:
+            logits.append(model.logits.output)
+        nested["first"] = (logits[0], [1, "two", None, 3.5])
+    return logits, nested
+
+
+def test_an_in_process_engine_hands_plain_saves_over_without_the_bytes(model, monkeypatch):
+    """Tensors and plain containers saved on an engine in this process come back as copies, not
+    through encoding and decoding; the values equal the bytes path's, the tensors are the caller's own
+    (a later step cannot write them), and nothing falls back."""
+    from compiler.fallbacks import FALLBACKS
+    from nnsight.modeling.vllm import transport
+
+    shared_calls = []
+    real_share = transport.share_saves
+    monkeypatch.setattr(transport, "share_saves", lambda saved: shared_calls.append(1) or real_share(saved))
+    before = FALLBACKS.counts()["vllm.shared_saves"]
+    logits, nested = _logits_and_more(model, PROMPTS[0])
+    assert shared_calls and FALLBACKS.counts()["vllm.shared_saves"] == before
+    monkeypatch.setattr(transport, "share_saves", lambda saved: None)  # the bytes path, as between processes
+    logits_bytes, nested_bytes = _logits_and_more(model, PROMPTS[0])
+    assert len(logits) == len(logits_bytes) == 3
+    for got, want in zip(logits, logits_bytes):
+        assert type(got) is torch.Tensor and got.device.type == "cpu" and not got.requires_grad
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    assert nested["first"][1] == nested_bytes["first"][1] == [1, "two", None, 3.5]
+    torch.testing.assert_close(nested["first"][0], logits[0], atol=0, rtol=0)
+    kept = logits[0].clone()
+    _logits_and_more(model, PROMPTS[1])  # the engine runs on: what was handed over stays as it was
+    assert torch.equal(logits[0], kept)
+
+
+def test_a_save_that_is_not_plain_data_takes_the_bytes_and_is_counted(model):
+    from compiler.fallbacks import FALLBACKS
+
+    before = FALLBACKS.counts()["vllm.shared_saves"]
+    with model.trace(PROMPTS[2], temperature=0.0, max_tokens=2, ignore_eos=True) as tracer:
+        pair = _Pair(1, "x").save()
+        result = tracer.result.save()
+    assert FALLBACKS.counts()["vllm.shared_saves"] == before + 1
+    assert type(pair) is _Pair and (pair.a, pair.b) == (1, "x")  # the user's own class, as before
+    assert type(result).__name__ == "RequestOutput" and len(result.outputs[0].token_ids) == 2

@@ -20,6 +20,7 @@ process, so this path is also the cross-process one.
 """
 import asyncio
 import threading
+import os
 from typing import Any, AsyncIterator, Dict, Optional
 
 from . import transport
@@ -88,7 +89,7 @@ class AsyncEngine:
 
     async def _collect(self, prepared: Prepared, outputs: Dict[int, Any], final: bool) -> Optional[dict]:
         replies = await self.engine.collective_rpc(
-            "nnsight_collect", args=(prepared.trace_id, transport.encode_outputs(outputs), final, True))
+            "nnsight_collect", args=(prepared.trace_id, transport.encode_outputs(outputs), final, True, os.getpid()))
         return next((r for r in replies if r is not None), None)
 
     async def _stream(self, prepared: Prepared) -> AsyncIterator[Any]:

@@ -120,6 +120,9 @@ def unpack(prepared: Prepared, reply: Optional[dict]) -> Dict[str, Any]:
     errors = transport.errors_of(reply)
     if errors:
         raise errors[0]
+    shared = reply.get("shared")
+    if isinstance(shared, dict):  # an in-process engine's plain saves, already copied for this process
+        return shared
     if reply.get("saved") is None:
         return {}
     saved = transport.decode_saves(reply["saved"], prepared.closure.resolve, prepared.outputs,

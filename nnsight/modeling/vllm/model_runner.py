@@ -13,7 +13,7 @@ forward pass, logits) and ``sample_tokens`` (sampling). This subclass hooks:
 
 Steps without interventions run exactly as in vLLM.
 """
-from typing import Any
+from typing import Any, Optional
 
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 
@@ -93,8 +93,9 @@ class NNsightCPUModelRunner(CPUModelRunner):
 
     # ------------------------------------------------------------ RPC targets
 
-    def nnsight_collect(self, trace_id: str, outputs: bytes, final: bool, local: bool = False) -> dict:
-        return self.nnsight_requests.collect(trace_id, outputs, final, local)
+    def nnsight_collect(self, trace_id: str, outputs: bytes, final: bool, local: bool = False,
+                        caller_pid: Optional[int] = None) -> dict:
+        return self.nnsight_requests.collect(trace_id, outputs, final, local, caller_pid)
 
     def nnsight_stopped(self, trace_id: str) -> list:
         return self.nnsight_requests.stopped(trace_id)

@@ -15,6 +15,7 @@
   ``tracer.result`` provider), ends their interventions, and returns the saved
   variables as encoded value trees and any intervention errors.
 """
+import os
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from compiler.fallbacks import FALLBACKS
@@ -197,11 +198,14 @@ class RequestHelper:
 
     # ------------------------------------------------------------------ results
 
-    def collect(self, trace_id: str, outputs: bytes, final: bool, local: bool = False) -> Dict[str, Any]:
+    def collect(self, trace_id: str, outputs: bytes, final: bool, local: bool = False,
+                caller_pid: Optional[int] = None) -> Dict[str, Any]:
         """Finish the given requests and return the trace's saves (all of them when ``final``).
 
         ``local``: the caller is the user's own process (not a server that sends the saved bytes on
-        to its client): the bytes are compressed at zstd's fastest level."""
+        to its client): the bytes are compressed at zstd's fastest level. ``caller_pid``: the
+        caller's process; when it is this one (an in-process engine), plain saves are handed over
+        as copies under ``"shared"`` instead of bytes (:func:`transport.share_saves`)."""
         ctx = self.traces.get(trace_id)
         if ctx is None:
             return {"saved": None, "errors": [transport.encode_error(RuntimeError(
@@ -233,17 +237,23 @@ class RequestHelper:
                 error = interleaver.failed.get(ctx.mediators[invoke])
                 if error is not None:
                     errors.append(transport.encode_error(error, ctx.files))
-            saved = None
+            saved = shared = None
             referenced: Set[int] = set()
             if ctx.loader is not None:
                 try:
-                    saved = transport.encode_saves(self._saved(ctx), ctx.loader.classref, ctx.loader.objref,
-                                                   ctx.results, referenced, local)
+                    found = self._saved(ctx)
+                    if local and caller_pid == os.getpid():
+                        shared = transport.share_saves(found)
+                    if shared is None:
+                        saved = transport.encode_saves(found, ctx.loader.classref, ctx.loader.objref,
+                                                       ctx.results, referenced, local)
                 except BaseException as error:  # noqa: B902
                     errors.append(transport.encode_error(error, ctx.files))
         stopped = [] if done else self.stopped(trace_id)
         reply = {"saved": saved, "errors": errors, "done": done, "stopped": stopped,
                  "result_refs": sorted(referenced)}
+        if shared is not None:
+            reply["shared"] = shared
         if ctx.logs is not None:
             reply["logs"], reply["logs_dropped"] = ctx.logs, ctx.logs_dropped
             ctx.logs, ctx.logs_dropped = [], 0

@@ -16,6 +16,7 @@ interventions stopped, and aborts them in the engine; their ``RequestOutput``
 is the one so far (tokens up to and including the step in which ``stop()`` ran,
 ``finish_reason == "abort"``).
 """
+import os
 from typing import Any, Dict, List
 
 from runtime.frames import write_back
@@ -129,7 +130,8 @@ def _output_so_far(engine, rid: str):
 def _collect(llm, prepared: Prepared, final: bool):
     try:
         replies: List[Any] = llm.collective_rpc(
-            "nnsight_collect", args=(prepared.trace_id, transport.encode_outputs(prepared.outputs), final, True))
+            "nnsight_collect", args=(prepared.trace_id, transport.encode_outputs(prepared.outputs), final, True,
+                                     os.getpid()))
     except Exception:
         if final:
             raise

@@ -8,6 +8,12 @@ processes (and is never pickled by nnsight):
 * back: the saved variables, as the value tree ``remote='local'`` replies with
   (:func:`compiler.ir.request.encode_result`), plus each failed intervention's
   error (type, message, the user's frames).
+
+When the engine runs in the user's own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, one
+worker), saves of tensors and plain containers skip the bytes: :func:`share_saves` copies them
+(tensors cloned to the CPU, as decoding would make them), which costs a fraction of encoding and
+decoding 512 logits. Anything else (a user class, a ``RequestOutput``) takes the bytes, counted
+as the ``vllm.shared_saves`` fallback.
 """
 import sys
 import traceback
@@ -79,6 +85,58 @@ def encode_saves(saved: Dict[str, Any], classref: Callable, objref: Callable,
 
     return encode_result(encode_value(saved, where="the saved values", classref=classref, objref=ref),
                          LOCAL_ZSTD_LEVEL if local else RESULT_ZSTD_LEVEL)
+
+
+class _NotPlain(Exception):
+    """A saved value :func:`share_saves` does not copy."""
+
+
+_PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes)
+
+
+def share_saves(saved: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The saved variables as the user's process gets them from the bytes, made without the bytes:
+    containers (``list``, ``tuple``, ``dict``) copied, tensors detached and cloned to the CPU (the
+    engine may reuse their memory), an object saved twice copied once. None, and the reason noted
+    as a fallback, when a value is anything else (the caller encodes the saves then)."""
+    import torch
+
+    memo: Dict[int, Any] = {}
+
+    def copy(value: Any) -> Any:
+        kind = type(value)
+        if kind in _PLAIN_LEAVES:
+            return value
+        done = memo.get(id(value))
+        if done is not None:
+            return done
+        if kind is torch.Tensor:
+            out: Any = value.detach().to("cpu", copy=True)
+        elif kind is list:
+            out = memo[id(value)] = []
+            out.extend(copy(item) for item in value)
+            return out
+        elif kind is tuple:
+            out = tuple(copy(item) for item in value)
+        elif kind is dict:
+            out = memo[id(value)] = {}
+            for key, item in value.items():
+                if type(key) not in (str, int):
+                    raise _NotPlain("a dict key of type %s" % type(key).__name__)
+                out[key] = copy(item)
+            return out
+        else:
+            raise _NotPlain("a value of type %s.%s" % (kind.__module__, kind.__qualname__))
+        memo[id(value)] = out
+        return out
+
+    try:
+        return {name: copy(value) for name, value in saved.items()}
+    except (_NotPlain, RecursionError) as reason:
+        from compiler.fallbacks import FALLBACKS
+
+        FALLBACKS.note("vllm.shared_saves", str(reason) or "nested too deep")
+        return None
 
 
 def decode_saves(data: bytes, resolve: Callable, outputs: Dict[int, Any],

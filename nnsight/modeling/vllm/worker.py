@@ -39,8 +39,9 @@ class NNsightCPUWorker(CPUWorker):
             return None
         return [list(row) for row in tree.describe(self.model_runner.model)]
 
-    def nnsight_collect(self, trace_id: str, outputs: bytes, final: bool, local: bool = False) -> Optional[dict]:
-        reply = self.model_runner.nnsight_collect(trace_id, outputs, final, local)
+    def nnsight_collect(self, trace_id: str, outputs: bytes, final: bool, local: bool = False,
+                        caller_pid: Optional[int] = None) -> Optional[dict]:
+        reply = self.model_runner.nnsight_collect(trace_id, outputs, final, local, caller_pid)
         return reply if self._first_rank() else None
 
     def nnsight_stopped(self, trace_id: str) -> Optional[List[int]]:
