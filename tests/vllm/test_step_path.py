@@ -144,6 +144,7 @@ def test_an_in_process_engine_hands_plain_saves_over_without_the_bytes(model, mo
     from compiler.fallbacks import FALLBACKS
     from nnsight.modeling.vllm import transport
 
+    assert model.engine_in_process  # (VLLM_ENABLE_V1_MULTIPROCESSING=0, one worker: this process)
     shared_calls = []
     real_share = transport.share_saves
     monkeypatch.setattr(transport, "share_saves", lambda saved: shared_calls.append(1) or real_share(saved))

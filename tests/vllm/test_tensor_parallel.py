@@ -113,6 +113,7 @@ def close(actual, expected):
 
 def test_design_example_runs_and_matches_greedy(model, hf_llama):
     """`VLLM(path, tensor_parallel_size=2, distributed_executor_backend="ray", dispatch=True)`."""
+    assert not model.engine_in_process  # (Ray workers: the saves and outputs travel as bytes)
     with model.trace(PROMPT, temperature=0.0, max_tokens=3) as tracer:
         logits = list().save()
         for step in tracer.iter[:]:

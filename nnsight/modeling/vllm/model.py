@@ -14,6 +14,7 @@ from stubs of the worker's modules (:mod:`.tree`), plus ``model.logits`` and
 ``AsyncEngineArgs``) with CPU defaults (:mod:`.config`); trace and invoke
 keyword arguments are sampling parameters.
 """
+import os
 from typing import Any, Dict, Optional
 
 import torch
@@ -44,6 +45,7 @@ class VLLM(NNsight):
         d["tokenizer"] = tokenizer
         d["llm"] = None  # vllm.LLM, or an AsyncEngine (async mode)
         d["dispatched"] = False
+        d["engine_in_process"] = False  # set by dispatch()
         d["_engine_kwargs"] = kwargs
         d["_load_kwargs"] = {k: kwargs[k] for k in ("revision",) if k in kwargs}
         super().__init__(tree.Stub("VLLM", "not loaded yet: dispatch=True or a first trace loads it"),
@@ -78,6 +80,9 @@ class VLLM(NNsight):
             self.__dict__["tokenizer"] = engine.get_tokenizer()
         rows = next(r for r in engine.collective_rpc("nnsight_tree") if r is not None)
         self._update(tree.build([tuple(r) for r in rows]))
+        pid = next((p for p in engine.collective_rpc("nnsight_pid") if p is not None), None)
+        # the engine's first worker runs in this process: finished requests are handed to it as they are
+        self.__dict__["engine_in_process"] = self.mode == "sync" and pid == os.getpid()
         self.__dict__["dispatched"] = True
 
     def _ensure_dispatched(self) -> None:

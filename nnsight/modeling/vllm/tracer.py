@@ -60,14 +60,17 @@ class VLLMTracer(InterleavingTracer):
         model = self.model
         model._ensure_dispatched()
         prepared = prepare(self, ns)
-        self._output, self._vllm_saved = run(model.llm, prepared)
+        self._output, self._vllm_saved = run(model.llm, prepared, model.engine_in_process)
 
     def _write_back(self, ns) -> None:
         write_back(self._frame, self._vllm_saved)
 
 
-def run(llm, prepared: Prepared):
-    """Add the requests, step the engine until they finish, collect the saves."""
+def run(llm, prepared: Prepared, in_process: bool = False):
+    """Add the requests, step the engine until they finish, collect the saves.
+
+    ``in_process``: the engine's worker runs in this process (``VLLM.engine_in_process``): the
+    finished requests' outputs are handed to it as they are, not as bytes."""
     engine = llm.llm_engine
     ids: Dict[str, int] = {}
     outputs = prepared.outputs
@@ -88,11 +91,11 @@ def run(llm, prepared: Prepared):
         if unfinished:
             engine.abort_request(unfinished)
         try:
-            _collect(llm, prepared, final=True)  # free the worker's state; the original error wins
+            _collect(llm, prepared, True, in_process)  # free the worker's state; the original error wins
         except Exception:
             pass
         raise
-    reply = _collect(llm, prepared, final=True)
+    reply = _collect(llm, prepared, True, in_process)
     saved = unpack(prepared, reply)
     return [outputs[i] for i in sorted(outputs)], saved
 
@@ -127,11 +130,11 @@ def _output_so_far(engine, rid: str):
     raise RuntimeError(f"vLLM has no state for the stopped request {rid!r}")
 
 
-def _collect(llm, prepared: Prepared, final: bool):
+def _collect(llm, prepared: Prepared, final: bool, in_process: bool = False):
+    outputs = dict(prepared.outputs) if in_process else transport.encode_outputs(prepared.outputs)
     try:
         replies: List[Any] = llm.collective_rpc(
-            "nnsight_collect", args=(prepared.trace_id, transport.encode_outputs(prepared.outputs), final, True,
-                                     os.getpid()))
+            "nnsight_collect", args=(prepared.trace_id, outputs, final, True, os.getpid()))
     except Exception:
         if final:
             raise

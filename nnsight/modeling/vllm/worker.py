@@ -6,6 +6,7 @@ Its public methods are the targets of ``collective_rpc`` from the user's process
 abort) and ``nnsight_collect`` (finish requests, return saves). Only the first tensor
 parallel rank answers with data; the others return None.
 """
+import os
 from typing import Any, List, Optional
 
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
@@ -43,6 +44,11 @@ class NNsightCPUWorker(CPUWorker):
                         caller_pid: Optional[int] = None) -> Optional[dict]:
         reply = self.model_runner.nnsight_collect(trace_id, outputs, final, local, caller_pid)
         return reply if self._first_rank() else None
+
+    def nnsight_pid(self) -> Optional[int]:
+        """This worker's process id (the first rank's): the caller hands objects over directly when it
+        is the same process."""
+        return os.getpid() if self._first_rank() else None
 
     def nnsight_stopped(self, trace_id: str) -> Optional[List[int]]:
         """Invoke indices of the trace whose intervention called ``tracer.stop()`` (not yet reported)."""
