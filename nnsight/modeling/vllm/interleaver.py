@@ -111,9 +111,20 @@ class VLLMInterleaver(Interleaver):
 
         ``paths``: the module paths its program may touch (its hook plan); None: every module.
         """
-        self._watch(mediator, paths)
-        self.steps[mediator] = self.counts = {}
-        self.hub.call(self._guard, mediator, mediator.start, self)
+        self.add_all([(mediator, paths)])
+
+    def add_all(self, started: List[Tuple[Mediator, Optional[Iterable[str]]]]) -> None:
+        """:meth:`add` for several requests, in order, with one hand-off to the hub."""
+        for mediator, paths in started:
+            self._watch(mediator, paths)
+            self.steps[mediator] = {}
+        if started:
+            self.hub.call(self._start_all, [mediator for mediator, _ in started])
+
+    def _start_all(self, mediators: List[Mediator]) -> None:
+        for mediator in mediators:
+            self.counts = self.steps[mediator]
+            self._guard(mediator, mediator.start, self)
 
     def remove(self, mediator: Mediator) -> None:
         self.steps.pop(mediator, None)

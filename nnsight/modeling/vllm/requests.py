@@ -82,7 +82,9 @@ class RequestHelper:
     # ------------------------------------------------------------------ arrivals
 
     def add_requests(self, scheduler_output) -> None:
-        """Register the newly scheduled requests that carry an intervention."""
+        """Register the newly scheduled requests that carry an intervention; their interventions start
+        together, one hand-off to the hub per trace."""
+        starting: Dict[str, List[Tuple[Mediator, Optional[List[str]]]]] = {}
         for data in scheduler_output.scheduled_new_reqs:
             fields = sampling.untag(data.sampling_params)
             if fields is None or data.req_id in self.requests:
@@ -97,7 +99,12 @@ class RequestHelper:
             self.requests[data.req_id] = (trace_id, invoke)
             if unit is None or ctx.error is not None or invoke in ctx.mediators:
                 continue
-            self._start(ctx, invoke, unit, data.sampling_params.max_tokens, sampling.entry_of(data.sampling_params))
+            mediator = self._mediator(ctx, invoke, unit, data.sampling_params.max_tokens,
+                                      sampling.entry_of(data.sampling_params))
+            starting.setdefault(trace_id, []).append((mediator, self._plan(mediator)))
+        for trace_id, started in starting.items():
+            with self.traces[trace_id].loader.installed():
+                self.interleaver.add_all(started)
 
     def _load(self, ctx: TraceContext, payload: bytes, setup: bool) -> None:
         try:
@@ -119,8 +126,9 @@ class RequestHelper:
         except BaseException as error:  # noqa: B902 - reported at collect time
             ctx.error = error
 
-    def _start(self, ctx: TraceContext, invoke: int, unit: int, max_tokens: Optional[int],
-               entry: Optional[int] = None) -> None:
+    def _mediator(self, ctx: TraceContext, invoke: int, unit: int, max_tokens: Optional[int],
+                  entry: Optional[int] = None) -> Mediator:
+        """The intervention of one request of ``ctx`` (started by :meth:`add_requests`)."""
         shared = CONFIG.APP.CROSS_INVOKER or ctx.expected == 1
         entries = ctx.tracer.entries
         own = entries[entry] if entry is not None and entry < len(entries) else None
@@ -128,8 +136,7 @@ class RequestHelper:
                                   None, name=f"invoke {invoke}", bindings=dict(own) if own else None)
         ctx.mediators[invoke] = mediator
         ctx.tracer.limits[mediator] = max_tokens
-        with ctx.loader.installed():
-            self.interleaver.add(mediator, self._plan(mediator))
+        return mediator
 
     def _plan(self, mediator: Mediator) -> Optional[List[str]]:
         """The module paths ``mediator``'s program may touch (read from its IR), or None: all of them."""
@@ -224,18 +231,17 @@ class RequestHelper:
             errors.append(transport.encode_error(error, set()))
         interleaver = self.interleaver
         with ctx.loader.installed() if ctx.loader is not None else _nothing():
+            finishing = []
             for invoke, result in sorted(results.items()):
                 if invoke in ctx.results:
                     continue
                 ctx.results[invoke] = result
                 mediator = ctx.mediators.get(invoke)
                 if mediator is not None:
-                    self._finish(mediator, result)
+                    finishing.append((mediator, result))
             done = final or len(ctx.results) >= ctx.expected
-            if done:
-                for mediator in ctx.mediators.values():
-                    if not mediator.done:  # its request never finished (aborted)
-                        interleaver.end(mediator)
+            # every mediator's end in one hand-off to the hub (three per request before)
+            interleaver.hub.call(self._finish_all, finishing, list(ctx.mediators.values()) if done else [])
             if ctx.error is not None:
                 errors.append(transport.encode_error(ctx.error, ctx.files))
             for invoke in sorted(ctx.mediators):
@@ -265,6 +271,15 @@ class RequestHelper:
         if done:
             self._drop(ctx)
         return reply
+
+    def _finish_all(self, finishing: List[Tuple[Mediator, Any]], ending: List[Mediator]) -> None:
+        """On the hub: the finished requests' ends (:meth:`_finish`), then ``ending``'s that never
+        finished (aborted)."""
+        for mediator, result in finishing:
+            self._finish(mediator, result)
+        for mediator in ending:
+            if not mediator.done:
+                self.interleaver.end(mediator)
 
     def _finish(self, mediator: Mediator, result: Any) -> None:
         """The request finished: no next step, ``tracer.result`` is its output, then the end."""
