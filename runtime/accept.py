@@ -22,14 +22,13 @@ import builtins
 import contextlib
 import hashlib
 import io
-import threading
-from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterator, Optional
 
 from compiler.ir import FACT_LOCAL
 from compiler.ir.request import Request, decode_request, encode_result
 from compiler.ir.values import encode_value
 from compiler.ir.verifier import verify
+from compiler.lru import BoundedLRU
 
 from . import claims, gate, integrity, registries
 from .builder import CLAIMED
@@ -53,19 +52,14 @@ def admit(payload: bytes) -> Request:
     small = len(payload) <= ADMITTED_MAX_BYTES
     key = hashlib.sha256(payload).digest() if small else b""
     if small:
-        with _Admitted.lock:
-            hit = _Admitted.requests.get(key)
-            if hit is not None:
-                _Admitted.requests.move_to_end(key)
-                return hit
+        hit = _ADMITTED.get(key)
+        if hit is not None:
+            return hit
     request = decode_request(payload)
     verify(request.program)
     gate.check(request.program)  # language level: refused before anything is loaded or run
     if small:
-        with _Admitted.lock:
-            _Admitted.requests[key] = request
-            while len(_Admitted.requests) > ADMITTED_BOUND:
-                _Admitted.requests.popitem(last=False)
+        _ADMITTED.put(key, request)
     return request
 
 
@@ -78,12 +72,8 @@ ADMITTED_BOUND = 64
 ADMITTED_MAX_BYTES = 256 << 10
 
 
-class _Admitted:
-    lock = threading.Lock()
-    requests: "OrderedDict[bytes, Request]" = OrderedDict()
-
-
-registries.track("runtime.accept.admitted", lambda: len(_Admitted.requests), ADMITTED_BOUND)
+_ADMITTED: "BoundedLRU[Request]" = BoundedLRU(ADMITTED_BOUND)
+registries.track("runtime.accept.admitted", lambda: len(_ADMITTED), ADMITTED_BOUND)
 
 
 class Accepted:

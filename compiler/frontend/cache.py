@@ -8,43 +8,25 @@ are not cached.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Callable, Hashable
 
 from ..ir.nodes import Program
+from ..lru import BoundedLRU
 from .capture import CapturedSource, source_for_frame
 from .fastpath import lower
 
 MAX_ENTRIES = 1024
 
-_cache: "OrderedDict[Hashable, Program]" = OrderedDict()
-_lock = threading.Lock()
-
-
-def _get(key: Hashable):
-    with _lock:
-        program = _cache.get(key)
-        if program is not None:
-            _cache.move_to_end(key)
-        return program
-
-
-def _put(key: Hashable, program: Program) -> None:
-    with _lock:
-        _cache[key] = program
-        _cache.move_to_end(key)
-        while len(_cache) > MAX_ENTRIES:
-            _cache.popitem(last=False)
+_cache: "BoundedLRU[Program]" = BoundedLRU(MAX_ENTRIES)
 
 
 def lower_cached(key: Hashable, make_source: Callable[[], CapturedSource], lineno: int) -> Program:
     """Return the cached program for ``key``, lowering ``make_source()`` at ``lineno`` on a miss."""
-    program = _get(key)
+    program = _cache.get(key)
     if program is None:
         src = make_source()
         program = lower(src.text, src.filename, lineno, first_line=src.first_line)
-        _put(key, program)
+        _cache.put(key, program)
     return program
 
 
@@ -55,8 +37,7 @@ def program_for_frame(frame) -> Program:
 
 def clear() -> None:
     """Forget every cached program."""
-    with _lock:
-        _cache.clear()
+    _cache.clear()
 
 
 def size() -> int:

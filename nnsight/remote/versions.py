@@ -6,37 +6,29 @@ version when the program can be said in it (:mod:`compiler.ir.downgraders`), sen
 and remembers the version for that server, so later requests go out in it at once. The refusal's
 fields come from the network: only a version this client can write is believed.
 """
-import threading
-from collections import OrderedDict
 from typing import Callable, Optional
+
+from compiler.lru import BoundedLRU
 
 from .errors import RemoteError
 
 Encode = Callable[[Optional[int]], bytes]  # the request's bytes in an IR version (None: the newest)
 
-_ACCEPTED: "OrderedDict[str, int]" = OrderedDict()  # server url -> the newest IR version it accepts
-_BOUND = 32
-_LOCK = threading.Lock()
+_ACCEPTED: "BoundedLRU[int]" = BoundedLRU(32)  # server url -> the newest IR version it accepts
 
 
 def known(url: str) -> Optional[int]:
     """The IR version to write for the server at ``url`` (None: this client's own)."""
-    with _LOCK:
-        return _ACCEPTED.get(url)
+    return _ACCEPTED.get(url)
 
 
 def remember(url: str, version: int) -> None:
-    with _LOCK:
-        _ACCEPTED[url] = version
-        _ACCEPTED.move_to_end(url)
-        while len(_ACCEPTED) > _BOUND:
-            _ACCEPTED.popitem(last=False)
+    _ACCEPTED.put(url, version)
 
 
 def forget(url: str) -> None:
     """The server was upgraded (it accepted a newer version): write the newest again."""
-    with _LOCK:
-        _ACCEPTED.pop(url, None)
+    _ACCEPTED.pop(url)
 
 
 def older_version(error: RemoteError) -> Optional[int]:

@@ -14,9 +14,9 @@ Keyed by the SHA-256 of the program's canonical record; bounded (oldest
 dropped first).
 """
 import hashlib
-import threading
-from collections import OrderedDict
 from typing import Any, Callable
+
+from compiler.lru import BoundedLRU
 
 from compiler.ir import framing
 from compiler.ir.upgraders import to_record
@@ -24,8 +24,7 @@ from compiler.ir.upgraders import to_record
 from .. import registries
 
 BOUND = 64
-_built: "OrderedDict[bytes, Any]" = OrderedDict()
-_lock = threading.Lock()
+_built: "BoundedLRU[Any]" = BoundedLRU(BOUND)
 
 
 def program_digest(program: Any) -> bytes:
@@ -36,22 +35,16 @@ def program_digest(program: Any) -> bytes:
 def guarded_build(program: Any, build: Callable[[Any], Any]) -> Any:
     """``build(program)``, or the build of an identical program made before."""
     key = program_digest(program)
-    with _lock:
-        hit = _built.get(key)
-        if hit is not None:
-            _built.move_to_end(key)
-            return hit
+    hit = _built.get(key)
+    if hit is not None:
+        return hit
     built = build(program)  # raises for a refused program: nothing is stored
-    with _lock:
-        _built[key] = built
-        while len(_built) > BOUND:
-            _built.popitem(last=False)
+    _built.put(key, built)
     return built
 
 
 def clear() -> None:
-    with _lock:
-        _built.clear()
+    _built.clear()
 
 
 registries.track("runtime.loader.compiled_programs", lambda: len(_built), BOUND)
