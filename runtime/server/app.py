@@ -226,9 +226,8 @@ async def submit(request: Request) -> Response:
         raise
     ack = {"id": job_id, "status": QUEUED, "position": position}
     if queue is not None:
-        ack_in_headers = request.headers.get(streamed.ACK_REQUEST) == "headers"
         # (it wakes the worker once the acknowledgement is written)
-        return streamed.job_stream(service, job_id, queue, ack, ack_in_headers)
+        return streamed.job_stream(service, job_id, queue, ack, streamed.asks_ack_in_headers(request.headers))
     service.worker.wake()
     return JSONResponse(ack, status_code=202)
 

@@ -26,9 +26,6 @@ from starlette.types import Receive, Scope, Send
 from . import events
 
 MEDIA_TYPE = "application/vnd.nnsight.frames"  # nnsight.remote.frames.MEDIA_TYPE
-# The acknowledgement in the response's headers (nnsight.remote.frames: ACK_REQUEST, ACK_ID, ACK_POSITION)
-ACK_REQUEST = "nnsight-ack"  # request header: "headers" asks for it
-ACK_ID, ACK_POSITION = "nnsight-job-id", "nnsight-job-position"
 
 
 def _frames() -> Any:
@@ -92,6 +89,11 @@ class FrameStream:
                 self.cleanup()
 
 
+def asks_ack_in_headers(headers: Any) -> bool:
+    """Did the client ask for the acknowledgement in the response's headers (docs/protocol.md)?"""
+    return headers.get(_frames().ACK_REQUEST) == "headers"
+
+
 def job_stream(service: Any, job_id: str, queue: "asyncio.Queue[Dict[str, Any]]",
                ack: Dict[str, Any], ack_in_headers: bool = False) -> FrameStream:
     """The response for a stored job whose frames ``queue`` receives (subscribed before the store).
@@ -133,8 +135,8 @@ def job_stream(service: Any, job_id: str, queue: "asyncio.Queue[Dict[str, Any]]"
 
     stream = FrameStream(body(), cleanup)
     if ack_in_headers:
-        stream.headers = FrameStream.HEADERS + [(ACK_ID.encode(), job_id.encode("ascii")),
-                                                (ACK_POSITION.encode(), str(int(ack["position"])).encode())]
+        stream.headers = FrameStream.HEADERS + [(frames.ACK_ID.encode(), job_id.encode("ascii")),
+                                                (frames.ACK_POSITION.encode(), str(int(ack["position"])).encode())]
     return stream
 
 
