@@ -59,7 +59,7 @@ def test_lower_cached_and_errors_not_cached(monkeypatch):
 
 def test_bounded(monkeypatch):
     cache.clear()
-    monkeypatch.setattr(cache, "MAX_ENTRIES", 3)
+    monkeypatch.setattr(cache._cache, "bound", 3)  # (the LRU made with MAX_ENTRIES)
     src = CapturedSource("with a:\n    b = 1\n", "f.py")
     for k in range(5):
         cache.lower_cached(k, lambda: src, 1)
