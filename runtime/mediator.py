@@ -111,6 +111,8 @@ class Mediator:
         that one stays, and is this invoke's value from then on.
         """
         ns, bindings = self.namespace, self.bindings
+        if len(bindings) == 1:  # the usual case (a loop variable): ~2 us less per switch
+            return self._switch_one(ns, bindings, method, arg)
         before = {name: ns.get(name, _UNBOUND) for name in bindings}
         ns.update(bindings)
         try:
@@ -127,6 +129,27 @@ class Mediator:
                     del ns[name]
                 else:
                     ns[name] = value
+
+    @staticmethod
+    def _switch_one(ns: Dict[str, Any], bindings: Dict[str, Any], method, arg):
+        """:meth:`_switch` for one binding, without the dictionaries."""
+        for name, own in bindings.items():
+            break
+        prior = ns.get(name, _UNBOUND)
+        ns[name] = own
+        try:
+            return method(arg)
+        finally:
+            current = ns.get(name, _UNBOUND)
+            if current is not own:  # rebound (or deleted) by the intervention
+                if current is _UNBOUND:
+                    del bindings[name]
+                else:
+                    bindings[name] = current
+            elif prior is _UNBOUND:
+                del ns[name]
+            else:
+                ns[name] = prior
 
     def _resume(self, response: Any) -> None:
         worker = self._worker

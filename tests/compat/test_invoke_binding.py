@@ -141,3 +141,33 @@ def test_loop_variable_binding_under_remote_local(model):
             with tracer.invoke(x):
                 seen.append(x.sum().item())
     assert seen == [3.0, 6.0, 9.0]
+
+
+@pytest.mark.parametrize("before", ["unbound", "other"])
+@pytest.mark.parametrize("action", ["nothing", "rebind", "delete", "set_other_name"])
+def test_one_binding_fast_path_matches_the_general_switch(before, action):
+    """The one-binding switch leaves the namespace and the bindings as the general one does."""
+    from runtime.mediator import Mediator
+
+    def run(extra_binding: bool):
+        ns = {} if before == "unbound" else {"x": "outer"}
+        bindings = {"x": "mine", "pad": 0} if extra_binding else {"x": "mine"}
+        mediator = Mediator(compile("pass", "<t>", "exec"), ns, bindings=bindings)
+        seen = []
+
+        def method(arg):
+            seen.append(ns.get("x"))
+            if action == "rebind":
+                ns["x"] = "rebound"
+            elif action == "delete":
+                del ns["x"]
+            elif action == "set_other_name":
+                ns["y"] = 1
+            return arg
+
+        assert mediator._switch(None, method, "answer") == "answer"
+        ns.pop("pad", None)
+        bindings.pop("pad", None)
+        return ns, bindings, seen
+
+    assert run(extra_binding=False) == run(extra_binding=True)

@@ -26,7 +26,7 @@ LOGS = "nnsight_logs"
 
 def sampling_params(options: Dict[str, Any]):
     """``vllm.SamplingParams`` from trace/invoke keyword arguments, with a clear error for typos."""
-    from vllm import SamplingParams
+    from vllm.sampling_params import SamplingParams  # (not `from vllm`: its lazy lookup costs ~5 us a call)
 
     options = dict(options)
     extra = options.pop("extra_args", None) or {}
@@ -80,8 +80,15 @@ def split_prompts(args: tuple) -> List[Any]:
 
 def tag(params, payload: bytes, trace_id: str, invoke: int, unit: Optional[int], expected: int,
         entry: Optional[int] = None) -> None:
+    """Put the nnsight fields on ``params``, made by :func:`sampling_params` for this one request.
+
+    Such params are never shared with another request, so the engine may take them with a shallow
+    copy (``skip_clone``) instead of a deep copy of the fields and the request bytes: ~60 us per
+    request.
+    """
     params.extra_args = {**(params.extra_args or {}), REQUEST: payload, TRACE_ID: trace_id, INVOKE: invoke,
                          UNIT: unit, EXPECTED: expected, ENTRY: entry}
+    params.skip_clone = True
 
 
 def keeps_logs(params) -> bool:

@@ -111,7 +111,9 @@ def share_saves(saved: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         if done is not None:
             return done
         if kind is torch.Tensor:
-            out: Any = value.detach().to("cpu", copy=True)
+            data = value.detach()
+            # (`clone` costs half of `to("cpu", copy=True)` for a tensor already on the CPU)
+            out: Any = data.clone() if data.is_cpu else data.to("cpu", copy=True)
         elif kind is list:
             out = memo[id(value)] = []
             out.extend(copy(item) for item in value)
