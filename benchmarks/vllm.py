@@ -24,7 +24,8 @@ loopback, `--max-engine-jobs 8`) against a plain `AsyncLLM` engine with the same
 
   * nnsight: 8 client threads, each submitting its own prompt as a remote job (the bytes of a
     `VLLM(...).trace(prompt, ..., remote=True)` saving the logits at every step: one intervention
-    per step) and following it to its result over the event WebSocket; all 8 in the engine at once;
+    per step) and following it to its result as `remote=True` does (`Client.submit_stream`: one
+    streamed HTTP round trip); all 8 in the engine at once;
   * plain: the same 8 prompts as 8 concurrent `AsyncLLM.generate` calls, no interventions.
 
 32 greedy tokens each (`ignore_eos`); rounds alternate plain / remote; tokens/s = 8 x 32 / wall
@@ -131,10 +132,12 @@ def _remote_round(host, payloads, decode):
     def client(i):
         with Client(host, None) as c:
             start.wait()
-            job_id = c.submit(payloads[i])["id"]
-            frames = c.events(job_id, inline_result=True)
+            # what `remote=True` does: submit and follow the job in one streamed HTTP round trip
+            frames = c.submit_stream(payloads[i])
+            job_id = None
             try:
                 for frame in frames:
+                    job_id = job_id or frame.get("id")
                     if frame.get("status") in ("COMPLETED", "ERROR", "CANCELLED"):
                         break
             finally:

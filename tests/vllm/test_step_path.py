@@ -77,8 +77,8 @@ def test_a_dynamic_module_access_makes_every_module_take_part_and_is_counted(mod
 
 def test_one_hand_off_per_provider_for_all_waiting_requests(model):
     """Four requests each waiting for the logits at every step: the engine hands the value over to
-    the hub once per step (plus once for each step's start, which the loops wait for), not once
-    per request."""
+    the hub once per step, not once per request; the loops' wait for each step's start is answered
+    in that same hand-off (their plans name nothing before the logits)."""
     steps = 6
     start = _hub_calls(model)
     with model.trace(temperature=0.0, max_tokens=steps, ignore_eos=True) as tracer:
@@ -91,7 +91,36 @@ def test_one_hand_off_per_provider_for_all_waiting_requests(model):
     assert len(saved) == steps * len(PROMPTS)
     # per request: its start, and when it finishes the step loop's end and its finish
     per_request = 3
-    assert calls <= 2 * steps + per_request * len(PROMPTS), calls
+    assert calls <= steps + per_request * len(PROMPTS), calls
+
+
+def test_deferred_step_starts_keep_invoke_order_and_miss_no_input(model):
+    """Loops woken late for their step start still run in invoke order before anything else of the
+    step, and one that reads a module's *input* (before the logits) is woken in time for it."""
+    steps = 3
+    with model.trace(temperature=0.0, max_tokens=steps, ignore_eos=True) as tracer:
+        order = list().save()
+        inputs = list().save()
+        logits = list().save()
+        with tracer.invoke(PROMPTS[0]):
+            for step in tracer.iter[:]:
+                order.append(("logits", step))
+                logits.append(model.logits.output)
+        with tracer.invoke(PROMPTS[1]):
+            for step in tracer.iter[:]:
+                order.append(("input", step))
+                inputs.append(model.model.layers[1].mlp.input)
+                order.append(("samples", step))
+                model.samples.output
+    assert order == [item for step in range(steps)
+                     for item in (("logits", step), ("input", step), ("samples", step))]
+    with model.trace(PROMPTS[1], temperature=0.0, max_tokens=steps, ignore_eos=True) as tracer:
+        alone = list().save()
+        for step in tracer.iter[:]:
+            alone.append(model.model.layers[1].mlp.input)
+    assert len(inputs) == len(alone) == steps and len(logits) == steps
+    for got, want in zip(inputs, alone):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_errors_thrown_by_torch_at_later_steps_leave_the_engine_running(model):
@@ -174,3 +203,17 @@ def test_a_save_that_is_not_plain_data_takes_the_bytes_and_is_counted(model):
     assert FALLBACKS.counts()["vllm.shared_saves"] == before + 1
     assert type(pair) is _Pair and (pair.a, pair.b) == (1, "x")  # the user's own class, as before
     assert type(result).__name__ == "RequestOutput" and len(result.outputs[0].token_ids) == 2
+
+
+def test_saved_values_from_the_runners_reused_buffers_keep_their_steps_values(model):
+    """A decoder layer's input is the runner's `positions` buffer, refilled every step: what was
+    saved at an earlier step must still hold that step's positions when the trace collects it."""
+    steps = 3
+    with model.trace(PROMPTS[1], temperature=0.0, max_tokens=steps, ignore_eos=True) as tracer:
+        positions = list().save()
+        for step in tracer.iter[:]:
+            positions.append(model.model.layers[1].input)
+    prompt_len = positions[0].shape[0]
+    assert positions[0].tolist() == list(range(prompt_len))
+    assert [p.tolist() for p in positions[1:]] == [[prompt_len + i] for i in range(steps - 1)]
+

@@ -21,6 +21,18 @@ whose plan cannot be named statically watches every module (``watch_all``, count
 ``vllm.watch_all`` fast-path fallback). A mediator's counter of a module it never names is
 then not advanced, as in an ordinary trace, where such a module is not patched at all.
 
+A ``tracer.iter`` loop waits for each step's start (a STEP event at the root's input). Answering
+it there would cost a hand-off to the hub of its own, and the loop body then waits again for the
+first value it reads, usually the logits. When the waiting mediator has a static plan (and no
+provider is sharded), the answer is deferred (``_pending``) to the step's first hand-off, or to the
+first provider of a module its plan names, whichever comes first: the mediators that waited are
+woken there, in invoke order and before any other intervention runs, and get the value being
+offered if they ask for it. No provider their plan names went by in between, so nothing they could
+read was missed; a step that reaches neither wakes them at its end (:meth:`end_step`). The
+``logits`` / ``samples`` providers (modules that return their input) run on the hub in one
+hand-off when an intervention waits for either end of them (:meth:`offer_through`): a woken loop
+gets the logits in the hand-off that woke it, so a decode step costs one hand-off, not two.
+
 Under tensor parallelism, ``shards`` names the providers whose value is only this
 rank's part (:mod:`.tensor_parallel`): when a mediator reads or writes one, the
 value is gathered before it is offered and this rank's part of the result is
@@ -54,6 +66,9 @@ class VLLMInterleaver(Interleaver):
         self.watched: Dict[str, int] = {}
         self.watch_all = 0  # live mediators without a static plan: every module takes part
         self._plans: Dict[Mediator, Optional[Tuple[str, ...]]] = {}
+        # STEP answers deferred to the step's first hand-off: (mediator, step), and their plans' paths
+        self._pending: List[Tuple[Mediator, int]] = []
+        self._pending_paths: Set[str] = set()
         self.hub = Hub()  # the thread the interventions run on: whatever resumes one runs there
 
     # ------------------------------------------------------------ watched modules
@@ -97,6 +112,10 @@ class VLLMInterleaver(Interleaver):
 
         def nnsight_forward(*args, **kwargs):
             if interleaver.active and (path in watched or interleaver.watch_all):
+                if interleaver._pending and len(interleaver.mediators) == 1 and path in interleaver._pending_paths:
+                    # the base wrapper counts the input of one mediator that does not wait for it
+                    # without offering it: wake a deferred step start first (it may ask for it)
+                    interleaver.hub.call(interleaver._wake_pending)
                 return inner(*args, **kwargs)
             return original(*args, **kwargs)
 
@@ -127,6 +146,8 @@ class VLLMInterleaver(Interleaver):
             self._guard(mediator, mediator.start, self)
 
     def remove(self, mediator: Mediator) -> None:
+        if self._pending:
+            self._pending = [entry for entry in self._pending if entry[0] is not mediator]
         self.steps.pop(mediator, None)
         self.failed.pop(mediator, None)
         self.stopped.discard(mediator)
@@ -200,20 +221,76 @@ class VLLMInterleaver(Interleaver):
         """
         steps = self.steps
         mediators = self.mediators
+        deferred = None
         for mediator in mediators:
             counts = steps.get(mediator)
             if counts is not None:
                 event = mediator.event
                 if event[1] == key and event[2] == counts.get(key, 0) and not mediator.done:
+                    if event[0] == events.STEP and not self.shards:
+                        plan = self._plans.get(mediator)
+                        if plan is not None:  # woken at the step's first hand-off (module docstring)
+                            if deferred is None:
+                                deferred = []
+                            deferred.append((mediator, event[2], plan))
+                            continue
                     return self.hub.call(self._offer_waiting, key, value)
+        if self._pending and _path_of(key) in self._pending_paths:
+            return self.hub.call(self._offer_waiting, key, value)
         for mediator in mediators:
             counts = steps.get(mediator)
             if counts is not None:
                 counts[key] = counts.get(key, 0) + 1
+        if deferred is not None:
+            for mediator, step, plan in deferred:
+                self._pending.append((mediator, step))
+                self._pending_paths.update(plan)
         return value
 
+    def offer_through(self, path: str, module: Any, value: Any) -> Any:
+        """``module(value)`` for a provider that returns its input (``model.logits`` / ``model.samples``,
+        at ``path``): on the hub, in one hand-off for both of its ends, when an intervention waits for
+        either (or a deferred step start waits for it); else here, where nobody is resumed."""
+        if not self.shards and self._wants(path):
+            return self.hub.call(module, value)
+        return module(value)
+
+    def _wants(self, path: str) -> bool:
+        if self._pending and path in self._pending_paths:
+            return True
+        in_key, out_key = path + ".input", path + ".output"
+        steps = self.steps
+        for mediator in self.mediators:
+            counts = steps.get(mediator)
+            if counts is not None and not mediator.done:
+                key, at = mediator.event[1], mediator.event[2]
+                if (key == in_key or key == out_key) and at == counts.get(key, 0):
+                    return True
+        return False
+
+    def end_step(self) -> None:
+        """The engine step is over: wake the loops whose step start is still deferred."""
+        if self._pending:
+            self.hub.call(self._wake_pending)
+
+    def _wake_pending(self) -> None:
+        """On the hub: answer the deferred STEP events (the step started), in invoke order."""
+        pending = self._pending
+        self._pending = []
+        self._pending_paths = set()
+        steps = self.steps
+        for mediator, step in pending:
+            counts = steps.get(mediator)
+            event = mediator.event
+            if counts is not None and not mediator.done and event[0] == events.STEP and event[2] == step:
+                self.counts = counts
+                self._guard(mediator, mediator.handle, event[1], step)
+
     def _offer_waiting(self, key: str, value: Any) -> Any:
-        """:meth:`_offer` on the hub: resume each mediator waiting for ``key`` (invoke order)."""
+        """:meth:`_offer` on the hub: resume each mediator waiting for ``key`` (invoke order), after
+        the deferred step starts."""
+        if self._pending:
+            self._wake_pending()
         batcher = self.batcher
         outer = batcher.current
         batcher.current = value
@@ -249,6 +326,8 @@ class VLLMInterleaver(Interleaver):
         self.hub.call(self._end_steps, mediator)
 
     def _end_steps(self, mediator: Mediator) -> None:
+        if self._pending:
+            self._wake_pending()
         self.counts = self.steps.get(mediator, {})
         for _ in range(1000):
             if mediator.done or mediator.event[0] != events.STEP:
@@ -263,3 +342,11 @@ class VLLMInterleaver(Interleaver):
         self._end_steps(mediator)
         if not mediator.done:
             self._guard(mediator, mediator.finish)
+
+
+def _path_of(key: str) -> str:
+    """The module path of a provider key (``"model.layers.0.output"`` -> ``"model.layers.0"``)."""
+    for end in (".output", ".input"):
+        if key.endswith(end):
+            return key[:-len(end)]
+    return key

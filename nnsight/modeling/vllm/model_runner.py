@@ -9,7 +9,8 @@ forward pass, logits) and ``sample_tokens`` (sampling). This subclass hooks:
    flat ``[total_tokens, ...]`` tensors);
 3. after ``execute_model``: ``model.logits`` with the logits, one row per
    request (a swapped value is what gets sampled);
-4. ``_sample``: ``model.samples`` with the sampled token ids, one row per request.
+4. ``_sample``: ``model.samples`` with the sampled token ids, one row per request; then the
+   step is over (``tracer.iter`` loops whose step start was deferred are woken).
 
 Steps without interventions run exactly as in vLLM.
 """
@@ -54,6 +55,12 @@ class NNsightCPUModelRunner(CPUModelRunner):
             return super()._model_forward(input_ids, positions, intermediate_tensors, inputs_embeds, **model_kwargs)
         total = int(positions.shape[-1]) if positions is not None else int(
             (input_ids if input_ids is not None else inputs_embeds).shape[0])
+        # The runner keeps these in buffers it refills every step: an intervention that saves one (a
+        # module's input is often `positions` itself) would otherwise read a later step's values by
+        # the time the trace collects its saves. Copies cost a few microseconds a step.
+        input_ids = input_ids.clone() if input_ids is not None else None
+        positions = positions.clone() if positions is not None else None
+        inputs_embeds = inputs_embeds.clone() if inputs_embeds is not None else None
         helper = self.nnsight_requests
         helper.begin("tokens", total)
         try:
@@ -81,13 +88,16 @@ class NNsightCPUModelRunner(CPUModelRunner):
         if self._nnsight_active:
             output.sampled_token_ids = self._nnsight_provide("samples", output.sampled_token_ids)
             self._nnsight_active = False
+        if self.nnsight_model is not None:
+            self.nnsight_model.interleaver.end_step()  # step starts still deferred (interleaver docstring)
         return output
 
     def _nnsight_provide(self, name: str, value: Any) -> Any:
         helper = self.nnsight_requests
         helper.begin("rows", int(value.shape[0]))
         try:
-            return self.nnsight_model._children[name]._module(value)
+            provider = self.nnsight_model._children[name]
+            return self.nnsight_model.interleaver.offer_through(provider.path, provider._module, value)
         finally:
             helper.end_phase()
 
