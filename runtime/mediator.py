@@ -21,6 +21,21 @@ _VALUE, _SWAP, _SKIP, _EXCEPTION = events.VALUE, events.SWAP, events.SKIP, event
 _UNBOUND = object()
 
 
+def _put_back(ns: Dict[str, Any], bindings: Dict[str, Any], name: str, own: Any, prior: Any) -> None:
+    """After an invoke's code ran with ``ns[name] = own``: keep a value it assigned (or a deletion)
+    as the invoke's own from then on, else give the namespace back what it held (``prior``)."""
+    current = ns.get(name, _UNBOUND)
+    if current is not own:  # rebound (or deleted) by the intervention
+        if current is _UNBOUND:
+            del bindings[name]
+        else:
+            bindings[name] = current
+    elif prior is _UNBOUND:
+        del ns[name]
+    else:
+        ns[name] = prior
+
+
 class _Worker(greenlet):
     """The greenlet of a mediator; ``getcurrent().mediator`` finds it from user code.
 
@@ -118,17 +133,8 @@ class Mediator:
         try:
             return method(arg)
         finally:
-            for name, value in before.items():
-                current = ns.get(name, _UNBOUND)
-                if current is not bindings[name]:  # rebound (or deleted) by the intervention
-                    if current is _UNBOUND:
-                        del bindings[name]
-                    else:
-                        bindings[name] = current
-                elif value is _UNBOUND:
-                    del ns[name]
-                else:
-                    ns[name] = value
+            for name, prior in before.items():
+                _put_back(ns, bindings, name, bindings[name], prior)
 
     @staticmethod
     def _switch_one(ns: Dict[str, Any], bindings: Dict[str, Any], method, arg):
@@ -140,16 +146,7 @@ class Mediator:
         try:
             return method(arg)
         finally:
-            current = ns.get(name, _UNBOUND)
-            if current is not own:  # rebound (or deleted) by the intervention
-                if current is _UNBOUND:
-                    del bindings[name]
-                else:
-                    bindings[name] = current
-            elif prior is _UNBOUND:
-                del ns[name]
-            else:
-                ns[name] = prior
+            _put_back(ns, bindings, name, own, prior)
 
     def _resume(self, response: Any) -> None:
         worker = self._worker
