@@ -79,6 +79,8 @@ class NNsightCPUModelRunner(CPUModelRunner):
             logits = self._nnsight_provide("logits", state.logits)
             if logits is not state.logits:
                 self.execute_model_state = state._replace(logits=logits)
+        elif self._nnsight_active:  # no logits, so no sampling phase either: the step ends here
+            self.nnsight_model.interleaver.end_step()
         return output
 
     # ------------------------------------------------------------ phase 4: samples
