@@ -143,8 +143,9 @@ class InterleavingTracer(IterationMixin, BarrierMixin, CacheMixin, Tracer):
                 f"{type(model).__name__} is already running a trace; a trace can't run the same model "
                 f"again from inside its interventions (use `model.session()` to run traces one after another).")
         model._ensure_dispatched()
-        targets = modules_to_patch(model, mediators) if mediators else []  # no intervention: no hooks
-        interleaver.patch(model._patch_list() if targets is None else targets)
+        if mediators:  # (no intervention: no hooks, and the last hook plan stays cached)
+            targets = modules_to_patch(model, mediators)
+            interleaver.patch(model._patch_list() if targets is None else targets)
         output = None
         running = model.__dict__.get("_running")  # `envoy.iter[...]` / `envoy.all()` (nnsight 0.8)
         if running is not None:
