@@ -16,10 +16,9 @@ dropped first).
 import hashlib
 from typing import Any, Callable
 
-from compiler.lru import BoundedLRU
-
 from compiler.ir import framing
 from compiler.ir.upgraders import to_record
+from compiler.lru import BoundedLRU
 
 from .. import registries
 

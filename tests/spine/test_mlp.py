@@ -66,6 +66,20 @@ def test_saved_output_equals_hook_capture(net, x):
     assert torch.equal(out, final)
 
 
+def test_a_body_that_does_nothing_runs_the_model_unpatched(net, x):
+    """`pass`: no intervention, so no module's forward is patched while the model runs, and the
+    result is the plain forward's; a body that reads a module still gets it patched."""
+    model = NNsight(net)
+    patched = []
+    net[2].register_forward_pre_hook(lambda module, args: patched.append("forward" in module.__dict__))
+    with model.trace(x) as tracer:
+        pass
+    assert torch.equal(tracer.result, net(x)) and patched == [False, False]
+    with model.trace(x):
+        h2 = model[2].output.save()
+    assert patched[-1] is True and torch.equal(h2, net[2](net[1](net[0](x))))
+
+
 def test_nnsight_save_function_and_unsaved_not_written_back(net, x):
     model = NNsight(net)
     with model.trace(x):
