@@ -30,6 +30,14 @@ loopback, `--max-engine-jobs 8`) against a plain `AsyncLLM` engine with the same
 
 32 greedy tokens each (`ignore_eos`); rounds alternate plain / remote; tokens/s = 8 x 32 / wall
 time of the round (submission to the last result); every round's tokens must equal plain vLLM's.
+
+Both engines run torch on one thread (`OMP_NUM_THREADS=1` for every process this case starts).
+Without it they differ: the plain engine's core is forked from this process, which set one thread,
+while the server's engine starts with one per CPU (vLLM means to drop serving to one thread, but
+its CPU worker has by then disabled `torch.set_num_threads`); the idle worker of that second
+thread spins after each parallel op and, on 2 CPUs, took a core from the server's front and the
+clients for the whole generation (measured per thread: the server's engine used 371 ms of CPU a
+round, 182 ms of it that spinning thread; 189 ms with one thread; plain vLLM 120 ms).
 """
 from __future__ import annotations
 
@@ -187,6 +195,7 @@ def measure_remote(rounds: int, prompts=PROMPTS[:REMOTE_CLIENTS], max_tokens=MAX
     import torch
 
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # the server's engine as the plain one (see the docstring)
     sys.path.insert(0, str(HERE.parent / "tests" / "server"))
     from serverproc import ServerProcess
 
