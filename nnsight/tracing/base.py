@@ -151,8 +151,11 @@ class Tracer:
 
     def _placeholders(self, frame, saved: Dict[str, Any]) -> Dict[str, Any]:
         """For each name the body set but did not save (and the caller has no variable of)."""
+        names = self._compiled.writeback_names(self._unit_id)
+        if len(saved) == len(names):  # every name saved (the usual case): no frame snapshot to read
+            return {}
         where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        return placeholders(self._compiled.writeback_names(self._unit_id), saved, frame.f_locals, where)
+        return placeholders(names, saved, frame.f_locals, where)
 
     def execute(self, ns: Dict[str, Any]) -> None:
         """Run the body (``self._code()``) with globals ``ns``."""
