@@ -14,6 +14,7 @@ from vllm.v1.worker.cpu_worker import CPUWorker
 
 from . import tree
 from .model_runner import NNsightCPUModelRunner
+from .parent_watch import watch_parent
 
 
 class NNsightCPUWorker(CPUWorker):
@@ -30,6 +31,7 @@ class NNsightCPUWorker(CPUWorker):
         # The runner adds only methods and class-level defaults: re-classing the one vLLM built
         # is the same as building ours (and avoids allocating its buffers twice).
         runner.__class__ = NNsightCPUModelRunner
+        watch_parent()  # an engine core whose parent died stops (vLLM leaves it running)
 
     def _first_rank(self) -> bool:
         return getattr(self, "rank", 0) == 0
