@@ -60,8 +60,12 @@ def watch_parent() -> bool:
     core, client = found
     try:  # process fds, not pids: a pid reused by another process is never signalled
         core_fd = os.pidfd_open(core)
+    except OSError:  # (no pidfd support in this kernel)
+        return False
+    try:
         client_fd = os.pidfd_open(client)
-    except OSError:  # (no pidfd support in this kernel, or the client is already gone)
+    except OSError:  # (the client is already gone: its pid may name another process now)
+        os.close(core_fd)
         return False
     threading.Thread(target=_watch, args=(client_fd, core_fd, core, client), name="nnsight-parent-watch",
                      daemon=True).start()
