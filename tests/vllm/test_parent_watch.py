@@ -62,6 +62,40 @@ def test_parent_pid_reads_a_processs_parent():
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="process file descriptors are Linux-only")
+def test_the_watch_stops_the_core_only_once_its_parent_has_exited(monkeypatch):
+    """Without an engine: a "client" process whose child plays the engine core."""
+    import threading
+
+    monkeypatch.setattr(parent_watch, "KILL_AFTER_S", 0.5)
+    client = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "core = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(core.pid, flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE)
+    core = int(client.stdout.readline())
+    try:
+        watch = threading.Thread(target=parent_watch._watch, daemon=True,
+                                 args=(os.pidfd_open(client.pid), os.pidfd_open(core), core, client.pid))
+        watch.start()
+        time.sleep(1.0)
+        assert _running(core), "the engine core was stopped while its parent still ran"
+        client.kill()
+        client.wait()
+        deadline = time.monotonic() + GONE_WITHIN_S
+        while time.monotonic() < deadline and _running(core):
+            time.sleep(0.1)
+        assert not _running(core), "the engine core outlived its parent"
+        watch.join(5)
+        assert not watch.is_alive()
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        if _running(core):
+            os.kill(core, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="process file descriptors are Linux-only")
 @pytest.mark.parametrize("worker_process", [False, True], ids=["worker-in-engine-core", "worker-process"])
 def test_a_killed_servers_engine_processes_stop(tmp_path, llama_path, monkeypatch, worker_process):
     # "1": vLLM's multiprocess executor, the worker in a child of the engine core

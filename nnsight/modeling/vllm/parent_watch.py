@@ -63,8 +63,10 @@ def watch_parent() -> bool:
     except OSError:  # (no pidfd support in this kernel)
         return False
     try:
-        client_fd = os.pidfd_open(client)
-    except OSError:  # (the client is already gone: its pid may name another process now)
+        client_fd: Optional[int] = os.pidfd_open(client)
+    except ProcessLookupError:  # already gone: the engine core is an orphan now
+        client_fd = None
+    except OSError:
         os.close(core_fd)
         return False
     threading.Thread(target=_watch, args=(client_fd, core_fd, core, client), name="nnsight-parent-watch",
@@ -72,10 +74,11 @@ def watch_parent() -> bool:
     return True
 
 
-def _watch(client_fd: int, core_fd: int, core: int, client: int) -> None:
-    if parent_pid(core) == client:  # (else it died, and the core was re-parented, before its fd opened)
-        select.select([client_fd], [], [])
-    os.close(client_fd)
+def _watch(client_fd: Optional[int], core_fd: int, core: int, client: int) -> None:
+    if client_fd is not None:
+        if parent_pid(core) == client:  # (else it died, and the core was re-parented, before its fd opened)
+            select.select([client_fd], [], [])
+        os.close(client_fd)
     try:
         signal.pidfd_send_signal(core_fd, signal.SIGTERM)
         time.sleep(KILL_AFTER_S)  # (a daemon thread: gone with the process once it has exited)
