@@ -46,6 +46,14 @@ def _running(pid):
     return stat[stat.rindex(b")") + 2:].split()[0] != b"Z"  # (a zombie has exited)
 
 
+def _still_running_after(pids, seconds):
+    """The pids of ``pids`` still running once all have exited or ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(map(_running, pids)):
+        time.sleep(0.1)
+    return [pid for pid in pids if _running(pid)]
+
+
 def test_this_process_is_not_an_engine_core():
     assert parent_watch.engine_core_and_client() is None
     assert parent_watch.watch_parent() is False  # an in-process engine never stops the user's process
@@ -81,10 +89,7 @@ def test_the_watch_stops_the_core_only_once_its_parent_has_exited(monkeypatch):
         assert _running(core), "the engine core was stopped while its parent still ran"
         client.kill()
         client.wait()
-        deadline = time.monotonic() + GONE_WITHIN_S
-        while time.monotonic() < deadline and _running(core):
-            time.sleep(0.1)
-        assert not _running(core), "the engine core outlived its parent"
+        assert not _still_running_after([core], GONE_WITHIN_S), "the engine core outlived its parent"
         watch.join(5)
         assert not watch.is_alive()
     finally:
@@ -103,18 +108,17 @@ def test_a_killed_servers_engine_processes_stop(tmp_path, llama_path, monkeypatc
     server = ServerProcess(str(tmp_path), ["llama=%s" % llama_path], "--no-auth", "--engine", "vllm",
                            "--engine-arg", "max_model_len=256")
     server.start(timeout=300)
+    below = []
     try:
         below = _descendants(server.proc.pid)
         assert below, "the server started no engine process"
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait(30)
-        deadline = time.monotonic() + GONE_WITHIN_S
-        while time.monotonic() < deadline and any(map(_running, below)):
-            time.sleep(0.25)
-        left = [pid for pid in below if _running(pid)]
+        left = _still_running_after(below, GONE_WITHIN_S)
         assert not left, "engine processes outlived their server: %s" % left
     finally:  # (whatever the outcome: no process left behind by this test)
-        below = _descendants(server.proc.pid) if server.proc.poll() is None else locals().get("below", [])
+        if server.proc.poll() is None:
+            below = _descendants(server.proc.pid)
         for pid in below:
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
