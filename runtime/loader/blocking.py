@@ -2,13 +2,16 @@
 import contextlib
 import importlib.machinery
 import sys
+import threading
 import types
-from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterator, Optional, Tuple
 
 from compiler import policy
 
 from .. import registries
+from . import refusal_table
 from .errors import ServerImportError
+from .modules_watch import ModulesWatch
 
 
 def is_user_module(name: str, module: Any) -> bool:
@@ -67,45 +70,51 @@ _USER_MODULE_MEMO: Dict[str, Tuple[Any, FrozenSet[str], bool]] = {}
 
 
 class _Snapshot:
-    """The last answer of :func:`_user_module_names`: ``(sys.modules copy, registrations, names)``,
-    replaced as one tuple (threads tracing at once never see the parts of two answers)."""
+    """The last answer of :func:`_user_module_names`: ``(registrations, names)``, and the view of
+    ``sys.modules`` it was computed from; one thread at a time recomputes it."""
 
-    last: Tuple[Dict[str, Any], FrozenSet[str], Tuple[str, ...]] = ({}, frozenset(), ())
-    # len(sys.modules) when :func:`seal_snapshot` vouched for ``last``: the next call trusts it.
-    sealed: List[int] = []
+    lock = threading.Lock()
+    watch = ModulesWatch()
+    last: Tuple[FrozenSet[str], Tuple[str, ...]] = (frozenset(), ())
 
 
 def seal_snapshot() -> None:
-    """Bring the snapshot of ``sys.modules`` up to date and trust it for the next call.
+    """Bring the caches that describe ``sys.modules`` up to date and trust them at the next call.
 
     Called by a process just before it forks (the sandbox's warm template): in the child,
     comparing every entry of ``sys.modules`` would write to every module object's reference
-    count, copying thousands of pages it shares with its parent. The child's next call trusts
-    the snapshot if the number of modules is unchanged, and compares as usual otherwise.
+    count, copying thousands of pages it shares with its parent.
     """
-    _user_module_names()
-    _Snapshot.sealed[:] = [len(_Snapshot.last[0])]
+    with _Snapshot.lock:
+        _up_to_date()
+        _Snapshot.watch.seal()
+    refusal_table.seal()
 
 
 def _user_module_names() -> Tuple[str, ...]:
     """Names in ``sys.modules`` of the user modules to hide.
 
-    When ``sys.modules`` holds exactly the same module objects under the same names as last time
-    (one C-level dict comparison, ~20 us) and the registrations are the same, the answer is the
+    While ``sys.modules`` holds the same module objects under the same names as last time
+    (:class:`.modules_watch.ModulesWatch`) and the registrations are the same, the answer is the
     same (each module's answer is memoised on exactly those facts), except for ``__main__``,
     whose contents decide: it is asked each time. Otherwise each name is looked up in the memo.
     """
+    with _Snapshot.lock:
+        names = _up_to_date()
+    extra = tuple(n for n in _CONTENT_DECIDES if is_user_module(n, sys.modules.get(n)))
+    return names + extra if extra else names
+
+
+def _up_to_date() -> Tuple[str, ...]:
     registrations = policy.registered()
-    last_modules, last_registrations, names = _Snapshot.last
-    sealed = _Snapshot.sealed
-    trusted = bool(sealed) and sealed.pop() == len(sys.modules)
-    if last_registrations != registrations or (not trusted and sys.modules != last_modules):
+    changed = _Snapshot.watch.changed()  # (always asked: it keeps the watch's view current)
+    last_registrations, names = _Snapshot.last
+    if changed or last_registrations != registrations:
         memo = _USER_MODULE_MEMO
         if len(memo) > 2 * len(sys.modules) + 256:
             memo.clear()
         found = []
-        modules = dict(sys.modules)
-        for name, module in modules.items():
+        for name, module in list(sys.modules.items()):
             if name in _CONTENT_DECIDES:
                 continue
             hit = memo.get(name)
@@ -117,9 +126,8 @@ def _user_module_names() -> Tuple[str, ...]:
             if user:
                 found.append(name)
         names = tuple(found)
-        _Snapshot.last = (modules, registrations, names)
-    extra = tuple(n for n in _CONTENT_DECIDES if is_user_module(n, sys.modules.get(n)))
-    return names + extra if extra else names
+        _Snapshot.last = (registrations, names)
+    return names
 
 
 _CONTENT_DECIDES = ("__main__", "__mp_main__")  # user code or not by their contents: asked each time

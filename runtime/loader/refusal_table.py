@@ -5,9 +5,9 @@
 ``torch.serialization.save`` are caught) and as classes (refused methods of instances). Resolving
 the table walks a few thousand paths (~0.5 ms): too much for every request, and the answer
 changes only when a module is imported. So it is resolved once and reused while ``sys.modules``
-holds exactly the same module objects under the same names (one C-level dict comparison,
-~20 µs); a new import resolves it again. The result is read-only once built: a guard copies
-the one dictionary it extends per request (:attr:`RefusalTable.refused_ids`).
+holds the same module objects under the same names (:class:`.modules_watch.ModulesWatch`); a new
+import resolves it again. The result is read-only once built: a guard copies the one dictionary
+it extends per request (:attr:`RefusalTable.refused_ids`).
 """
 import sys
 import threading
@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from compiler import access
 
 from .. import registries
+from .modules_watch import ModulesWatch
 
 _MODULE = types.ModuleType
 
@@ -72,24 +73,32 @@ class RefusalTable:
 
 
 class _Cache:
-    """The one table in use and the ``sys.modules`` it was resolved against (a process-wide cache
-    of one entry: it describes the process's imports, never a request)."""
+    """The one table in use and the view of ``sys.modules`` it was resolved against (a
+    process-wide cache of one entry: it describes the process's imports, never a request)."""
 
     lock = threading.Lock()
-    modules: Dict[str, Any] = {}
+    watch = ModulesWatch()
     table: Optional[RefusalTable] = None
 
 
 def current() -> RefusalTable:
     """The table for the modules imported now (resolved again after any import)."""
     with _Cache.lock:
-        table = _Cache.table
-        if table is not None and sys.modules == _Cache.modules:
-            return table
-        modules = dict(sys.modules)
-        table = RefusalTable()
-        _Cache.modules, _Cache.table = modules, table
-        return table
+        return _up_to_date()
+
+
+def seal() -> None:
+    """Bring the table up to date and trust it at the next call (see :meth:`ModulesWatch.seal`)."""
+    with _Cache.lock:
+        _up_to_date()
+        _Cache.watch.seal()
+
+
+def _up_to_date() -> RefusalTable:
+    changed = _Cache.watch.changed()  # (always asked: it keeps the watch's view current)
+    if changed or _Cache.table is None:
+        _Cache.table = RefusalTable()
+    return _Cache.table
 
 
 def peek(obj: Any, name: str) -> Any:
