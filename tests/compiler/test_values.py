@@ -368,6 +368,11 @@ def test_tensor_views_flags_and_identity():
     assert torch.equal(roundtrip(z.conj()), z.conj().resolve_conj())
     assert torch.equal(roundtrip(torch.tensor(3.5)), torch.tensor(3.5))
     assert roundtrip(torch.empty(0, 3)).shape == (0, 3)
+    logits = torch.randn(1, 768)
+    for t in (logits[:, -1], logits.bfloat16()[:, -1], torch.zeros(4, dtype=torch.float16)[:0:2]):
+        assert t.is_contiguous() and t.stride(-1) != 1  # 0 or 1 items: contiguous whatever the stride
+        out = roundtrip(t)
+        assert out.dtype == t.dtype and torch.equal(out, t)
     g = roundtrip(torch.ones(2, requires_grad=True))
     assert g.requires_grad and g.is_leaf
     p = roundtrip(torch.nn.Parameter(torch.ones(2)))

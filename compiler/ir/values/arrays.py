@@ -69,8 +69,10 @@ def tensor_bytes(t: Any, torch: Any) -> bytes:
     same_size = _INT_OF_SIZE.get(t.element_size())
     if same_size is not None:  # reinterpret as a plain integer type: copies work for every dtype
         t = t.view(getattr(torch, same_size))
-    t = t.cpu().contiguous().reshape(-1).view(torch.uint8)
-    return t.numpy().tobytes()
+    t = t.cpu().contiguous().reshape(-1)
+    if t.stride(0) != 1:  # 0 or 1 items: contiguous whatever the stride, but view() needs stride 1
+        t = t.clone(memory_format=torch.contiguous_format)
+    return t.view(torch.uint8).numpy().tobytes()
 
 
 def enc_numpy(enc: Any, obj: Any, np: Any) -> Any:
