@@ -298,6 +298,9 @@ def test_unencodable_lock_message():
     msg = str(e.value)
     assert "lock" in msg and "captured variable `foo` at demo.py:12" in msg
     assert "['cfg'][1]" in msg and "without pickle" in msg
+    with pytest.raises(UnencodableValueError) as e:
+        encode_value([0, (1, [2, threading.Lock()], 3)])
+    assert " at [1][1][1]: " in str(e.value)
 
 
 def test_unencodable_generator_message():
@@ -395,6 +398,141 @@ def test_sparse_tensor_rejected():
     torch = pytest.importorskip("torch")
     with pytest.raises(UnencodableValueError, match="dense"):
         encode_value(torch.eye(3).to_sparse())
+
+
+# the tensor encoding before its fast path, kept as the reference the encoder must match byte for byte
+def _old_dtype_name(dtype):
+    return str(dtype).split(".", 1)[1]
+
+
+def _old_tensor_node(t, torch):
+    cls = type(t)
+    if cls is torch.nn.Parameter:
+        tag = "parameter"
+    elif cls is torch.Tensor:
+        tag = "tensor"
+    else:
+        raise ValueError("tensor subclasses other than nn.Parameter are not supported")
+    if t.is_quantized:
+        raise ValueError("quantized tensors are not supported (dequantize() it first)")
+    if t.layout != torch.strided or getattr(t, "is_nested", False):
+        raise ValueError("only dense (strided) tensors are supported, not layout %s" % t.layout)
+    device = str(t.device)
+    shape = [int(d) for d in t.shape]
+    data = None if t.device.type == "meta" else _old_tensor_bytes(t.detach(), torch)
+    return [tag, _old_dtype_name(t.dtype), shape, data, bool(t.requires_grad), device]
+
+
+def _old_tensor_bytes(t, torch):
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    same_size = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}.get(t.element_size())
+    if same_size is not None:
+        t = t.view(getattr(torch, same_size))
+    return t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _restrided(t, torch):
+    """t with standard strides: the old code crashed on a 0/1-item tensor whose last stride is not 1."""
+    assert t.numel() <= 1
+    u = t.detach().clone(memory_format=torch.contiguous_format)
+    if type(t) is torch.nn.Parameter:
+        return torch.nn.Parameter(u, requires_grad=t.requires_grad)
+    return u.requires_grad_() if t.requires_grad else u
+
+
+def _same_as_reference(t, torch):
+    """t encodes (alone, and shared in a list) to the reference's exact bytes, and decodes back."""
+    from compiler.ir.framing import pack
+
+    try:
+        ref = _old_tensor_node(t, torch)
+    except ValueError as e:  # refused: the same reason
+        with pytest.raises(UnencodableValueError) as raised:
+            encode_value(t)
+        assert str(raised.value).endswith(": %s" % e)
+        return
+    except Exception as e:
+        if "must be 1 to view" in str(e):  # the old code's crash: now encoded as a standard copy is
+            ref = _old_tensor_node(_restrided(t, torch), torch)
+        else:  # torch's own error (a zero tensor): the same one
+            with pytest.raises(type(e)) as raised:
+                encode_value(t)
+            assert str(raised.value) == str(e)
+            return
+    assert pack(encode_value(t)) == pack(ref)
+    tree = encode_value([t, 1, t])
+    assert pack(tree) == pack(["list", ["shared", 0, ref], 1, ["ref", 0]])
+    out = decode_value(tree)[0]
+    assert type(out) is type(t) and out.dtype == t.dtype and out.shape == t.shape
+    assert out.requires_grad == t.requires_grad
+    if ref[3] is None:
+        assert out.device.type == "meta"
+    else:
+        assert _old_tensor_bytes(out.detach(), torch) == ref[3]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_tensor_nodes_match_the_reference():
+    """Every dtype, shape, view, flag and wrapper encodes exactly as the general path did."""
+    torch = pytest.importorskip("torch")
+    dtypes = [d for d in _all_dtypes(torch) if not torch.empty(1, dtype=d).is_quantized]
+
+    def grad_ok(dtype):
+        try:
+            torch.empty(1, dtype=dtype).requires_grad_()
+            return True
+        except RuntimeError:
+            return False
+
+    graddable = {d for d in dtypes if grad_ok(d)}
+    views = ["plain", "offset", "transpose", "step", "expand", "conj", "neg"]
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(st.sampled_from(dtypes), st.lists(st.integers(0, 4), max_size=3), st.sampled_from(views),
+           st.sampled_from(["cpu", "meta"]), st.booleans(), st.booleans())
+    def check(dtype, shape, view, device, grad, param):
+        def rand(shape):
+            t = _random_tensor(torch, dtype, shape)
+            t = t.view(torch.uint8) % 2 == 1 if dtype == torch.bool else t
+            return t.to(device)
+
+        if view == "offset":
+            t = rand((math.prod(shape) + 3,))[3:].reshape(shape)
+        elif view == "step" and shape:
+            t = rand(tuple(shape[:-1]) + (2 * shape[-1],))[..., ::2]
+        elif view == "expand":
+            t = rand([1] + shape).expand([3] + shape)
+        else:
+            t = rand(shape)
+        if view == "transpose" and t.dim() >= 2:
+            t = t.transpose(0, -1)
+        if view == "conj" and dtype.is_complex:
+            t = t.conj()
+        if view == "neg" and (dtype.is_complex or dtype.is_floating_point) and dtype in graddable:
+            t = torch._neg_view(t)
+        if param:
+            t = torch.nn.Parameter(t, requires_grad=grad and dtype in graddable)
+        elif grad and dtype in graddable:
+            t = t.detach().requires_grad_()
+        _same_as_reference(t, torch)
+
+    check()
+    x = torch.randn(2, 3)
+    with torch.inference_mode():
+        inference = torch.randn(2, 3)
+
+    class Sub(torch.Tensor):
+        pass
+
+    logits = torch.randn(1, 768)
+    odd = [torch._efficientzerotensor(3), torch.ones(3, device="cpu:0"), inference, x.as_subclass(Sub),
+           x.to_sparse(), torch.quantize_per_tensor(x, 0.1, 0, torch.qint8),
+           torch.randn(3, dtype=torch.complex64).conj().imag, logits[:, -1], logits.bfloat16()[:, -1]]
+    for t in odd:
+        _same_as_reference(t, torch)
 
 
 # -- numpy -------------------------------------------------------------------------------

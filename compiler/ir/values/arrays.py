@@ -27,6 +27,9 @@ class Reject(Exception):
 
 
 def enc_torch(enc: Any, obj: Any, torch: Any) -> Any:
+    cls = type(obj)
+    if cls is torch.Tensor or cls is torch.nn.Parameter:
+        return enc.register(obj, _plain_tensor_node(obj, cls, torch) or _tensor_node(obj, torch), leaf=True)
     if isinstance(obj, torch.Tensor):
         return enc.register(obj, _tensor_node(obj, torch))
     if isinstance(obj, torch.dtype):
@@ -40,6 +43,39 @@ def enc_torch(enc: Any, obj: Any, torch: Any) -> Any:
 
 def _dtype_name(dtype: Any) -> str:
     return str(dtype).split(".", 1)[1]
+
+
+# dtypes whose CPU tensors numpy views as they are in memory: their bytes need no reinterpreting
+_NUMPY_NATIVE = ("float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8", "bool",
+                 "complex64", "complex128")
+_PLAIN_DTYPES: Dict[Any, str] = {}  # dtype -> its name, for the dtypes above
+
+
+def _plain_tensor_node(t: Any, cls: type, torch: Any) -> Any:
+    """The node of a dense, contiguous CPU tensor of a numpy-native dtype -- nearly every result.
+
+    The same node as :func:`_tensor_node` at a fraction of the torch calls (results often hold
+    many small tensors); None for any other tensor, which takes the general path.
+    """
+    names = _PLAIN_DTYPES or _plain_dtypes(torch)
+    name = names.get(t.dtype)
+    if (name is None or not t.is_cpu or t.layout is not torch.strided or getattr(t, "is_nested", False)
+            or not t.is_contiguous() or t.is_conj() or t.is_neg()):
+        return None
+    grad = t.requires_grad
+    try:  # numpy refuses the rare odd tensor (a zero tensor, a functorch wrapper): general path
+        data = (t.detach() if grad else t).numpy().tobytes()
+    except Exception:
+        return None
+    return ["parameter" if cls is torch.nn.Parameter else "tensor", name, list(t.shape), data, grad, "cpu"]
+
+
+def _plain_dtypes(torch: Any) -> Dict[Any, str]:
+    for name in _NUMPY_NATIVE:
+        dtype = vars(torch).get(name)
+        if isinstance(dtype, torch.dtype):
+            _PLAIN_DTYPES[dtype] = _dtype_name(dtype)
+    return _PLAIN_DTYPES
 
 
 def _tensor_node(t: Any, torch: Any) -> list:

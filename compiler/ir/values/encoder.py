@@ -65,8 +65,8 @@ def _finalize(x: Any, counter: List[int]) -> Any:
         if x.refs:
             x.k = counter[0]
             counter[0] += 1
-            return ["shared", x.k, _finalize(x.node, counter)]
-        return _finalize(x.node, counter)
+            return ["shared", x.k, x.node if x.leaf else _finalize(x.node, counter)]
+        return x.node if x.leaf else _finalize(x.node, counter)
     if t is _Ref:
         return ["ref", x.slot.k]
     if t is list:
@@ -75,14 +75,18 @@ def _finalize(x: Any, counter: List[int]) -> Any:
 
 
 class _Slot:
-    """Placeholder for a memoized object's node; becomes ["shared", k, node] if referenced."""
+    """Placeholder for a memoized object's node; becomes ["shared", k, node] if referenced.
 
-    __slots__ = ("node", "refs", "k")
+    leaf: the node holds plain data only (a tensor's), so finalizing need not walk it.
+    """
 
-    def __init__(self) -> None:
-        self.node: Any = None
+    __slots__ = ("node", "refs", "k", "leaf")
+
+    def __init__(self, node: Any = None, leaf: bool = False) -> None:
+        self.node = node
         self.refs = 0
         self.k = -1
+        self.leaf = leaf
 
 
 class _Ref:
@@ -100,7 +104,7 @@ class _Encoder:
         self.memo: Dict[int, _Slot] = {}
         self.keep: List[Any] = []  # keeps memoized objects alive so ids stay unique
         self.busy: set = set()  # ids of immutable containers being encoded
-        self.path: List[str] = []
+        self.path: List[Any] = []  # steps: str, or int (an item's index, formatted only in an error)
         self.records = False
 
     # entry point for every sub-value
@@ -125,7 +129,7 @@ class _Encoder:
             raise self.error(obj, e.args[0]) from None
 
     def error(self, obj: Any, reason: str) -> UnencodableValueError:
-        at = " at %s" % "".join(self.path) if self.path else ""
+        at = " at %s" % "".join(s if type(s) is str else "[%d]" % s for s in self.path) if self.path else ""
         return UnencodableValueError("cannot encode %s (type %s)%s%s: %s" % (
             short_repr(obj), typename(obj), _in(self.where), at, reason))
 
@@ -136,9 +140,20 @@ class _Encoder:
         finally:
             self.path.pop()
 
-    def register(self, obj: Any, node: Any = None) -> _Slot:
-        slot = _Slot()
-        slot.node = node
+    def enc_items(self, node: list, items: Any) -> list:
+        """Append the encoded items to node: like child() per item, without its per-item overhead."""
+        path = self.path
+        path.append(0)
+        try:
+            for i, item in enumerate(items):
+                path[-1] = i
+                node.append(self.enc(item))
+        finally:
+            path.pop()
+        return node
+
+    def register(self, obj: Any, node: Any = None, leaf: bool = False) -> _Slot:
+        slot = _Slot(node, leaf)
         self.memo[id(obj)] = slot
         self.keep.append(obj)
         return slot
@@ -159,8 +174,7 @@ class _Encoder:
     def enc_list(self, obj: list) -> Any:
         node: list = ["list"]
         slot = self.register(obj, node)
-        for i, item in enumerate(obj):
-            node.append(self.child("[%d]" % i, item))
+        self.enc_items(node, obj)
         return slot
 
     def enc_dict(self, obj: dict, tag: str = "dict") -> Any:
@@ -196,7 +210,7 @@ class _Encoder:
             self.busy.discard(id(obj))
 
     def enc_immutable_fresh(self, obj: Any, head: list, items: Any) -> Any:
-        node = head + [self.child("[%d]" % i, item) for i, item in enumerate(items)]
+        node = self.enc_items(list(head), items)
         inner = self.memo.get(id(obj))
         if inner is not None:  # a cycle re-encoded obj meanwhile: use that one
             inner.refs += 1
