@@ -186,16 +186,18 @@ class Guard:
         """``obj.name`` for a public name (the hot path)."""
         if isinstance(obj, _MODULE):
             return self.module_attr(obj, name)
-        if name in self.special_names:
+        special = name in self.special_names
+        if special:
             checked = self._special_public(obj, name)
             if checked is not None:
                 return checked
         value = getattr(obj, name)
         if isinstance(value, _MODULE) or id(value) in self.refused_ids:
             return self.value(value)
-        if self.hosted is not None:
-            value = self.hosted.checked(value)
-        if name in self.special_names and isinstance(value, _BOUND):
+        hosted = self.hosted
+        if hosted is not None:
+            value = hosted.checked(value)
+        if special and isinstance(value, _BOUND):
             owner = getattr(value, "__self__", None)
             if owner is not obj and owner is not None and not isinstance(owner, _MODULE):
                 # a proxy's __getattr__ handed out another object's method (an envoy's module)

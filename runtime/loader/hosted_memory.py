@@ -48,12 +48,14 @@ _HOW = {"data": "`.data`", "numpy": "`.numpy()`", "__array__": "`__array__()`",
 
 
 _FUNCTIONS = frozenset((types.FunctionType, types.BuiltinFunctionType, types.MethodType))
+_PASSING_BOUND = 256  # types remembered per request as passing by their type alone
 # Types whose values are never a server callable to wrap (the attribute reads of user code, mostly).
 _PLAIN = frozenset((int, float, bool, str, bytes, type(None), tuple, list, dict, set, frozenset))
 
 
 def _numpy(module: Any) -> bool:
-    return isinstance(module, str) and (module == "numpy" or module.startswith("numpy."))
+    # (exactly str: a request's class may name its module with a str subclass whose == is its own code)
+    return type(module) is str and (module == "numpy" or module.startswith("numpy."))
 
 
 class _Storages:
@@ -127,6 +129,8 @@ class HostedMemory:
         self._names: Optional[Dict[int, str]] = None
         self._wrapped: Dict[int, Tuple[Any, Any]] = {}  # id(server callable) -> (it, its checked version)
         self._entries: Optional[FrozenSet[int]] = None
+        # type -> its __module__ then, for types whose instances pass :meth:`checked` by their type alone
+        self._passing: Dict[type, str] = {}
         self.side: Any = None  # the request's tensor-side check while it runs (runtime.loader.tensor_side)
 
     # -- what is hosted ---------------------------------------------------------------------------
@@ -230,14 +234,26 @@ class HostedMemory:
         tp = type(value)
         if tp in _PLAIN:
             return value
+        passing = self._passing.get(tp)
+        if passing is not None:  # (a tensor, an envoy: at every intervention step)
+            module = tp.__module__
+            if type(module) is str and module == passing:
+                return value
         if isinstance(value, type):
             if value.__name__ not in ALIAS_CLASSES or not _numpy(value.__module__):
                 return value  # (a class is wrapped only if it keeps its input's memory: dtypes stay classes)
         elif tp in _FUNCTIONS:
-            if not _numpy(getattr(value, "__module__", None)) and id(value) not in self.entries():
+            entries = self._entries if self._entries is not None else self.entries()
+            if id(value) not in entries and not _numpy(getattr(value, "__module__", None)):
                 return value
-        elif not _numpy(tp.__module__) or not callable(value):
-            return value
+        else:
+            module = tp.__module__
+            if not _numpy(module):  # decided by the type alone while its module stays the same
+                if type(module) is str and len(self._passing) < _PASSING_BOUND:
+                    self._passing[tp] = module
+                return value
+            if not callable(value):
+                return value
         hit = self._wrapped.get(id(value))
         if hit is not None and hit[0] is value:
             return hit[1]
