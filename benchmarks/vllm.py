@@ -31,6 +31,11 @@ loopback, `--max-engine-jobs 8`) against a plain `AsyncLLM` engine with the same
 32 greedy tokens each (`ignore_eos`); rounds alternate plain / remote; tokens/s = 8 x 32 / wall
 time of the round (submission to the last result); every round's tokens must equal plain vLLM's.
 
+The JSON also gives each engine core's CPU time per round (`engine_core_cpu_ms_per_round`, from
+`/proc`) and their ratio (`engine_core_cpu_ratio`, plain / remote): a diagnostic, not the target;
+the core runs the interventions, and its CPU time moves less than wall time with the machine's
+other load.
+
 Both engines run torch on one thread (`OMP_NUM_THREADS=1` for every process this case starts).
 Without it they differ: the plain engine's core is forked from this process, which set one thread,
 while the server's engine starts with one per CPU (vLLM means to drop serving to one thread, but
@@ -128,6 +133,28 @@ def _remote_trace(model, prompt, max_tokens):
     return tracer.remote_payload, tokens, logits
 
 
+def _engine_core_cpu_ms(parent: int) -> float:
+    """CPU time (user + system, ms) of the vLLM engine-core processes whose parent is ``parent``
+    (Linux ``/proc``; 0.0 elsewhere). A diagnostic beside the wall-time ratio: the engine core
+    runs the interventions, and its CPU time moves less with the machine's other load."""
+    total = 0.0
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+    for pid in pids:
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name, rest = stat[stat.find("(") + 1:stat.rfind(")")], stat[stat.rfind(")") + 2:].split()
+        if name.startswith("VLLM::EngineCo") and int(rest[1]) == parent:
+            total += (int(rest[11]) + int(rest[12])) * 1000.0 / tick
+    return total
+
+
 def _remote_round(host, payloads, decode):
     """Submit every payload from its own client thread at once; ``(seconds, [tokens per client])``."""
     import threading
@@ -199,7 +226,6 @@ def measure_remote(rounds: int, prompts=PROMPTS[:REMOTE_CLIENTS], max_tokens=MAX
     sys.path.insert(0, str(HERE.parent / "tests" / "server"))
     from serverproc import ServerProcess
 
-    from compiler.ir.request import decode_result
     from nnsight import CONFIG
     from nnsight.modeling.vllm import VLLM
     from nnsight.modeling.vllm.async_backend import AsyncEngine
@@ -232,12 +258,17 @@ def measure_remote(rounds: int, prompts=PROMPTS[:REMOTE_CLIENTS], max_tokens=MAX
             saved = decode_saves(data, lambda ref: None, {})  # plain data: token ids and tensors
             return saved["tokens"], len(saved["logits"])
 
+        cpu = {"plain": 0.0, "remote": 0.0}  # engine cores' CPU over the timed rounds, ms
         for _ in range(rounds):
+            before = _engine_core_cpu_ms(os.getpid())
             t, got = _plain_round(plain, prompts, max_tokens)
+            cpu["plain"] += _engine_core_cpu_ms(os.getpid()) - before
             res["baseline_times_ns"].append(t)
             if got != want:
                 raise AssertionError("plain vLLM tokens changed between rounds")
+            before = _engine_core_cpu_ms(server.proc.pid)
             t, got = _remote_round(server.host, payloads, decode)
+            cpu["remote"] += _engine_core_cpu_ms(server.proc.pid) - before
             res["times_ns"].append(t)
             if got != [(w, max_tokens) for w in want]:
                 raise AssertionError(f"remote tokens differ from plain vLLM in a timed round: {got[:2]}")
@@ -249,6 +280,9 @@ def measure_remote(rounds: int, prompts=PROMPTS[:REMOTE_CLIENTS], max_tokens=MAX
                         "clients": len(prompts), "max_tokens": max_tokens,
                         "round_ratios": [round(b / t, 4) for b, t in zip(res["baseline_times_ns"], res["times_ns"])]}
         res["extra"]["median_round_ratio"] = statistics.median(res["extra"]["round_ratios"])
+        if cpu["plain"] > 0 and cpu["remote"] > 0:
+            res["extra"]["engine_core_cpu_ms_per_round"] = {k: round(v / rounds, 1) for k, v in cpu.items()}
+            res["extra"]["engine_core_cpu_ratio"] = round(cpu["plain"] / cpu["remote"], 4)
     finally:
         if plain is not None:
             plain.shutdown()
