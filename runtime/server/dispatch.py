@@ -17,8 +17,12 @@ def fail(store: Store, hub: EventHub, job_id: str, info: Dict[str, Any]) -> None
 
 def announce_positions(store: Store, hub: EventHub) -> None:
     """Tell every watched queued job its new place in the queue."""
-    for job_id in hub.watched():
-        position = store.position(job_id)
+    watched = hub.watched()
+    if not watched:
+        return
+    positions = store.positions(watched)
+    for job_id in watched:
+        position = positions.get(job_id)
         if position is not None:
             hub.publish(job_id, events.QUEUED, position=position)
 

@@ -107,6 +107,27 @@ def test_a_new_job_knows_its_queue_position(tmp_path):
     assert store.add_job("j3", "gpt2", None, b"request") == 2 == store.position("j3")
 
 
+def test_the_positions_of_many_jobs_come_from_one_statement_per_chunk(tmp_path):
+    """Store.positions (what the dispatcher announces after each claim) agrees with position for
+    queued, running, finished and unknown jobs, across more ids than one statement takes."""
+    from runtime.server import store as store_module
+    from runtime.server.store import COMPLETED, Store
+
+    store = Store(str(tmp_path / "jobs.sqlite3"), str(tmp_path / "blobs"))
+    ids = ["j%04d" % n for n in range(store_module._IDS_PER_STATEMENT + 40)]
+    for job_id in ids:
+        store.add_job(job_id, "gpt2", None, b"request")
+    running = store.claim_next()["id"]
+    finished = store.claim_next()["id"]
+    store.finish(finished, COMPLETED, result=b"r")
+    asked = ids[::-1] + ["no-such-job"]
+    found = store.positions(asked)
+    assert running not in found and finished not in found and "no-such-job" not in found
+    assert found == {job_id: store.position(job_id) for job_id in ids if store.position(job_id) is not None}
+    assert found[ids[2]] == 0 and found[ids[-1]] == len(ids) - 3
+    assert store.positions([]) == {}
+
+
 def test_blob_files_no_job_owns_are_deleted_at_start(tmp_path):
     """A crash between a request file's write and its row (or mid-write) leaves files no job owns."""
     from runtime.server.store import COMPLETED, Store
