@@ -110,11 +110,16 @@ def _merge(current: Any, new: Any, start: int, size: int, total: int) -> Any:
 class Batcher:
     """Holds the value being provided, and narrows/swaps it per batch group."""
 
-    __slots__ = ("current", "total")
+    __slots__ = ("current", "total", "rows")
 
     def __init__(self) -> None:
         self.current: Any = None
         self.total: int = 0  # rows in the batched input; 0 = unknown (no narrowing)
+        # While one value is handed to many one-row groups (a vLLM step's requests): None, or
+        # [value, its shape, its rows as views] -- one split for all instead of a narrow each
+        # (~3.5 us each). Set and cleared by the caller around that hand-out, so it never keeps a
+        # value alive past it.
+        self.rows: Optional[list] = None
 
     def _whole(self, group: BatchGroup) -> bool:
         return group is None or (group[0] == 0 and group[1] == self.total) or self.total == 0
@@ -125,6 +130,13 @@ class Batcher:
         if group is None or not total or (group[1] == total and group[0] == 0):  # = _whole(group)
             return self.current
         start, size = group
+        rows = self.rows
+        if rows is not None and size == 1:
+            current = self.current
+            if type(current) is torch.Tensor and current.dim() > 0 and current.shape[0] == total:
+                if rows[0] is not current or rows[1] != current.shape:  # (a swap, or a resize_)
+                    rows[:] = [current, current.shape, current.split(1)]
+                return rows[2][start]
 
         def cut(t: torch.Tensor) -> torch.Tensor:
             if t.dim() > 0 and t.shape[0] == total:

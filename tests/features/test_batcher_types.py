@@ -163,3 +163,32 @@ def test_merging_an_invokes_rows_back_keeps_the_output_type():
     merged = _merge(current, mine, 1, 2, 4)
     assert type(merged) is NoDefaults and merged.mask is None and list(merged.keys()) == ["sample"]
     assert torch.equal(merged.sample, torch.tensor([[0.0, 0], [1, 1], [1, 1], [0, 0]]))
+
+
+def test_one_row_groups_share_one_split_with_the_same_views_as_narrow():
+    """Batcher.rows (set by the vLLM hub while it hands one value to every request's row): each
+    one-row group gets the same view a narrow gives, from one split per value; a swapped or resized
+    value is split again; other groups and values narrow as before."""
+    from runtime.batcher import Batcher
+
+    batcher = Batcher()
+    batcher.total = 5
+    x = torch.randn(5, 3)
+    batcher.current, batcher.rows = x, [None, None, None]
+    for i in range(5):
+        view, narrow = batcher.narrow((i, 1)), x.narrow(0, i, 1)
+        assert view.shape == narrow.shape and view.stride() == narrow.stride()
+        assert view.data_ptr() == narrow.data_ptr() and view._base is x
+    split = batcher.rows[2]
+    batcher.narrow((3, 1))
+    assert batcher.rows[2] is split, "split once per value"
+    y = torch.randn(5, 3)
+    batcher.current = y  # a swap
+    assert batcher.narrow((1, 1)).data_ptr() == y[1:2].data_ptr()
+    y.resize_(5, 2)  # the same tensor, resized in place
+    assert batcher.narrow((1, 1)).shape == (1, 2) and batcher.narrow((1, 1)).data_ptr() == y[1:2].data_ptr()
+    assert torch.equal(batcher.narrow((1, 2)), y[1:3])  # a two-row group: narrowed as before
+    batcher.current = z = torch.randn(3, 2)  # not the batch's rows: whole, as a narrow would leave it
+    assert batcher.narrow((1, 1)) is z
+    batcher.rows = None
+    assert batcher.narrow((1, 1)) is z

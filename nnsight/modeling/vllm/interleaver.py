@@ -292,8 +292,8 @@ class VLLMInterleaver(Interleaver):
         if self._pending:
             self._wake_pending()
         batcher = self.batcher
-        outer = batcher.current
-        batcher.current = value
+        outer, outer_rows = batcher.current, batcher.rows
+        batcher.current, batcher.rows = value, [None, None, None]  # (each request's row: one split)
         running = getcurrent()
         steps = self.steps
         for mediator in self.mediators:
@@ -309,7 +309,7 @@ class VLLMInterleaver(Interleaver):
                 self._guard(mediator, mediator.handle, key, iteration)
             counts[key] = iteration + 1
         value = batcher.current
-        batcher.current = outer
+        batcher.current, batcher.rows = outer, outer_rows
         return value
 
     def provide(self, mediator: Mediator, key: str, value: Any) -> None:
