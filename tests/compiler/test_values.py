@@ -400,68 +400,24 @@ def test_sparse_tensor_rejected():
         encode_value(torch.eye(3).to_sparse())
 
 
-# the tensor encoding before its fast path, kept as the reference the encoder must match byte for byte
-def _old_dtype_name(dtype):
-    return str(dtype).split(".", 1)[1]
-
-
-def _old_tensor_node(t, torch):
-    cls = type(t)
-    if cls is torch.nn.Parameter:
-        tag = "parameter"
-    elif cls is torch.Tensor:
-        tag = "tensor"
-    else:
-        raise ValueError("tensor subclasses other than nn.Parameter are not supported")
-    if t.is_quantized:
-        raise ValueError("quantized tensors are not supported (dequantize() it first)")
-    if t.layout != torch.strided or getattr(t, "is_nested", False):
-        raise ValueError("only dense (strided) tensors are supported, not layout %s" % t.layout)
-    device = str(t.device)
-    shape = [int(d) for d in t.shape]
-    data = None if t.device.type == "meta" else _old_tensor_bytes(t.detach(), torch)
-    return [tag, _old_dtype_name(t.dtype), shape, data, bool(t.requires_grad), device]
-
-
-def _old_tensor_bytes(t, torch):
-    if t.is_conj():
-        t = t.resolve_conj()
-    if t.is_neg():
-        t = t.resolve_neg()
-    same_size = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}.get(t.element_size())
-    if same_size is not None:
-        t = t.view(getattr(torch, same_size))
-    return t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-
-
-def _restrided(t, torch):
-    """t with standard strides: the old code crashed on a 0/1-item tensor whose last stride is not 1."""
-    assert t.numel() <= 1
-    u = t.detach().clone(memory_format=torch.contiguous_format)
-    if type(t) is torch.nn.Parameter:
-        return torch.nn.Parameter(u, requires_grad=t.requires_grad)
-    return u.requires_grad_() if t.requires_grad else u
-
-
 def _same_as_reference(t, torch):
-    """t encodes (alone, and shared in a list) to the reference's exact bytes, and decodes back."""
+    """t encodes (alone, and shared in a list) to the general path's exact bytes (the fast path must
+    not change a byte), and decodes back."""
     from compiler.ir.framing import pack
+    from compiler.ir.values import arrays
 
     try:
-        ref = _old_tensor_node(t, torch)
-    except ValueError as e:  # refused: the same reason
+        ref = arrays._tensor_node(t, torch)
+    except arrays.Reject as e:  # refused: the same reason
         with pytest.raises(UnencodableValueError) as raised:
             encode_value(t)
-        assert str(raised.value).endswith(": %s" % e)
+        assert str(raised.value).endswith(": %s" % e.args[0])
         return
-    except Exception as e:
-        if "must be 1 to view" in str(e):  # the old code's crash: now encoded as a standard copy is
-            ref = _old_tensor_node(_restrided(t, torch), torch)
-        else:  # torch's own error (a zero tensor): the same one
-            with pytest.raises(type(e)) as raised:
-                encode_value(t)
-            assert str(raised.value) == str(e)
-            return
+    except Exception as e:  # torch's own error (a zero tensor): the same one
+        with pytest.raises(type(e)) as raised:
+            encode_value(t)
+        assert str(raised.value) == str(e)
+        return
     assert pack(encode_value(t)) == pack(ref)
     tree = encode_value([t, 1, t])
     assert pack(tree) == pack(["list", ["shared", 0, ref], 1, ["ref", 0]])
@@ -471,7 +427,7 @@ def _same_as_reference(t, torch):
     if ref[3] is None:
         assert out.device.type == "meta"
     else:
-        assert _old_tensor_bytes(out.detach(), torch) == ref[3]
+        assert arrays.tensor_bytes(out.detach(), torch) == ref[3]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
