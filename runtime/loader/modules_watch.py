@@ -55,7 +55,7 @@ class ModulesWatch:
         self.full_checks = 0  # full comparisons made (a test and the benchmarks read it)
 
     def changed(self) -> bool:
-        counting = IMPORTS in sys.meta_path
+        counting = any(finder is IMPORTS for finder in sys.meta_path)  # (by identity: no finder's __eq__)
         if not counting:  # someone rebuilt sys.meta_path: count again, compare this time
             sys.meta_path.insert(0, IMPORTS)
         token = (IMPORTS.imports, len(sys.modules))  # read before comparing: a later import shows next time
