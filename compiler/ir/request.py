@@ -22,7 +22,7 @@ Binary layouts (deterministic, like :mod:`.binary`)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from . import framing
 from .binary import check_plain
@@ -151,6 +151,20 @@ def decode_result(data: bytes, *, limits: Optional[DecodeLimits] = None) -> Any:
             version, RESULT_VERSION_PLAIN, RESULT_VERSION,
             "; upgrade nnsight" if type(version) is int and version > RESULT_VERSION else ""))
     return body["saved"]
+
+
+def saved_variables(saved: Any, names: Iterable[str]) -> Dict[str, Any]:
+    """A decoded result as the variables to bind in the user's frame: a dict whose keys are names
+    the trace's own program assigns. A reply is the server's word: any other key (``model``,
+    ``__builtins__``, a name the body never set) would overwrite a variable of the caller."""
+    if not isinstance(saved, dict):
+        raise IRDecodeError("the server's reply is not a dict of saved variables")
+    allowed = names if isinstance(names, (set, frozenset, dict)) else frozenset(names)
+    for name in saved:
+        if type(name) is not str or name not in allowed:
+            raise IRDecodeError("the server's reply binds %r, which this trace never assigns: refused (a "
+                                "result may only bind the names the trace body sets)" % (name,))
+    return saved
 
 
 def _has_records(tree: Any) -> bool:

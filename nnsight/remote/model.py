@@ -126,7 +126,7 @@ class RemoteTracer:
         from compiler.closure import close_program
         from compiler.ir import FACT_LOCAL
         from compiler.closure.frame_values import frame_values
-        from compiler.ir.request import Request, decode_result, encode_request
+        from compiler.ir.request import Request, decode_result, encode_request, saved_variables
         from compiler.ir.values import decode_value
         from runtime import saves
 
@@ -154,15 +154,14 @@ class RemoteTracer:
         request = Request(closure.program, self.model.key, self.method, args_tree, kwargs_tree)
         payload = encode_request(request)
         torch_here = importable("torch")
+        assigned = frozenset(name for unit in self.program.units for name in unit.assigned)  # what a reply may bind
 
         def decode(reply: bytes) -> Dict[str, Any]:
             tree = decode_result(reply)
             if not torch_here:
                 tree = tensors_as_arrays(tree)
             saved = decode_value(tree, resolve=closure.resolve, may_build=closure.may_build)
-            if not isinstance(saved, dict):
-                raise TypeError("the server's reply is not a dict of saved variables")
-            return saved
+            return saved_variables(saved, assigned)
 
         blocks = None
         if has_local:

@@ -32,7 +32,7 @@ from compiler.closure import close_program
 from compiler.closure.frame_values import frame_values
 from compiler.frontend.local_blocks import without_local_bodies
 from compiler.ir import FACT_LOCAL
-from compiler.ir.request import Request, decode_result, encode_request
+from compiler.ir.request import Request, decode_result, encode_request, saved_variables
 from compiler.ir.values import decode_value
 from runtime import accept
 from runtime.loader import LoadError
@@ -206,9 +206,7 @@ def run_remote(tracer: Any, frame: Any) -> Dict[str, Any]:
     def decode(reply: bytes) -> Dict[str, Any]:
         tracer.remote_result = reply
         saved = decode_value(decode_result(reply), resolve=resolve, may_build=may_build)
-        if not isinstance(saved, dict):
-            raise LoadError("the server's reply is not a dict of saved variables")
-        return saved
+        return saved_variables(saved, tracer._compiled.writeback_names(tracer._unit_id))
 
     blocks = None
     if any(FACT_LOCAL in u.facts for u in request.program.units):

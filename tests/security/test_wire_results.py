@@ -214,3 +214,15 @@ def test_legitimate_result_round_trip(sent, userlib):
     out = client_decode(reply, closure)
     assert out["cfg"] == userlib.Config("y", [1, 2])
     assert torch.equal(out["layer"].weight, layer.weight) and type(out["layer"]) is torch.nn.Linear
+
+
+@pytest.mark.parametrize("saved, bad", [({"out": 1, "model": 2}, "'model'"), ({"out": 1, 3: 4}, "binds 3"),
+                                        ({"__builtins__": {}}, "'__builtins__'"), ([1], "not a dict")])
+def test_a_result_binds_only_names_the_trace_assigns(saved, bad):
+    """What every client (a trace's remote=True / 'local', RemoteModel) checks a decoded reply with
+    before writing it into the caller's frame."""
+    from compiler.ir.request import saved_variables
+
+    with pytest.raises(IRDecodeError, match=bad):
+        saved_variables(saved, ("out", "logits"))
+    assert saved_variables({"out": 1}, ("out", "logits")) == {"out": 1}
